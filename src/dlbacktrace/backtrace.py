@@ -1,0 +1,276 @@
+"""``Backtrace``: the public entry point that ties capture, record, seed and sweep together."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.utils._pytree as pytree
+
+from . import capture as capture_mod
+from .capture import CapturedGraph
+from .errors import InputError, TargetError
+from .explanation import Explanation
+from .record import needed_values, record
+from .rules.base import RuleOptions
+from .sweep import sweep
+from .targets import Target, make_seed
+
+MODES = ("default", "contrast")
+ATTENTION = ("value", "split")
+
+
+@contextlib.contextmanager
+def _inference_state(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode for the duration; every module's flag and every requires_grad restored."""
+    training = {m: m.training for m in model.modules()}
+    grads = {p: p.requires_grad for p in model.parameters()}
+    try:
+        model.eval()
+        yield
+    finally:
+        for module, flag in training.items():
+            module.training = flag
+        for param, flag in grads.items():
+            if param.requires_grad != flag:
+                param.requires_grad_(flag)
+
+
+def _as_tensor(value: Any) -> Any:
+    return torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+
+
+def _check_finite(flat: list[Any], names: list[str]) -> None:
+    for name, value in zip(names, flat, strict=False):
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            if not bool(torch.isfinite(value).all()):
+                raise InputError(f"input '{name}' contains NaN or Inf values")
+
+
+def _signature(args: tuple, kwargs: dict) -> tuple:
+    leaves, spec = pytree.tree_flatten((args, kwargs))
+    parts = []
+    for leaf in leaves:
+        if isinstance(leaf, torch.Tensor):
+            parts.append(("tensor", tuple(leaf.shape), leaf.dtype, str(leaf.device)))
+        else:
+            parts.append(("const", repr(leaf)))
+    return (str(spec), tuple(parts))
+
+
+class Backtrace:
+    """Explain any ``nn.Module`` that ``torch.export`` can capture.
+
+    The model is captured lazily, once per input signature (shapes, dtypes, devices, keyword
+    names and non-tensor arguments), and explained in eval mode; the user's flags are restored.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        mode: str = "default",
+        attention: str = "value",
+        output: str | int | None = None,
+    ) -> None:
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"Backtrace needs a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.mode = self._check_mode(mode)
+        self.attention = self._check_attention(attention)
+        self.output = output
+        self._cache: dict[tuple, CapturedGraph] = {}
+
+    @staticmethod
+    def _check_mode(mode: str) -> str:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        return mode
+
+    @staticmethod
+    def _check_attention(attention: str) -> str:
+        if attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
+        return attention
+
+    # ---- capture -------------------------------------------------------------------------------
+    def capture(self, *args: Any, **kwargs: Any) -> CapturedGraph:
+        """The captured graph for these inputs (exported on first use, then cached)."""
+        args = tuple(_as_tensor(a) for a in args)
+        kwargs = {k: _as_tensor(v) for k, v in kwargs.items()}
+        with _inference_state(self.model):
+            return self._captured(args, kwargs)
+
+    def _captured(self, args: tuple, kwargs: dict) -> CapturedGraph:
+        key = _signature(args, kwargs)
+        graph = self._cache.get(key)
+        if graph is None:
+            self._validate_by_running(args, kwargs)
+            graph = capture_mod.export_model(self.model, args, kwargs)
+            self._cache[key] = graph
+        return graph
+
+    def _validate_by_running(self, args: tuple, kwargs: dict) -> None:
+        """A plain forward first, so shape/dtype mistakes get a clear message, not an export trace."""
+        try:
+            with torch.no_grad():
+                self.model(*args, **kwargs)
+        except Exception as exc:
+            shapes = [
+                f"{tuple(t.shape)} {t.dtype}" if isinstance(t, torch.Tensor) else repr(t)
+                for t in pytree.tree_leaves((args, kwargs))
+            ]
+            raise InputError(
+                f"the model failed on the given inputs (shapes/dtypes: {', '.join(shapes)}): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    # ---- explain -------------------------------------------------------------------------------
+    def explain(
+        self,
+        *inputs: Any,
+        target: Target = None,
+        mode: str | None = None,
+        seed: torch.Tensor | None = None,
+        scale: float = 1.0,
+        output: str | int | None = None,
+        layers: list[str] | str | None = None,
+        position: int | None = None,
+        attention: str | None = None,
+        **model_kwargs: Any,
+    ) -> Explanation:
+        """Explain the model's output for ``inputs`` (keyword inputs go to the model too).
+
+        ``target``: class index (int or one per row), ``"positive"``/``"negative"`` for a single
+        logit, None for the predicted class. ``seed``: a custom seed shaped like the output.
+        ``output``: which model output to explain (a key such as ``"logits"`` or an index).
+        ``layers``: module names (or ``"all"``) whose output relevance to keep.
+        """
+        mode = self._check_mode(mode or self.mode)
+        options = RuleOptions(attention=self._check_attention(attention or self.attention))
+        args = tuple(_as_tensor(a) for a in inputs)
+        kwargs = {k: _as_tensor(v) for k, v in model_kwargs.items()}
+        with _inference_state(self.model):
+            g = self._captured(args, kwargs)
+            flat = self._flat_inputs(g, args, kwargs)
+            _check_finite(flat, g.input_names)
+            out_index = self._select_output(g, output if output is not None else self.output)
+            out_node = g.output_nodes[out_index]
+            if not isinstance(out_node, fx.Node) or out_node not in g.data:
+                raise TargetError(
+                    f"the selected output (index {out_index}) does not depend on any input"
+                )
+            relevant = capture_mod.relevant_nodes(g, out_node)
+            capture_mod.check_rules(g, relevant)
+            layer_map = self._layer_nodes(g, layers)
+            env, outputs = record(g, self.model, flat, needed_values(relevant) | set(layer_map))
+            out_value = outputs[out_index]
+            signed_seed, target_idx = make_seed(out_value, target, scale, seed, position)
+            dtype = out_value.dtype if out_value.dtype in (torch.float32, torch.float64) else (
+                torch.float32
+            )
+            streams = [signed_seed.abs()]
+            if mode == "contrast":
+                streams.append(signed_seed)
+            seed_streams = torch.stack(streams).to(dtype)
+            result = sweep(g, env, relevant, out_node, seed_streams, options, set(layer_map))
+        return self._explanation(g, flat, result, mode, signed_seed, target_idx, out_value,
+                                 layer_map, single=len(args) + len(kwargs) == 1, dtype=dtype)
+
+    def attribute(
+        self,
+        inputs: torch.Tensor | tuple[torch.Tensor, ...],
+        target: Target = None,
+        additional_forward_args: Any = None,
+        **kwargs: Any,
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Captum-style: relevance shaped like each input (contrast mode gives the net map)."""
+        single = isinstance(inputs, torch.Tensor)
+        ins = (inputs,) if single else tuple(inputs)
+        extra = additional_forward_args
+        extra = () if extra is None else (extra if isinstance(extra, tuple) else (extra,))
+        exp = self.explain(*ins, *extra, target=target, **kwargs)
+        maps = exp.relevance_by_name
+        values = tuple(maps[name] for name in exp.input_names[: len(ins)])
+        return values[0] if single else values
+
+    # ---- helpers -------------------------------------------------------------------------------
+    @staticmethod
+    def _flat_inputs(g: CapturedGraph, args: tuple, kwargs: dict) -> list[Any]:
+        leaves = pytree.tree_leaves((args, kwargs))
+        if len(leaves) != len(g.user_inputs):
+            leaves = [x for x in leaves if isinstance(x, torch.Tensor)]
+        if len(leaves) != len(g.user_inputs):
+            raise InputError(
+                f"expected {len(g.user_inputs)} tensor inputs for the captured graph, got "
+                f"{len(leaves)}"
+            )
+        return leaves
+
+    @staticmethod
+    def _select_output(g: CapturedGraph, selector: str | int | None) -> int:
+        indexed = pytree.tree_unflatten(list(range(len(g.output_nodes))), g.out_spec)
+        if selector is None:
+            if isinstance(indexed, int):
+                return indexed
+            if hasattr(indexed, "keys") and "logits" in indexed.keys():
+                return indexed["logits"]
+            leaves = pytree.tree_leaves(indexed)
+            return leaves[0]
+        try:
+            chosen = indexed[selector]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise TargetError(f"output selector {selector!r} not found in the model output") from exc
+        if not isinstance(chosen, int):
+            raise TargetError(f"output selector {selector!r} selects a structure, not a tensor")
+        return chosen
+
+    @staticmethod
+    def _layer_nodes(g: CapturedGraph, layers: list[str] | str | None) -> dict[fx.Node, str]:
+        if layers is None:
+            return {}
+        names = None if layers == "all" else ([layers] if isinstance(layers, str) else layers)
+        found = capture_mod.module_output_nodes(g, names)
+        return {node: name for name, node in found.items()}
+
+    @staticmethod
+    def _explanation(g, flat, result, mode, seed, target, out_value, layer_map, single, dtype):
+        total: dict[str, torch.Tensor] = {}
+        net: dict[str, torch.Tensor] | None = {} if mode == "contrast" else None
+        names: list[str] = []
+        for node, name, value in zip(g.user_inputs, g.input_names, flat, strict=True):
+            if not isinstance(value, torch.Tensor):
+                continue
+            names.append(name)
+            R = result.inputs.get(node)
+            if R is None:
+                R = torch.zeros((2 if mode == "contrast" else 1, *value.shape), dtype=dtype,
+                                device=value.device)
+            total[name] = R[0]
+            if net is not None:
+                net[name] = R[1]
+        layers = {layer_map[n]: r[0] for n, r in result.layers.items()}
+        layers_net = (
+            {layer_map[n]: r[1] for n, r in result.layers.items()} if mode == "contrast" else {}
+        )
+        return Explanation(
+            mode=mode,
+            input_names=names,
+            total_by_name=total,
+            net_by_name=net,
+            absorbed=result.absorbed,
+            seed=seed,
+            target=target,
+            output=out_value.detach(),
+            layers=layers,
+            layers_net=layers_net,
+            single_input=single and len(names) == 1,
+        )
+
+
+def explain(model: torch.nn.Module, *inputs: Any, **kwargs: Any) -> Explanation:
+    """One-shot ``Backtrace(model).explain(*inputs, **kwargs)``."""
+    return Backtrace(model).explain(*inputs, **kwargs)

@@ -1,0 +1,322 @@
+"""Capture a model with ``torch.export`` and analyse its graph for the relevance sweep.
+
+The captured graph is functional ATen (in-place ops removed by ``run_decompositions({})``), so
+recorded activations are never overwritten. Ops without a relevance rule are decomposed with
+PyTorch's own decomposition table where one exists (for example ``aten.lstm``); whatever is
+left without a rule is reported by :func:`check_rules` as an error, never passed through.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.utils._pytree as pytree
+from torch.export import ExportedProgram
+from torch.export.graph_signature import InputKind
+
+from .errors import CaptureError, UnsupportedOperationError
+from .rules import registry
+
+_MAX_DECOMPOSITION_ROUNDS = 4
+
+
+@dataclass
+class CapturedGraph:
+    """An exported program plus what the sweep needs to know about each node."""
+
+    program: ExportedProgram
+    graph: fx.Graph
+    nodes: list[fx.Node]
+    user_inputs: list[fx.Node]  # placeholders for the flattened user inputs, in order
+    input_names: list[str]  # a readable name per user input
+    state_targets: dict[fx.Node, tuple[InputKind, str]]  # placeholder -> (kind, fqn/constant)
+    output_nodes: list[Any]  # flat graph outputs (nodes or constants)
+    out_spec: pytree.TreeSpec
+    data: set[fx.Node] = field(default_factory=set)  # nodes that can carry relevance
+    gates: set[fx.Node] = field(default_factory=set)  # probability-like nodes (sigmoid/softmax)
+    saturation: dict[fx.Node, tuple[float | None, float | None]] = field(default_factory=dict)
+
+
+def export_model(model: torch.nn.Module, args: tuple, kwargs: dict) -> CapturedGraph:
+    """Export ``model`` (already in eval mode) and build the analysed graph."""
+    try:
+        program = torch.export.export(model, args, kwargs, strict=False)
+        program = program.run_decompositions({})
+    except Exception as exc:  # torch raises many unrelated types here
+        raise CaptureError(_capture_hint(exc)) from exc
+    program = _decompose_unruled(program)
+    return analyse(program, args, kwargs)
+
+
+def _capture_hint(exc: Exception) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    hints = [
+        "torch.export could not capture the model: " + first,
+        "What to try: remove Python control flow that depends on tensor values (use torch.where "
+        "or torch.cond), avoid .item()/.tolist() on data, return tensors (or tuples/dicts of "
+        "tensors) from forward.",
+    ]
+    if "Cache" in text or "pytree" in text:
+        hints.append("The model returns a non-tensor object; for Hugging Face models pass "
+                     "use_cache=False.")
+    return "\n".join(hints)
+
+
+def _decompose_unruled(program: ExportedProgram) -> ExportedProgram:
+    """Decompose ops that have no rule but have a PyTorch decomposition (e.g. LSTM, GRU)."""
+    table = torch.export.default_decompositions()
+    for _ in range(_MAX_DECOMPOSITION_ROUNDS):
+        missing = {
+            node.target
+            for node in program.graph.nodes
+            if node.op == "call_function"
+            and isinstance(node.target, torch._ops.OpOverload)
+            and registry.lookup(node.target) is None
+            and node.target in table
+        }
+        if not missing:
+            break
+        try:
+            program = program.run_decompositions({op: table[op] for op in missing})
+        except Exception as exc:
+            names = ", ".join(sorted(str(op) for op in missing))
+            raise CaptureError(f"decomposing {names} failed: {exc}") from exc
+    return program
+
+
+def analyse(program: ExportedProgram, args: tuple, kwargs: dict) -> CapturedGraph:
+    graph = program.graph
+    nodes = list(graph.nodes)
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    specs = program.graph_signature.input_specs
+    state_targets: dict[fx.Node, tuple[InputKind, str]] = {}
+    user_inputs: list[fx.Node] = []
+    by_name = {n.name: n for n in placeholders}
+    for spec in specs:
+        node = by_name[spec.arg.name]
+        if spec.kind == InputKind.USER_INPUT:
+            user_inputs.append(node)
+        elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
+            state_targets[node] = (spec.kind, spec.target)
+        else:
+            raise CaptureError(f"unsupported graph input kind {spec.kind} for {spec.arg.name}")
+
+    flat_args, _ = pytree.tree_flatten((args, kwargs))
+    input_names = _input_names(args, kwargs)
+    if len(input_names) != len(user_inputs):
+        input_names = [n.name for n in user_inputs]
+    # Non-tensor user inputs (ints, bools) are specialised by export but may stay placeholders.
+    del flat_args
+
+    output_node = next(n for n in reversed(nodes) if n.op == "output")
+    output_nodes = list(output_node.args[0])
+    out_spec = program.call_spec.out_spec
+
+    captured = CapturedGraph(
+        program=program,
+        graph=graph,
+        nodes=nodes,
+        user_inputs=user_inputs,
+        input_names=input_names,
+        state_targets=state_targets,
+        output_nodes=output_nodes,
+        out_spec=out_spec,
+    )
+    _mark_data(captured)
+    _mark_gates(captured)
+    _mark_saturation(captured)
+    return captured
+
+
+def _input_names(args: tuple, kwargs: dict) -> list[str]:
+    names: list[str] = []
+    for i, a in enumerate(args):
+        leaves = pytree.tree_leaves(a)
+        names += [f"input{i}"] if len(leaves) == 1 else [f"input{i}.{j}" for j in range(len(leaves))]
+    for k, v in kwargs.items():
+        leaves = pytree.tree_leaves(v)
+        names += [k] if len(leaves) == 1 else [f"{k}.{j}" for j in range(len(leaves))]
+    return names
+
+
+def node_vals(node: fx.Node) -> list[Any]:
+    """The example values (fake tensors) of a node's output, flattened."""
+    val = node.meta.get("val")
+    return pytree.tree_leaves(val) if val is not None else []
+
+
+def _is_float_node(node: fx.Node) -> bool:
+    return any(isinstance(v, torch.Tensor) and v.is_floating_point() for v in node_vals(node))
+
+
+def _is_int_tensor_node(node: fx.Node) -> bool:
+    vals = node_vals(node)
+    return bool(vals) and all(
+        isinstance(v, torch.Tensor) and not v.is_floating_point() and v.dtype != torch.bool
+        for v in vals
+    )
+
+
+def input_nodes(node: fx.Node) -> list[fx.Node]:
+    return list(node.all_input_nodes)
+
+
+def _mark_data(g: CapturedGraph) -> None:
+    """Data = float tensors that depend on a float user input or on an embedded token id."""
+    data: set[fx.Node] = set()
+    id_candidates: set[fx.Node] = set()
+    for node in g.user_inputs:
+        if _is_float_node(node):
+            data.add(node)
+        elif _is_int_tensor_node(node):
+            id_candidates.add(node)
+    embeddings: list[fx.Node] = []
+    for node in g.nodes:
+        if node.op != "call_function":
+            continue
+        ins = input_nodes(node)
+        if registry.is_embedding(node.target):
+            indices = node.args[1]
+            if indices in id_candidates:
+                data.add(node)
+                embeddings.append(node)
+            continue
+        if _is_int_tensor_node(node) and registry.is_movement(node.target):
+            if any(i in id_candidates for i in ins):
+                id_candidates.add(node)
+            continue
+        if node.target is operator.getitem:
+            if node.args[0] in data and _is_float_node(node):
+                data.add(node)
+            continue
+        if _is_float_node(node) and any(i in data for i in ins):
+            data.add(node)
+    # Token-id nodes are data only on the path from an integer input to an embedding.
+    stack = [e.args[1] for e in embeddings]
+    while stack:
+        node = stack.pop()
+        if node in data or node not in id_candidates:
+            continue
+        data.add(node)
+        stack.extend(i for i in input_nodes(node) if i in id_candidates)
+    g.data = data
+
+
+def _mark_gates(g: CapturedGraph) -> None:
+    """Probability-like tensors (sigmoid/softmax outputs, views of them, ``1 - gate``)."""
+    gates: set[fx.Node] = set()
+    for node in g.nodes:
+        if node.op != "call_function":
+            continue
+        if registry.is_gate_op(node.target):
+            gates.add(node)
+        elif node.target is operator.getitem or registry.is_movement(node.target):
+            first = node.args[0] if node.args else None
+            if isinstance(first, fx.Node) and first in gates:
+                gates.add(node)
+        elif registry.is_complement(node) and any(i in gates for i in input_nodes(node)):
+            gates.add(node)
+    g.gates = gates
+
+
+def _mark_saturation(g: CapturedGraph) -> None:
+    """For affine nodes whose output feeds only an activation, remember its saturation range."""
+    for node in g.nodes:
+        if node.op != "call_function" or not registry.is_affine(node.target):
+            continue
+        current = node
+        while True:
+            users = list(current.users)
+            if len(users) != 1:
+                break
+            user = users[0]
+            if user.op != "call_function":
+                break
+            if (user.target is operator.getitem and user.args[1] == 0) or registry.is_bijective(
+                user.target
+            ):
+                current = user
+                continue
+            bounds = registry.saturation_bounds(user)
+            if bounds is not None:
+                g.saturation[node] = bounds
+            break
+
+
+def relevant_nodes(g: CapturedGraph, output: fx.Node) -> list[fx.Node]:
+    """Data nodes from which ``output`` can be reached, in topological order."""
+    reach: set[fx.Node] = set()
+    stack = [output]
+    while stack:
+        node = stack.pop()
+        if node in reach or node not in g.data:
+            continue
+        reach.add(node)
+        stack.extend(input_nodes(node))
+    return [n for n in g.nodes if n in reach]
+
+
+def check_rules(g: CapturedGraph, nodes: list[fx.Node]) -> None:
+    """Fail before any computation if an op on the relevance path has no rule."""
+    for node in nodes:
+        if node.op != "call_function" or node.target is operator.getitem:
+            continue
+        if registry.lookup(node.target) is None:
+            raise UnsupportedOperationError(describe_unsupported(node))
+
+
+def describe_unsupported(node: fx.Node) -> str:
+    op = str(node.target)
+    source = user_source_line(node)
+    module = node.meta.get("nn_module_stack")
+    where = ""
+    if module:
+        path, cls = list(module.values())[-1]
+        where = f" in module '{path}' ({getattr(cls, '__name__', cls)})"
+    return (
+        f"no relevance rule for ATen op '{op}' (graph node '{node.name}'){where}.\n"
+        f"  source: {source}\n"
+        "  dlbacktrace never passes relevance through an op silently. Register a rule with "
+        f"dlbacktrace.register_rule(torch.ops.{op.rsplit('.', 1)[0]}, rule_fn), or rewrite "
+        "this part of the model with supported ops."
+    )
+
+
+def user_source_line(node: fx.Node) -> str:
+    trace = node.meta.get("stack_trace") or ""
+    lines = [ln.strip() for ln in trace.strip().splitlines() if ln.strip()]
+    # The last 'File ...' frame is the user's own code; the line after it is the statement.
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("File "):
+            code = lines[i + 1] if i + 1 < len(lines) else ""
+            return f"{lines[i]}: {code}" if code else lines[i]
+    return "unknown (no stack trace in the export metadata)"
+
+
+def module_output_nodes(g: CapturedGraph, names: list[str] | None) -> dict[str, fx.Node]:
+    """The node holding each named module's output (last node of its scope used outside it)."""
+    scopes: dict[str, list[fx.Node]] = {}
+    for node in g.nodes:
+        stack = node.meta.get("nn_module_stack") or {}
+        for path, _cls in stack.values():
+            if path:
+                scopes.setdefault(path, []).append(node)
+    if names is not None:
+        unknown = [n for n in names if n not in scopes]
+        if unknown:
+            known = ", ".join(sorted(scopes)[:20])
+            raise KeyError(f"unknown module name(s) {unknown}; known modules include: {known}")
+    result: dict[str, fx.Node] = {}
+    for path, members in scopes.items():
+        if names is not None and path not in names:
+            continue
+        inside = set(members)
+        exits = [n for n in members if any(u not in inside for u in n.users) and n in g.data]
+        if exits:
+            result[path] = exits[-1]
+    return result

@@ -1,0 +1,182 @@
+"""The core DLBacktrace rule for ops affine in their data input (DESIGN.md 2.1).
+
+Efficient form: the contribution matrix ``z_ji = w_ji·x_i`` is never built. With
+``A = f(|x|; |w|)`` and ``S = f(x; w)`` (no bias), ``P = (A+S)/2`` and ``N = (A−S)/2``; per-output
+coefficients ``p_j`` (for positive contributions) and ``n_j`` (for negative ones) are pushed back
+with the op's transpose (its vector–Jacobian product):
+``Σ_j (α_j·max(z_ji,0) + β_j·max(−z_ji,0)) = ½(|x| ⊙ f*_{|w|}(α+β) + x ⊙ f*_w(α−β))``.
+
+In stream form, total ``T`` uses ``α = T·p, β = T·n`` and net ``Δ`` uses ``α = Δ·p, β = −Δ·n``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+
+from ..errors import RuleError
+from .base import Call, Contribution, safe_reciprocal, sum_to, total
+
+
+@dataclass
+class Coefficients:
+    """Per-output shares: relevance per unit of positive (p) / negative (n) contribution."""
+
+    p: torch.Tensor
+    n: torch.Tensor
+    dead: torch.Tensor  # outputs whose relevance is absorbed entirely (zero denominator)
+    saturated: bool  # whether p != n anywhere that carries relevance
+
+
+def coefficients(
+    T: torch.Tensor,
+    y: torch.Tensor,
+    A: torch.Tensor,
+    S: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    bounds: tuple[float | None, float | None] | None,
+) -> Coefficients:
+    """Shares of the rule of 2.1, activation-aware when ``bounds`` is given.
+
+    ``A`` is Σ|z| (P+N), ``S`` is Σz (P−N, needed only for saturation), ``y`` the op's output
+    (the pre-activation T_j of the formulas), ``T`` the total relevance per output.
+    """
+    absb = bias.abs() if bias is not None else 0.0
+    D = A + absb
+    hi = lo = None
+    if bounds is not None:
+        low, high = bounds
+        hi = (y > high) if high is not None else None
+        lo = (y < low) if low is not None else None
+        carries = T != 0
+        if hi is not None and not bool((hi & carries).any()):
+            hi = None
+        if lo is not None and not bool((lo & carries).any()):
+            lo = None
+    if hi is None and lo is None:
+        r = safe_reciprocal(D)
+        return Coefficients(p=r, n=r, dead=D == 0, saturated=False)
+    if S is None:
+        raise RuleError("internal: saturation needs the signed forward")
+    P = ((A + S) / 2).clamp_min(0)
+    N = ((A - S) / 2).clamp_min(0)
+    bp = bias.clamp_min(0) if bias is not None else 0.0
+    bn = (-bias).clamp_min(0) if bias is not None else 0.0
+    r = safe_reciprocal(D)
+    p, n, dead = r, r, D == 0
+    if hi is not None:
+        den = P + bp
+        p = torch.where(hi, safe_reciprocal(den), p)
+        n = torch.where(hi, torch.zeros_like(n), n)
+        dead = torch.where(hi, den == 0, dead)
+    if lo is not None:
+        den = N + bn
+        p = torch.where(lo, torch.zeros_like(p), p)
+        n = torch.where(lo, safe_reciprocal(den), n)
+        dead = torch.where(lo, den == 0, dead)
+    return Coefficients(p=p, n=n, dead=dead, saturated=True)
+
+
+def absorbed_by_bias(T: torch.Tensor, c: Coefficients, bias: torch.Tensor | None) -> torch.Tensor:
+    """Relevance that the bias (and dead outputs) take: ``T·(p·b⁺ + n·b⁻)`` plus ``T`` if dead."""
+    out = total(torch.where(c.dead, T, torch.zeros_like(T)))
+    if bias is not None:
+        share = c.p * bias.clamp_min(0) + c.n * (-bias).clamp_min(0)
+        out = out + total(torch.where(c.dead, torch.zeros_like(T), T * share))
+    return out
+
+
+def _vjp(out: torch.Tensor, leaf: torch.Tensor, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    res = []
+    for k, g in enumerate(grads):
+        (gk,) = torch.autograd.grad(out, leaf, g.to(out.dtype), retain_graph=k < len(grads) - 1)
+        res.append(gk)
+    return res
+
+
+def matrix_affine(
+    call: Call,
+    R: torch.Tensor,
+    x: torch.Tensor,
+    fn: Callable[..., torch.Tensor],
+    weights: list[torch.Tensor],
+    bias: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Relevance of the data input ``x`` of ``y = fn(x, *weights) + bias`` (fn linear in x).
+
+    Returns ``(rho [S, *x.shape], absorbed)``. One forward on ``|x|, |w|`` and one transposed
+    op per needed stream; the signed forward and transpose only for contrast or saturation.
+    """
+    streams = R.shape[0]
+    T = R[0]
+    y = call.out
+    xd = x.detach()
+    weights = [w.detach() for w in weights]
+    abs_leaf = xd.abs().requires_grad_(True)
+    need_signed_forward = streams == 2 or call.saturation is not None
+    with torch.enable_grad():
+        A = fn(abs_leaf, *[w.abs() for w in weights])
+        if need_signed_forward:
+            sgn_leaf = xd.clone().requires_grad_(True)
+            S = fn(sgn_leaf, *weights)
+        else:
+            S = None
+    c = coefficients(T, y, A.detach(), None if S is None else S.detach(), bias, call.saturation)
+    absorbed = absorbed_by_bias(T, c, bias)
+    abs_grads = [T * (c.p + c.n) / 2]
+    sgn_grads: list[torch.Tensor] = []
+    sgn_slots: list[int] = []
+    if c.saturated:
+        sgn_grads.append(T * (c.p - c.n) / 2)
+        sgn_slots.append(0)
+    if streams == 2:
+        D = R[1]
+        if c.saturated:
+            abs_grads.append(D * (c.p - c.n) / 2)
+        sgn_grads.append(D * (c.p + c.n) / 2)
+        sgn_slots.append(1)
+    with torch.enable_grad():
+        abs_part = _vjp(A, abs_leaf, abs_grads)
+        sgn_part = _vjp(S, sgn_leaf, sgn_grads) if sgn_grads else []
+    absx = xd.abs()
+    rho = [absx * abs_part[0]]
+    if streams == 2:
+        rho.append(absx * abs_part[1] if c.saturated else torch.zeros_like(xd))
+    for slot, g in zip(sgn_slots, sgn_part, strict=True):
+        rho[slot] = rho[slot] + xd * g
+    return torch.stack(rho).to(R.dtype), absorbed
+
+
+def elementwise_affine(
+    call: Call,
+    R: torch.Tensor,
+    terms: list[tuple[fx.Node, torch.Tensor, torch.Size]],
+    bias: torch.Tensor | float | None,
+) -> Contribution:
+    """``y = Σ_k s_k + c`` where each data term ``s_k`` is elementwise in its input.
+
+    ``terms`` are (input node, contribution tensor s_k, input shape); broadcasting is undone
+    by summing each term's relevance back to its input's shape. Covers add/sub of data,
+    adding or multiplying by constants, eval BatchNorm and the affine part of normalisations.
+    """
+    T = R[0]
+    y = call.out
+    shape = y.shape
+    if bias is not None and not isinstance(bias, torch.Tensor):
+        bias = torch.full((), float(bias), dtype=y.dtype, device=y.device)
+    if bias is not None:
+        bias = bias.expand(shape)
+    A = sum(s.abs().expand(shape) for _, s, _ in terms)
+    S = sum(s.expand(shape) for _, s, _ in terms)
+    c = coefficients(T, y, A, S, bias, call.saturation)
+    result = Contribution(absorbed=absorbed_by_bias(T, c, bias))
+    for node, s, in_shape in terms:
+        pos, neg = s.clamp_min(0), (-s).clamp_min(0)
+        rho = [T * (c.p * pos + c.n * neg)]
+        if R.shape[0] == 2:
+            rho.append(R[1] * (c.p * pos - c.n * neg))
+        result.add(node, sum_to(torch.stack(rho).to(R.dtype), in_shape))
+    return result

@@ -1,0 +1,102 @@
+"""``scaled_dot_product_attention`` as one op (DESIGN.md 2.2).
+
+The attention probabilities are recomputed exactly as the op computes them — scale, boolean
+or additive mask, causal mask, grouped-query heads — and relevance goes to V by the affine
+rule with A as weights (``attention="value"``), or half of it also through A to Q and K
+(``attention="split"``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import RuleError
+from .affine import matrix_affine
+from .base import Call, Contribution, safe_reciprocal, sum_to, total
+from .products import _magnitude_share
+
+
+def _repeat_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+    if t.dim() < 3 or t.shape[-3] == heads:
+        return t
+    return t.repeat_interleave(heads // t.shape[-3], dim=-3)
+
+
+def _bias(mask, q, k, causal: bool) -> torch.Tensor | None:
+    """Additive score bias of the op (``-inf`` where masked), or None."""
+    L, S = q.shape[-2], k.shape[-2]
+    bias = None
+    if causal:
+        keep = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()
+        bias = torch.zeros(L, S, dtype=q.dtype, device=q.device).masked_fill(~keep, -math.inf)
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            m = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(
+                ~mask, -math.inf
+            )
+        else:
+            m = mask.to(q.dtype)
+        bias = m if bias is None else bias + m
+    return bias
+
+
+def sdpa(call: Call, R) -> Contribution:
+    q, k, v = call.args[:3]
+    mask = call.arg(3, "attn_mask")
+    dropout = call.arg(4, "dropout_p", 0.0)
+    causal = bool(call.arg(5, "is_causal", False))
+    scale = call.arg(6, "scale")
+    if dropout:
+        raise RuleError("scaled_dot_product_attention with dropout_p > 0 is not deterministic")
+    for i, name in ((3, "attn_mask"),):
+        if call.is_data(i):
+            raise RuleError(f"scaled_dot_product_attention with a data-dependent {name}")
+    heads = q.shape[-3] if q.dim() >= 3 else 1
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    bias = _bias(mask, q, k, causal)
+
+    def scores_of(qq, kk):
+        return (qq @ _repeat_heads(kk, heads).transpose(-2, -1)) * scale
+
+    scores = scores_of(q, k)
+    full = scores if bias is None else scores + bias
+    attn = torch.softmax(full, dim=-1)
+    attn = torch.nan_to_num(attn, nan=0.0)  # fully masked rows: the op returns zeros or NaN
+
+    result = Contribution()
+    value_share = R if call.options.attention == "value" else R / 2
+    if call.is_data(2):
+        rho_v, absorbed = matrix_affine(
+            call, value_share, v, lambda x, w: w @ _repeat_heads(x, heads), [attn], None
+        )
+        result.add(call.arg_node(2), rho_v)
+        result.absorbed = absorbed
+    else:
+        result.absorbed = total(value_share[0])
+    if call.options.attention == "value":
+        return result
+
+    # Split: the other half reaches A (share |A_ts·V_sd|), softmax passes it to the scores,
+    # an additive bias absorbs its magnitude share, and Q·Kᵀ splits it 50/50.
+    vr = _repeat_heads(v, heads).abs()
+    half = R / 2
+    D = attn @ vr
+    rho_attn = attn * ((half * safe_reciprocal(D)) @ vr.transpose(-2, -1))
+    absorbed = total(torch.where(D == 0, half[0], torch.zeros_like(half[0])))
+    if bias is not None:
+        finite_bias = torch.where(torch.isfinite(bias), bias, torch.zeros_like(bias)).abs()
+        share = scores.abs() * safe_reciprocal(scores.abs() + finite_bias)
+        share = torch.where(scores.abs() + finite_bias == 0, torch.zeros_like(share), share)
+        kept = rho_attn * share
+        absorbed = absorbed + total(rho_attn[0] - kept[0])
+        rho_attn = kept
+    outs, dead = _magnitude_share(call, rho_attn, scores_of, q, k, (True, True))
+    result.absorbed = result.absorbed + absorbed + dead
+    for i, part in ((0, outs[0]), (1, outs[1])):
+        if call.is_data(i):
+            result.add(call.arg_node(i), sum_to(part.to(R.dtype), call.args[i].shape))
+        else:
+            result.absorbed = result.absorbed + total(part[0])
+    return result

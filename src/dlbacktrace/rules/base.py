@@ -1,0 +1,175 @@
+"""What every rule sees (a recorded op call) and returns (relevance per data input + absorbed).
+
+Relevance tensors carry a leading *stream* dimension: stream 0 is the total relevance
+(``R⁺ + R⁻``, which is the default-mode relevance) and, in contrast mode, stream 1 is the net
+relevance (``R⁺ − R⁻``). Every rule is linear in the relevance it receives, so both streams can
+travel together; only affine rules treat them differently (DESIGN.md 2.1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.utils._pytree as pytree
+
+
+@dataclass(frozen=True)
+class RuleOptions:
+    attention: str = "value"  # "value" or "split" (DESIGN.md 2.2)
+
+
+@dataclass
+class Call:
+    """One recorded op call: its graph node, materialised arguments and output."""
+
+    node: fx.Node
+    args: tuple
+    kwargs: dict
+    out: Any
+    data: set[fx.Node]
+    gates: set[fx.Node]
+    saturation: tuple[float | None, float | None] | None
+    options: RuleOptions
+
+    def arg(self, i: int, name: str | None = None, default: Any = None) -> Any:
+        if i < len(self.args):
+            return self.args[i]
+        if name is not None and name in self.kwargs:
+            return self.kwargs[name]
+        return default
+
+    def arg_node(self, i: int) -> Any:
+        return self.node.args[i] if i < len(self.node.args) else None
+
+    def is_data(self, i: int) -> bool:
+        a = self.arg_node(i)
+        return isinstance(a, fx.Node) and a in self.data
+
+    def is_gate(self, i: int) -> bool:
+        a = self.arg_node(i)
+        return isinstance(a, fx.Node) and a in self.gates
+
+
+@dataclass
+class Contribution:
+    """A rule's result: relevance for data inputs and the relevance it absorbed (stream 0)."""
+
+    inputs: list[tuple[fx.Node, torch.Tensor]] = field(default_factory=list)
+    absorbed: torch.Tensor | float = 0.0
+
+    def add(self, node: fx.Node, rho: torch.Tensor) -> None:
+        self.inputs.append((node, rho))
+
+
+def sum_to(rho: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Sum a streamed relevance ``[S, *out]`` down to ``[S, *shape]`` (undo broadcasting)."""
+    target = (rho.shape[0], *shape)
+    if tuple(rho.shape) == target:
+        return rho
+    extra = rho.dim() - len(target)
+    if extra > 0:
+        rho = rho.sum(dim=tuple(range(1, 1 + extra)))
+    return rho.sum_to_size(target)
+
+
+def safe_reciprocal(d: torch.Tensor) -> torch.Tensor:
+    """1/d where d != 0, else 0 (zero denominators mean the relevance is absorbed)."""
+    nonzero = d != 0
+    return torch.where(nonzero, 1.0 / torch.where(nonzero, d, torch.ones_like(d)), 0.0)
+
+
+def total(value: torch.Tensor) -> torch.Tensor:
+    """Sum in float64: the ledger must not lose relevance to rounding."""
+    return value.sum(dtype=torch.float64)
+
+
+def flat_args(call: Call) -> tuple[list[Any], list[Any], pytree.TreeSpec]:
+    """Flattened (graph args, materialised args) of a call, plus the spec to rebuild them."""
+    nodes, spec = pytree.tree_flatten((call.node.args, call.node.kwargs))
+    values, _ = pytree.tree_flatten((call.args, call.kwargs))
+    return nodes, values, spec
+
+
+def vjp_contribution(call: Call, R: Any) -> Contribution:
+    """Relevance by the op's vector–Jacobian product: the exact adjoint of an index map.
+
+    Used for data movement (view, cat, slice, gather, …) and selection (max-pool, max, topk):
+    the VJP of those ops sends each output element's value back to the element(s) it came
+    from. Non-data floating inputs (e.g. a constant concatenated to the data) absorb theirs.
+    """
+    nodes, values, spec = flat_args(call)
+    streams = _streams(R)
+    dtype = _dtype(R)
+    wrt: list[int] = []
+    leaves = list(values)
+    for i, (n, v) in enumerate(zip(nodes, values, strict=True)):
+        if not isinstance(v, torch.Tensor):
+            continue
+        is_data = isinstance(n, fx.Node) and n in call.data
+        if is_data or v.is_floating_point():
+            leaf = v.detach()
+            if not leaf.is_floating_point():
+                leaf = leaf.to(dtype)
+            leaves[i] = leaf.requires_grad_(True)
+            wrt.append(i)
+    result = Contribution()
+    if not wrt:
+        return result
+    with torch.enable_grad():
+        args, kwargs = pytree.tree_unflatten(leaves, spec)
+        out = call.node.target(*args, **kwargs)
+    outs, grads = _pair_outputs(out, R)
+    if not outs:
+        return result
+    per_leaf: list[list[torch.Tensor]] = [[] for _ in wrt]
+    for s in range(streams):
+        got = torch.autograd.grad(
+            outs,
+            [leaves[i] for i in wrt],
+            grad_outputs=[g[s].to(o.dtype) for o, g in zip(outs, grads, strict=True)],
+            retain_graph=s < streams - 1,
+            allow_unused=True,
+        )
+        for k, gk in enumerate(got):
+            per_leaf[k].append(torch.zeros_like(leaves[wrt[k]]) if gk is None else gk)
+    absorbed = torch.zeros((), dtype=torch.float64)
+    for k, i in enumerate(wrt):
+        rho = torch.stack(per_leaf[k]).to(dtype)
+        n = nodes[i]
+        if isinstance(n, fx.Node) and n in call.data:
+            result.add(n, rho)
+        else:
+            absorbed = absorbed + total(rho[0])
+    result.absorbed = absorbed
+    return result
+
+
+def _streams(R: Any) -> int:
+    for r in R if isinstance(R, list) else [R]:
+        if r is not None:
+            return r.shape[0]
+    return 1
+
+
+def _dtype(R: Any) -> torch.dtype:
+    for r in R if isinstance(R, list) else [R]:
+        if r is not None:
+            return r.dtype
+    return torch.float32
+
+
+def _pair_outputs(out: Any, R: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Match the op's (possibly tuple) outputs with the relevance that reached each of them."""
+    if not isinstance(R, list):
+        return [out], [R]
+    outs = pytree.tree_leaves(out)
+    pairs = [
+        (o, r)
+        for o, r in zip(outs, R, strict=False)
+        if r is not None and isinstance(o, torch.Tensor) and o.requires_grad
+    ]
+    return [p[0] for p in pairs], [p[1] for p in pairs]

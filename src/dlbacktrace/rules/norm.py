@@ -1,0 +1,108 @@
+"""Normalisation layers (DESIGN.md 2.1 and 2.3).
+
+Eval BatchNorm is affine per channel, ``a·x + c``, so ``c`` absorbs its share. For LayerNorm,
+GroupNorm and RMSNorm the normalise step passes relevance unchanged and the affine part
+``γ·x̂ + β`` uses the affine rule with ``β`` absorbed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import RuleError
+from .affine import elementwise_affine
+from .base import Call, Contribution
+
+
+def _single(R):
+    """Tuple-output ops: only the normalised output (index 0) carries relevance."""
+    if isinstance(R, list):
+        if any(r is not None for r in R[1:]):
+            raise RuleError("relevance reached a statistics output of a normalisation op")
+        return R[0]
+    return R
+
+
+def _channel_shape(x: torch.Tensor) -> list[int]:
+    return [1, -1] + [1] * (x.dim() - 2)
+
+
+def _with_output(call: Call, out: torch.Tensor) -> Call:
+    return Call(call.node, call.args, call.kwargs, out, call.data, call.gates, call.saturation,
+                call.options)
+
+
+def batch_norm_eval(call: Call, R) -> Contribution:
+    """``_native_batch_norm_legit_no_training(x, w, b, mean, var, momentum, eps)``."""
+    x, w, b, mean, var = call.args[:5]
+    eps = call.arg(6, "eps", 1e-5)
+    a = torch.rsqrt(var + eps)
+    if w is not None:
+        a = a * w
+    c = -mean * a
+    if b is not None:
+        c = c + b
+    shape = _channel_shape(x)
+    out = call.out[0] if isinstance(call.out, (tuple, list)) else call.out
+    term = x * a.reshape(shape)
+    return elementwise_affine(
+        _with_output(call, out), _single(R), [(call.arg_node(0), term, x.shape)], c.reshape(shape)
+    )
+
+
+def batch_norm(call: Call, R) -> Contribution:
+    """``aten.batch_norm(x, w, b, mean, var, training, momentum, eps, cudnn)`` in eval."""
+    x, w, b, mean, var, training = call.args[:6]
+    if training or mean is None:
+        raise RuleError("batch_norm in training mode (batch statistics) is not supported")
+    eps = call.arg(7, "eps", 1e-5)
+    a = torch.rsqrt(var + eps) * (w if w is not None else 1.0)
+    c = -mean * a + (b if b is not None else 0.0)
+    shape = _channel_shape(x)
+    return elementwise_affine(
+        call, _single(R), [(call.arg_node(0), x * a.reshape(shape), x.shape)], c.reshape(shape)
+    )
+
+
+def _affine_after_normalise(call, R, xhat, weight, bias, out) -> Contribution:
+    term = xhat * weight if weight is not None else xhat
+    x = call.args[0]
+    return elementwise_affine(
+        _with_output(call, out), _single(R), [(call.arg_node(0), term, x.shape)], bias
+    )
+
+
+def layer_norm(call: Call, R) -> Contribution:
+    """``layer_norm`` / ``native_layer_norm(x, shape, w, b, eps)``."""
+    x, shape, w, b = call.args[:4]
+    eps = call.arg(4, "eps", 1e-5)
+    xhat = F.layer_norm(x, shape, None, None, eps)
+    out = call.out[0] if isinstance(call.out, (tuple, list)) else call.out
+    return _affine_after_normalise(call, R, xhat, w, b, out)
+
+
+def group_norm(call: Call, R) -> Contribution:
+    """``group_norm(x, groups, w, b, eps)`` or ``native_group_norm(x, w, b, N, C, HxW, g, eps)``."""
+    x = call.args[0]
+    if call.node.target.overloadpacket is torch.ops.aten.native_group_norm:
+        w, b, groups, eps = call.args[1], call.args[2], call.args[6], call.args[7]
+    else:
+        groups, w, b = call.args[1], call.arg(2, "weight"), call.arg(3, "bias")
+        eps = call.arg(4, "eps", 1e-5)
+    xhat = F.group_norm(x, groups, None, None, eps)
+    shape = _channel_shape(x)
+    out = call.out[0] if isinstance(call.out, (tuple, list)) else call.out
+    w = w.reshape(shape) if w is not None else None
+    b = b.reshape(shape) if b is not None else None
+    return _affine_after_normalise(call, R, xhat, w, b, out)
+
+
+def rms_norm(call: Call, R) -> Contribution:
+    """``rms_norm(x, shape, w, eps)``: normalise (identity) then scale by γ (no bias)."""
+    x, shape = call.args[0], call.args[1]
+    w = call.arg(2, "weight")
+    eps = call.arg(3, "eps")
+    xhat = F.rms_norm(x, shape, None, eps)
+    out = call.out[0] if isinstance(call.out, (tuple, list)) else call.out
+    return _affine_after_normalise(call, R, xhat, w, None, out)

@@ -1,0 +1,187 @@
+"""ATen op → relevance rule, plus the op families the graph analysis needs to know.
+
+Rules are looked up by op packet (``aten.add``) so every overload of an op shares its rule.
+Users extend the table with :func:`register_rule`.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.fx as fx
+
+from . import arithmetic, attention, linear_ops, movement, norm
+
+aten = torch.ops.aten
+
+Rule = Callable[..., Any]
+
+_RULES: dict[Any, Rule] = {}
+
+
+def _register(ops: list, rule: Rule) -> None:
+    for op in ops:
+        _RULES[op] = rule
+
+
+def _packets(*names: str) -> list:
+    return [getattr(aten, n) for n in names if hasattr(aten, n)]
+
+
+# Activations and other elementwise nonlinear ops: identity (saturation is handled upstream).
+ACTIVATIONS = _packets(
+    "relu", "gelu", "silu", "tanh", "sigmoid", "hardsigmoid", "hardswish", "hardtanh", "relu6",
+    "leaky_relu", "elu", "selu", "celu", "softplus", "mish", "prelu", "_prelu_kernel", "exp",
+    "log", "pow", "rsqrt", "sqrt", "neg", "abs", "_softmax", "softmax", "_log_softmax",
+    "log_softmax", "erf", "sin", "cos", "reciprocal", "square", "clamp", "clamp_min",
+    "clamp_max", "logit", "sign", "gelu_", "log1p", "expm1", "softsign", "threshold",
+)
+IDENTITY_MOVES = _packets(
+    "clone", "alias", "contiguous", "_to_copy", "to", "lift_fresh_copy", "detach", "type_as",
+)
+RESHAPES = _packets(
+    "view", "_unsafe_view", "reshape", "squeeze", "unsqueeze", "flatten", "unflatten",
+    "view_as", "_reshape_alias",
+)
+GENERIC_MOVES = _packets(
+    "cat", "concat", "stack", "split", "split_with_sizes", "chunk", "unbind", "slice", "select",
+    "index", "index_select", "gather", "flip", "constant_pad_nd", "pad", "reflection_pad1d",
+    "reflection_pad2d", "replication_pad1d", "replication_pad2d", "narrow", "roll", "repeat",
+    "tile", "movedim", "diagonal", "take_along_dim", "repeat_interleave", "pixel_shuffle",
+    "pixel_unshuffle", "channel_shuffle", "upsample_nearest1d", "upsample_nearest2d",
+    "upsample_nearest3d", "_upsample_nearest_exact1d", "_upsample_nearest_exact2d",
+    "_upsample_nearest_exact3d", "index_put", "scatter", "slice_scatter", "select_scatter",
+    "unfold", "as_strided", "masked_scatter", "tril", "triu", "zero_pad2d", "copy",
+)
+SELECTIONS = _packets(
+    "max_pool1d", "max_pool2d", "max_pool3d", "max_pool2d_with_indices",
+    "max_pool3d_with_indices", "adaptive_max_pool1d", "adaptive_max_pool2d",
+    "adaptive_max_pool3d", "max", "min", "amax", "amin", "topk", "sort", "maximum", "minimum",
+    "fmax", "fmin", "kthvalue", "median", "cummax", "cummin",
+)
+CONVOLUTIONS = _packets(
+    "convolution", "_convolution", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
+    "conv_transpose2d", "conv_transpose3d",
+)
+WEIGHT_FREE = _packets(
+    "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d", "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "mean", "sum",
+    "upsample_bilinear2d", "upsample_linear1d", "upsample_trilinear3d", "upsample_bicubic2d",
+    "_upsample_bilinear2d_aa", "cumsum",
+)
+
+_register(ACTIVATIONS, movement.identity)
+_register(IDENTITY_MOVES, movement.identity)
+_register(RESHAPES, movement.reshape_like)
+_register(GENERIC_MOVES + SELECTIONS, movement.adjoint)
+_register(_packets("dropout", "feature_dropout", "alpha_dropout"), movement.dropout)
+_register(_packets("permute"), movement.permute)
+_register(_packets("transpose", "t", "swapaxes"), movement.transpose)
+_register(_packets("expand", "expand_as", "broadcast_to"), movement.expand)
+_register(_packets("embedding"), movement.embedding)
+_register(_packets("where"), movement.where)
+_register(_packets("masked_fill"), movement.masked_fill)
+_register(CONVOLUTIONS, linear_ops.convolution)
+_register(WEIGHT_FREE, linear_ops.weight_free)
+_register(_packets("linear"), linear_ops.linear)
+_register(_packets("mm", "matmul", "bmm"), linear_ops.matmul_like)
+_register(_packets("addmm", "baddbmm"), linear_ops.addmm)
+_register(_packets("add", "sub", "rsub"), arithmetic.add_sub)
+_register(_packets("mul"), arithmetic.mul)
+_register(_packets("div"), arithmetic.div)
+_register(_packets("_native_batch_norm_legit_no_training"), norm.batch_norm_eval)
+_register(_packets("batch_norm"), norm.batch_norm)
+_register(_packets("layer_norm", "native_layer_norm"), norm.layer_norm)
+_register(_packets("group_norm", "native_group_norm"), norm.group_norm)
+_register(_packets("rms_norm"), norm.rms_norm)
+_register(_packets("scaled_dot_product_attention"), attention.sdpa)
+
+AFFINE = set(
+    CONVOLUTIONS + WEIGHT_FREE + _packets(
+        "linear", "mm", "matmul", "bmm", "addmm", "baddbmm", "add", "sub", "rsub", "mul", "div",
+        "_native_batch_norm_legit_no_training", "batch_norm", "layer_norm", "native_layer_norm",
+        "group_norm", "native_group_norm", "rms_norm",
+    )
+)
+_MOVEMENT = set(IDENTITY_MOVES + RESHAPES + GENERIC_MOVES) | set(
+    _packets("permute", "transpose", "t", "swapaxes", "expand", "expand_as", "broadcast_to",
+             "dropout")
+)
+_BIJECTIVE = set(IDENTITY_MOVES + RESHAPES) | set(_packets("permute", "transpose", "t"))
+_GATES = set(_packets("sigmoid", "hardsigmoid", "_softmax", "softmax"))
+
+# Saturation ranges of DESIGN.md 2.1: (low, high); None = unbounded on that side.
+_SATURATION: dict[Any, tuple[float | None, float | None]] = {
+    aten.relu: (0.0, None),
+    aten.relu6: (0.0, 6.0),
+    aten.sigmoid: (-4.0, 4.0),
+    aten.hardsigmoid: (-4.0, 4.0),
+    aten.tanh: (-2.0, 2.0),
+    aten.silu: (-6.0, None),
+    aten.gelu: (-6.0, None),
+    aten.mish: (-6.0, None),
+}
+
+
+def _packet(target: Any) -> Any:
+    return getattr(target, "overloadpacket", target)
+
+
+def lookup(target: Any) -> Rule | None:
+    return _RULES.get(_packet(target))
+
+
+def register_rule(op: Any, rule: Rule) -> None:
+    """Register (or replace) the relevance rule of an ATen op.
+
+    ``rule(call, R) -> Contribution``: ``call`` holds the node, its materialised args and output
+    (:class:`dlbacktrace.rules.base.Call`); ``R`` is the relevance of the output with a leading
+    stream dimension. Return the relevance of each data input and the absorbed amount.
+    """
+    _RULES[_packet(op)] = rule
+
+
+def is_movement(target: Any) -> bool:
+    return _packet(target) in _MOVEMENT
+
+
+def is_bijective(target: Any) -> bool:
+    return _packet(target) in _BIJECTIVE
+
+
+def is_embedding(target: Any) -> bool:
+    return _packet(target) is aten.embedding
+
+
+def is_gate_op(target: Any) -> bool:
+    return _packet(target) in _GATES
+
+
+def is_affine(target: Any) -> bool:
+    return _packet(target) in AFFINE
+
+
+def is_complement(node: fx.Node) -> bool:
+    """``1 − x`` (rsub(x, 1) or sub(1, x)): the complement of a gate is a gate."""
+    packet = _packet(node.target)
+    if packet is aten.rsub:
+        return len(node.args) > 1 and node.args[1] == 1
+    if packet is aten.sub:
+        return len(node.args) > 1 and node.args[0] == 1 and isinstance(node.args[1], fx.Node)
+    return False
+
+
+def saturation_bounds(node: fx.Node) -> tuple[float | None, float | None] | None:
+    packet = _packet(node.target)
+    if packet is aten.hardtanh:
+        low = node.args[1] if len(node.args) > 1 else node.kwargs.get("min_val", -1.0)
+        high = node.args[2] if len(node.args) > 2 else node.kwargs.get("max_val", 1.0)
+        return (float(low), float(high))
+    return _SATURATION.get(packet)
+
+
+def is_getitem(target: Any) -> bool:
+    return target is operator.getitem

@@ -1,0 +1,125 @@
+"""The reverse-topological relevance sweep: rules per node, fan-in summed, ledger kept.
+
+The sweep knows nothing about specific ops; it asks the registry for each node's rule, hands
+it the recorded values and the relevance of the node's output, and accumulates what comes
+back. Values are freed as soon as no remaining rule needs them.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.utils._pytree as pytree
+
+from .capture import CapturedGraph
+from .errors import RuleError
+from .rules import registry
+from .rules.base import Call, RuleOptions
+
+
+@dataclass
+class SweepResult:
+    inputs: dict[fx.Node, torch.Tensor]  # relevance [S, *shape] per user input reached
+    absorbed: dict[str, float]  # node name -> absorbed relevance (total stream)
+    layers: dict[fx.Node, torch.Tensor] = field(default_factory=dict)
+
+
+def _free_plan(relevant: list[fx.Node]) -> dict[fx.Node, list[fx.Node]]:
+    """After processing node X (in reverse order), which values can be dropped."""
+    position = {n: i for i, n in enumerate(relevant)}
+    readers: dict[fx.Node, list[fx.Node]] = {}
+    for node in relevant:
+        readers.setdefault(node, []).append(node)
+        for inp in node.all_input_nodes:
+            readers.setdefault(inp, []).append(node)
+    plan: dict[fx.Node, list[fx.Node]] = {}
+    for value, users in readers.items():
+        last = min(users, key=lambda u: position[u])  # processed last in the reverse sweep
+        plan.setdefault(last, []).append(value)
+    return plan
+
+
+def _accumulate(store: dict, node: fx.Node, rho: torch.Tensor, slot: int | None = None) -> None:
+    if slot is None:
+        current = store.get(node)
+        store[node] = rho if current is None else current + rho
+        return
+    slots = store.setdefault(node, [])
+    if not isinstance(slots, list):
+        raise RuleError(f"internal: node '{node.name}' has both tuple and tensor relevance")
+    while len(slots) <= slot:
+        slots.append(None)
+    slots[slot] = rho if slots[slot] is None else slots[slot] + rho
+
+
+def sweep(
+    g: CapturedGraph,
+    env: dict[fx.Node, Any],
+    relevant: list[fx.Node],
+    output: fx.Node,
+    seed: torch.Tensor,
+    options: RuleOptions,
+    layer_nodes: set[fx.Node] | None = None,
+) -> SweepResult:
+    """Propagate ``seed`` ([S, *output.shape]) from ``output`` back to the user inputs."""
+    store: dict[fx.Node, Any] = {output: seed}
+    dtype = seed.dtype
+    absorbed: dict[str, float] = {}
+    result = SweepResult(inputs={}, absorbed=absorbed)
+    plan = _free_plan(relevant)
+    wanted_layers = layer_nodes or set()
+    with torch.no_grad():  # rules enable autograd only locally, for their transposed ops
+        _run_sweep(g, env, relevant, store, result, plan, wanted_layers, options, dtype)
+    return result
+
+
+def _run_sweep(g, env, relevant, store, result, plan, wanted_layers, options, dtype) -> None:
+    absorbed = result.absorbed
+    for node in reversed(relevant):
+        R = store.pop(node, None)
+        if R is not None and node in wanted_layers:
+            result.layers[node] = R[0] if isinstance(R, list) else R
+        if node.op == "placeholder":
+            if R is not None:
+                result.inputs[node] = R
+        elif R is not None and node.target is operator.getitem:
+            parent, index = node.args
+            _accumulate(store, parent, R, slot=index)
+        elif R is not None:
+            _apply_rule(g, env, node, R, options, store, absorbed, dtype)
+        for value in plan.get(node, ()):
+            if value.op != "placeholder":
+                env.pop(value, None)
+
+
+def _apply_rule(g, env, node, R, options, store, absorbed, dtype) -> None:
+    rule = registry.lookup(node.target)
+    if rule is None:  # check_rules() runs first; this guards direct use of the sweep
+        from .capture import describe_unsupported
+        from .errors import UnsupportedOperationError
+
+        raise UnsupportedOperationError(describe_unsupported(node))
+    args, kwargs = pytree.tree_map_only(fx.Node, lambda n: env[n], (node.args, node.kwargs))
+    call = Call(
+        node=node,
+        args=tuple(args),
+        kwargs=dict(kwargs),
+        out=env[node],
+        data=g.data,
+        gates=g.gates,
+        saturation=g.saturation.get(node),
+        options=options,
+    )
+    contribution = rule(call, R)
+    for inp, rho in contribution.inputs:
+        if inp not in g.data:
+            raise RuleError(f"internal: rule for '{node.name}' sent relevance to non-data '{inp}'")
+        _accumulate(store, inp, rho.to(dtype))
+    amount = contribution.absorbed
+    value = float(amount) if not isinstance(amount, float) else amount
+    if value != 0.0:
+        absorbed[node.name] = absorbed.get(node.name, 0.0) + value

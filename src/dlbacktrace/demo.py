@@ -79,7 +79,7 @@ def train_digits_cnn(
     y_train: torch.Tensor,
     *,
     seed: int = 0,
-    epochs: int = 10,
+    epochs: int = 5,
     batch_size: int = 64,
     lr: float = 3e-3,
 ) -> DigitsCNN:
@@ -137,7 +137,9 @@ def _top_pixels(relevance: torch.Tensor, k: int = TOP_PIXELS) -> list[dict[str, 
     ]
 
 
-def run_demo(out_dir: str | Path, n_examples: int = 8, seed: int = 0) -> dict[str, Any]:
+def run_demo(
+    out_dir: str | Path, n_examples: int = 8, seed: int = 0, *, epochs: int = 5
+) -> dict[str, Any]:
     """Train the digits CNN, explain ``n_examples`` held-out digits, write figures + summary.
 
     Writes into ``out_dir``: ``default_relevance.png`` (inputs above their default-mode
@@ -155,7 +157,7 @@ def run_demo(out_dir: str | Path, n_examples: int = 8, seed: int = 0) -> dict[st
 
     x_train, y_train, x_test, y_test = load_digits_split(seed)
     start = time.perf_counter()
-    model = train_digits_cnn(x_train, y_train, seed=seed)
+    model = train_digits_cnn(x_train, y_train, seed=seed, epochs=epochs)
     train_seconds = time.perf_counter() - start
     accuracy = _accuracy(model, x_test, y_test)
     logger.info("trained DigitsCNN in %.1fs, test accuracy %.3f", train_seconds, accuracy)
@@ -203,6 +205,7 @@ def run_demo(out_dir: str | Path, n_examples: int = 8, seed: int = 0) -> dict[st
     summary: dict[str, Any] = {
         "dataset": "sklearn.datasets.load_digits (8x8, 10 classes)",
         "seed": seed,
+        "epochs": epochs,
         "n_train": len(y_train),
         "n_test": len(y_test),
         "train_seconds": round(train_seconds, 3),

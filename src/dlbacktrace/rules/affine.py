@@ -81,11 +81,17 @@ def coefficients(
 
 
 def absorbed_by_bias(T: torch.Tensor, c: Coefficients, bias: torch.Tensor | None) -> torch.Tensor:
-    """Relevance that the bias (and dead outputs) take: ``T·(p·b⁺ + n·b⁻)`` plus ``T`` if dead."""
-    out = total(torch.where(c.dead, T, torch.zeros_like(T)))
+    """Relevance that the bias (and dead outputs) take: ``T·(p·b⁺ + n·b⁻)`` plus ``T`` if dead.
+
+    Dead outputs have ``p = n = 0``, so the two parts never overlap.
+    """
+    out = total(T * c.dead)
     if bias is not None:
-        share = c.p * bias.clamp_min(0) + c.n * (-bias).clamp_min(0)
-        out = out + total(torch.where(c.dead, torch.zeros_like(T), T * share))
+        if c.saturated:
+            share = c.p * bias.clamp_min(0) + c.n * (-bias).clamp_min(0)
+        else:
+            share = c.p * bias.abs()
+        out = out + total(T * share)
     return out
 
 
@@ -169,14 +175,19 @@ def elementwise_affine(
         bias = torch.full((), float(bias), dtype=y.dtype, device=y.device)
     if bias is not None:
         bias = bias.expand(shape)
-    A = sum(s.abs().expand(shape) for _, s, _ in terms)
-    S = sum(s.expand(shape) for _, s, _ in terms)
+    A = sum(s.abs() for _, s, _ in terms).expand(shape)
+    S = sum(s for _, s, _ in terms).expand(shape) if call.saturation is not None else None
     c = coefficients(T, y, A, S, bias, call.saturation)
     result = Contribution(absorbed=absorbed_by_bias(T, c, bias))
     for node, s, in_shape in terms:
-        pos, neg = s.clamp_min(0), (-s).clamp_min(0)
-        rho = [T * (c.p * pos + c.n * neg)]
-        if R.shape[0] == 2:
-            rho.append(R[1] * (c.p * pos - c.n * neg))
+        if c.saturated:
+            pos, neg = s.clamp_min(0), (-s).clamp_min(0)
+            rho = [T * (c.p * pos + c.n * neg)]
+            if R.shape[0] == 2:
+                rho.append(R[1] * (c.p * pos - c.n * neg))
+        else:  # p == n: the shares are |s|/D and s/D
+            rho = [T * c.p * s.abs()]
+            if R.shape[0] == 2:
+                rho.append(R[1] * c.p * s)
         result.add(node, sum_to(torch.stack(rho).to(R.dtype), in_shape))
     return result

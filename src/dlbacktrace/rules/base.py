@@ -78,8 +78,7 @@ def sum_to(rho: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
 
 def safe_reciprocal(d: torch.Tensor) -> torch.Tensor:
     """1/d where d != 0, else 0 (zero denominators mean the relevance is absorbed)."""
-    nonzero = d != 0
-    return torch.where(nonzero, 1.0 / torch.where(nonzero, d, torch.ones_like(d)), 0.0)
+    return d.reciprocal().masked_fill_(d == 0, 0.0)
 
 
 def total(value: torch.Tensor) -> torch.Tensor:

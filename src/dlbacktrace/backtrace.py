@@ -114,7 +114,7 @@ class Backtrace:
         return graph
 
     def _validate_by_running(self, args: tuple, kwargs: dict) -> None:
-        """A plain forward first, so shape/dtype mistakes get a clear message, not an export trace."""
+        """Plain forward first: shape/dtype mistakes get a clear message, not an export trace."""
         try:
             with torch.no_grad():
                 self.model(*args, **kwargs)
@@ -223,7 +223,7 @@ class Backtrace:
         try:
             chosen = indexed[selector]
         except (KeyError, IndexError, TypeError) as exc:
-            raise TargetError(f"output selector {selector!r} not found in the model output") from exc
+            raise TargetError(f"output selector {selector!r} not found in the output") from exc
         if not isinstance(chosen, int):
             raise TargetError(f"output selector {selector!r} selects a structure, not a tensor")
         return chosen

@@ -16,7 +16,7 @@ import torch
 import torch.fx as fx
 import torch.utils._pytree as pytree
 from torch.export import ExportedProgram
-from torch.export.graph_signature import InputKind
+from torch.export.graph_signature import InputKind, OutputKind
 
 from .errors import CaptureError, UnsupportedOperationError
 from .rules import registry
@@ -34,7 +34,8 @@ class CapturedGraph:
     user_inputs: list[fx.Node]  # placeholders for the flattened user inputs, in order
     input_names: list[str]  # a readable name per user input
     state_targets: dict[fx.Node, tuple[InputKind, str]]  # placeholder -> (kind, fqn/constant)
-    output_nodes: list[Any]  # flat graph outputs (nodes or constants)
+    output_nodes: list[Any]  # flat user outputs (nodes or constants)
+    output_positions: list[int]  # where each user output sits among all graph outputs
     out_spec: pytree.TreeSpec
     data: set[fx.Node] = field(default_factory=set)  # nodes that can carry relevance
     gates: set[fx.Node] = field(default_factory=set)  # probability-like nodes (sigmoid/softmax)
@@ -101,7 +102,9 @@ def analyse(program: ExportedProgram, args: tuple, kwargs: dict) -> CapturedGrap
         node = by_name[spec.arg.name]
         if spec.kind == InputKind.USER_INPUT:
             user_inputs.append(node)
-        elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
+        elif spec.kind in (
+            InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR, InputKind.TOKEN
+        ):
             state_targets[node] = (spec.kind, spec.target)
         else:
             raise CaptureError(f"unsupported graph input kind {spec.kind} for {spec.arg.name}")
@@ -114,7 +117,9 @@ def analyse(program: ExportedProgram, args: tuple, kwargs: dict) -> CapturedGrap
     del flat_args
 
     output_node = next(n for n in reversed(nodes) if n.op == "output")
-    output_nodes = list(output_node.args[0])
+    out_specs = program.graph_signature.output_specs
+    user_positions = [i for i, s in enumerate(out_specs) if s.kind == OutputKind.USER_OUTPUT]
+    output_nodes = [output_node.args[0][i] for i in user_positions]
     out_spec = program.call_spec.out_spec
 
     captured = CapturedGraph(
@@ -125,6 +130,7 @@ def analyse(program: ExportedProgram, args: tuple, kwargs: dict) -> CapturedGrap
         input_names=input_names,
         state_targets=state_targets,
         output_nodes=output_nodes,
+        output_positions=user_positions,
         out_spec=out_spec,
     )
     _mark_data(captured)
@@ -137,7 +143,8 @@ def _input_names(args: tuple, kwargs: dict) -> list[str]:
     names: list[str] = []
     for i, a in enumerate(args):
         leaves = pytree.tree_leaves(a)
-        names += [f"input{i}"] if len(leaves) == 1 else [f"input{i}.{j}" for j in range(len(leaves))]
+        many = len(leaves) != 1
+        names += [f"input{i}.{j}" for j in range(len(leaves))] if many else [f"input{i}"]
     for k, v in kwargs.items():
         leaves = pytree.tree_leaves(v)
         names += [k] if len(leaves) == 1 else [f"{k}.{j}" for j in range(len(leaves))]
@@ -271,13 +278,17 @@ def check_rules(g: CapturedGraph, nodes: list[fx.Node]) -> None:
 
 
 def describe_unsupported(node: fx.Node) -> str:
-    op = str(node.target)
+    target = node.target
+    if target is torch.ops.higher_order.with_effects:  # side-effecting op wrapped by export
+        target = node.args[1]
+    op = str(target)
     source = user_source_line(node)
     module = node.meta.get("nn_module_stack")
     where = ""
     if module:
         path, cls = list(module.values())[-1]
-        where = f" in module '{path}' ({getattr(cls, '__name__', cls)})"
+        cls_name = getattr(cls, "__name__", str(cls)).rsplit(".", 1)[-1]
+        where = f" in module '{path}' ({cls_name})" if path else f" in {cls_name}.forward"
     return (
         f"no relevance rule for ATen op '{op}' (graph node '{node.name}'){where}.\n"
         f"  source: {source}\n"

@@ -19,6 +19,8 @@ def state_value(g: CapturedGraph, model: torch.nn.Module, node: fx.Node) -> Any:
         return model.get_parameter(target)
     if kind == InputKind.BUFFER:
         return model.get_buffer(target)
+    if kind == InputKind.TOKEN:
+        return torch.tensor([])
     return g.program.constants[target]
 
 
@@ -58,7 +60,11 @@ def record(
                 )
                 env[node] = node.target(*args, **kwargs)
             elif node.op == "output":
-                outputs = [env[a] if isinstance(a, fx.Node) else a for a in node.args[0]]
+                every = node.args[0]
+                outputs = [
+                    env[a] if isinstance(a, fx.Node) else a
+                    for a in (every[p] for p in g.output_positions)
+                ]
             elif node.op == "get_attr":
                 env[node] = getattr(g.program.graph_module, node.target)
             for inp in node.all_input_nodes:

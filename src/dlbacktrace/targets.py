@@ -97,10 +97,11 @@ def _class_index(logits: torch.Tensor, target: Any, batch: int) -> torch.Tensor:
     if idx.dim() == 0:
         idx = idx.expand(batch)
     if idx.shape != (batch,):
-        raise TargetError(f"target must be one int or one per row ({batch}), got {tuple(idx.shape)}")
+        raise TargetError(f"target must be one int or one per row ({batch}), got {idx.shape}")
     bad = (idx < 0) | (idx >= classes)
     if bool(bad.any()):
         raise TargetError(
-            f"target {idx[bad].tolist()} out of range for {classes} classes (valid: 0..{classes - 1})"
+            f"target {idx[bad].tolist()} out of range for {classes} classes "
+            f"(valid: 0..{classes - 1})"
         )
     return idx

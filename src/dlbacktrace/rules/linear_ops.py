@@ -29,7 +29,7 @@ def _run(call: Call, R, index: int, fn, weights, bias) -> Contribution:
 
 
 def linear(call: Call, R) -> Contribution:
-    x, w = call.args[0], call.args[1]
+    _x, w = call.args[0], call.args[1]
     b = call.arg(2, "bias")
     if call.is_data(1):
         from .products import bilinear_linear

@@ -132,7 +132,7 @@ def matrix_affine(
             S = None
     c = coefficients(T, y, A.detach(), None if S is None else S.detach(), bias, call.saturation)
     absorbed = absorbed_by_bias(T, c, bias)
-    abs_grads = [T * (c.p + c.n) / 2]
+    abs_grads = [T * (c.p + c.n) / 2 if c.saturated else T * c.p]
     sgn_grads: list[torch.Tensor] = []
     sgn_slots: list[int] = []
     if c.saturated:
@@ -147,13 +147,17 @@ def matrix_affine(
     with torch.enable_grad():
         abs_part = _vjp(A, abs_leaf, abs_grads)
         sgn_part = _vjp(S, sgn_leaf, sgn_grads) if sgn_grads else []
-    absx = xd.abs()
+    absx = abs_leaf.detach()
     rho = [absx * abs_part[0]]
     if streams == 2:
         rho.append(absx * abs_part[1] if c.saturated else torch.zeros_like(xd))
     for slot, g in zip(sgn_slots, sgn_part, strict=True):
         rho[slot] = rho[slot] + xd * g
-    return torch.stack(rho).to(R.dtype), absorbed
+    return _streams(rho).to(R.dtype), absorbed
+
+
+def _streams(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0].unsqueeze(0) if len(parts) == 1 else torch.stack(parts)
 
 
 def elementwise_affine(
@@ -173,12 +177,10 @@ def elementwise_affine(
     shape = y.shape
     if bias is not None and not isinstance(bias, torch.Tensor):
         bias = torch.full((), float(bias), dtype=y.dtype, device=y.device)
-    if bias is not None:
-        bias = bias.expand(shape)
     A = sum(s.abs() for _, s, _ in terms).expand(shape)
     S = sum(s for _, s, _ in terms).expand(shape) if call.saturation is not None else None
     c = coefficients(T, y, A, S, bias, call.saturation)
-    result = Contribution(absorbed=absorbed_by_bias(T, c, bias))
+    result = Contribution(absorbed=absorbed_by_bias(T, c, bias))  # bias broadcasts against T
     for node, s, in_shape in terms:
         if c.saturated:
             pos, neg = s.clamp_min(0), (-s).clamp_min(0)
@@ -189,5 +191,5 @@ def elementwise_affine(
             rho = [T * c.p * s.abs()]
             if R.shape[0] == 2:
                 rho.append(R[1] * c.p * s)
-        result.add(node, sum_to(torch.stack(rho).to(R.dtype), in_shape))
+        result.add(node, sum_to(_streams(rho).to(R.dtype), in_shape))
     return result

@@ -1,0 +1,631 @@
+"""Core cost benchmark: DLBacktrace ``explain`` versus a plain gradient, in time and peak memory.
+
+Run ``python benchmarks/bench_core.py`` (options: ``--device cuda``, ``--repeats N``,
+``--quick``, ``--cases ...``, ``--json PATH``).  The Markdown tables go to stdout, progress
+to stderr.  Times are never asserted; the targets are printed beside the ratios.
+
+Cases (all models random-init with fixed seeds, eval mode, fixed inputs and targets):
+
+* ``mlp_b1`` / ``mlp_b8``: MLP 1024-4096-4096-10 with ReLU, batch 1 and batch 8;
+* ``cnn_b8``: five conv-bn-relu blocks, two max-pools, global average pool, linear; 8x3x32x32;
+* ``resnet18``: torchvision ``resnet18(weights=None)``, 1x3x224x224;
+* ``bert_minilm``: ``BertForSequenceClassification`` with a MiniLM-sized ``BertConfig``
+  (hidden 384, 6 layers, 12 heads, intermediate 1536, ``attn_implementation="sdpa"``),
+  batch 1, 128 tokens, ``attention_mask`` with the last 16 tokens padded.
+
+Baseline (the denominator of every ratio): one forward pass plus ``torch.autograd.grad`` of
+the target logit (summed over the batch) with respect to the input.  For BERT the gradient is
+taken with respect to the input embeddings: the word-embedding lookup of ``input_ids`` runs
+inside the timed call, its output is detached, marked ``requires_grad`` and fed to the model
+through ``inputs_embeds`` (the logits are identical to the ``input_ids`` path).
+
+Timing: each case runs in its own fresh process (``multiprocessing`` spawn).  The first
+``explain`` call is timed on its own and reported as the first-call (capture) time, since it
+includes ``torch.export`` capture.  Then every callable gets warm-up runs, after which the
+timed repeats are interleaved (baseline, default, contrast, baseline, ...) so that drift in
+machine speed affects all three alike; the medians are compared.  On CUDA each timed call is
+bracketed by ``torch.cuda.synchronize()``.  Torch's default thread count is used (printed).
+
+Peak memory:
+
+* CUDA: ``torch.cuda.reset_peak_memory_stats()`` right before one steady-state call, then
+  ``torch.cuda.max_memory_allocated()``.  This is the footprint of everything torch holds on
+  the device during the call: weights, inputs, whatever the engine keeps, plus transients.
+* CPU: ``tracemalloc`` does not see torch's allocations, and ``ru_maxrss`` can never be
+  lowered, so a warm-up or capture would hide the call's own peak.  Instead the script
+  resets the kernel's peak-RSS counter (writing ``5`` to ``/proc/self/clear_refs``, Linux)
+  right before one steady-state call and reads ``VmHWM`` from ``/proc/self/status`` after
+  it.  The figure reported is that peak minus the RSS of the same process measured before
+  the model was built: again weights + inputs + engine state + transients, the CPU analogue
+  of the CUDA number.  Fixed one-time costs that are not per-model (importing torch,
+  torchvision, transformers and dlbacktrace, and loading the ``torch.export`` machinery,
+  warmed by exporting and explaining a tiny toy model) happen before that reference RSS is
+  read.  The baseline's peak is measured before the ``Backtrace`` object exists, so it does
+  not include the engine's captured program.  Where ``clear_refs`` cannot be written the
+  script falls back to a 1 kHz RSS sampling thread and says so (that fallback can miss
+  short spikes).  Page-granular RSS is noisy at the level of a few MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+TARGET_DEFAULT = 2.5  # median default-mode explain time / median baseline time
+TARGET_CONTRAST = 4.0  # median contrast-mode explain time / median baseline time
+TARGET_MEMORY = 2.0  # peak memory of explain / peak memory of baseline
+
+CASES: dict[str, str] = {
+    "mlp_b1": "MLP 1024-4096-4096-10, x 1x1024",
+    "mlp_b8": "MLP 1024-4096-4096-10, x 8x1024",
+    "cnn_b8": "small CNN (5 conv-bn-relu), x 8x3x32x32",
+    "resnet18": "torchvision resnet18, x 1x3x224x224",
+    "bert_minilm": "BERT MiniLM-size (sdpa), 1x128 tokens + attention_mask",
+}
+
+BERT_BASELINE_NOTE = (
+    "BERT baseline: grad of the target logit w.r.t. the input embeddings, passed via "
+    "`inputs_embeds` (word-embedding lookup included in the timed call)"
+)
+
+MODES = ("baseline", "default", "contrast")
+
+
+# --------------------------------------------------------------------------------------------
+# Case construction (runs inside the worker process)
+# --------------------------------------------------------------------------------------------
+
+
+def _build_case(name: str, device: str) -> dict[str, Any]:
+    """Model, inputs, target and baseline callable of one case; deterministic (fixed seeds)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1234)
+
+    if name in ("mlp_b1", "mlp_b8"):
+        batch = 1 if name == "mlp_b1" else 8
+        model = nn.Sequential(
+            nn.Linear(1024, 4096),
+            nn.ReLU(),
+            nn.Linear(4096, 4096),
+            nn.ReLU(),
+            nn.Linear(4096, 10),
+        )
+        x = torch.randn(batch, 1024, generator=gen)
+        target = 3
+    elif name == "cnn_b8":
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()
+            )
+
+        model = nn.Sequential(
+            block(3, 32),
+            block(32, 32),
+            nn.MaxPool2d(2),
+            block(32, 64),
+            block(64, 64),
+            nn.MaxPool2d(2),
+            block(64, 128),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(128, 10),
+        )
+        # Non-trivial batch-norm statistics, so eval-mode BN is not an identity.
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.running_mean.normal_(0.0, 0.1, generator=gen)
+                    m.running_var.uniform_(0.5, 1.5, generator=gen)
+                    m.weight.uniform_(0.5, 1.5, generator=gen)
+                    m.bias.normal_(0.0, 0.1, generator=gen)
+        x = torch.randn(8, 3, 32, 32, generator=gen)
+        target = 3
+    elif name == "resnet18":
+        import torchvision
+
+        model = torchvision.models.resnet18(weights=None)
+        x = torch.randn(1, 3, 224, 224, generator=gen)
+        target = 3
+    elif name == "bert_minilm":
+        return _build_bert(device)
+    else:
+        raise ValueError(f"unknown case {name!r}")
+
+    model = model.eval().to(device)
+    x = x.to(device)
+    x_leaf = x.detach().clone().requires_grad_(True)
+
+    def baseline() -> Any:
+        out = model(x_leaf)
+        (grad,) = torch.autograd.grad(out[:, target].sum(), x_leaf)
+        return grad
+
+    return {
+        "model": model,
+        "args": (x,),
+        "kwargs": {},
+        "target": target,
+        "baseline": baseline,
+        "baseline_note": "grad of the target logit w.r.t. the input tensor",
+    }
+
+
+def _build_bert(device: str) -> dict[str, Any]:
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1234)
+    cfg = BertConfig(
+        hidden_size=384,
+        num_hidden_layers=6,
+        num_attention_heads=12,
+        intermediate_size=1536,
+        attn_implementation="sdpa",
+    )
+    model = BertForSequenceClassification(cfg).eval().to(device)
+    seq, n_pad = 128, 16
+    input_ids = torch.randint(0, cfg.vocab_size, (1, seq), generator=gen).to(device)
+    attention_mask = torch.ones(1, seq, dtype=torch.long)
+    attention_mask[:, seq - n_pad :] = 0
+    attention_mask = attention_mask.to(device)
+    target = 1
+    word_emb = model.bert.embeddings.word_embeddings
+
+    def baseline() -> Any:
+        emb = word_emb(input_ids).detach().requires_grad_(True)
+        out = model(inputs_embeds=emb, attention_mask=attention_mask).logits
+        (grad,) = torch.autograd.grad(out[:, target].sum(), emb)
+        return grad
+
+    return {
+        "model": model,
+        "args": (),
+        "kwargs": {"input_ids": input_ids, "attention_mask": attention_mask},
+        "target": target,
+        "baseline": baseline,
+        "baseline_note": BERT_BASELINE_NOTE,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Memory meters
+# --------------------------------------------------------------------------------------------
+
+
+def _proc_status_kb(key: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+class _CpuMeter:
+    """Peak RSS of one call: kernel high-water mark reset (exact) or a sampling thread."""
+
+    def __init__(self) -> None:
+        self.method = "none"
+        if not os.path.exists("/proc/self/status"):
+            return
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+            self.method = "VmHWM after /proc/self/clear_refs reset"
+        except OSError:
+            self.method = "RSS sampled at 1 kHz (approximate: may miss short spikes)"
+
+    def current(self) -> int | None:
+        if self.method == "none":
+            return None
+        return _proc_status_kb("VmRSS") * 1024
+
+    def peak_of(self, fn: Callable[[], Any]) -> int | None:
+        """Run ``fn`` once and return the peak RSS (bytes) during it; the result is kept
+        alive until the peak has been read."""
+        if self.method == "none":
+            fn()
+            return None
+        if self.method.startswith("VmHWM"):
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+            result = fn()
+            peak = _proc_status_kb("VmHWM") * 1024
+            del result
+            return peak
+        page = os.sysconf("SC_PAGE_SIZE")
+        stop = threading.Event()
+        samples = [self.current() or 0]
+
+        def sample() -> None:
+            with open("/proc/self/statm") as fh:
+                while not stop.is_set():
+                    fh.seek(0)
+                    samples.append(int(fh.read().split()[1]) * page)
+                    time.sleep(0.001)
+
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        result = fn()
+        samples.append(self.current() or 0)
+        stop.set()
+        thread.join()
+        del result
+        return max(samples)
+
+
+# --------------------------------------------------------------------------------------------
+# Worker: one case, one fresh process
+# --------------------------------------------------------------------------------------------
+
+
+def _err(exc: BaseException) -> str:
+    msg = " ".join(str(exc).split())
+    if len(msg) > 300:
+        msg = msg[:297] + "..."
+    return f"{type(exc).__name__}: {msg}"
+
+
+def _warm_export_machinery(device: str) -> str | None:
+    """Load torch.export / dlbacktrace lazily-imported machinery on a toy model, so that this
+    fixed per-process cost is not attributed to the first measured model."""
+    import torch
+    from torch import nn
+
+    toy = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).eval().to(device)
+    x = torch.ones(1, 4, device=device)
+    try:
+        torch.export.export(toy, (x,)).run_decompositions()
+    except Exception as exc:  # informational only
+        return f"toy torch.export failed: {_err(exc)}"
+    try:
+        from dlbacktrace import Backtrace
+
+        bt = Backtrace(toy)
+        bt.explain(x, target=0)
+        bt.explain(x, target=0, mode="contrast")
+    except Exception as exc:  # informational only
+        return f"toy explain failed: {_err(exc)}"
+    return None
+
+
+def _run_case(name: str, device: str, repeats: int, warmup: int) -> dict[str, Any]:
+    import torch
+
+    if name == "resnet18":
+        import torchvision  # noqa: F401 - imported before the reference RSS is read
+    if name == "bert_minilm":
+        import transformers  # noqa: F401 - imported before the reference RSS is read
+
+    res: dict[str, Any] = {"case": name, "description": CASES[name], "errors": {}}
+    try:
+        from dlbacktrace import Backtrace
+    except Exception as exc:  # reported in the table
+        Backtrace = None
+        res["errors"]["import"] = _err(exc)
+    toy_note = _warm_export_machinery(device)
+    if toy_note:
+        res["warmup_note"] = toy_note
+
+    cuda = device.startswith("cuda")
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    cpu_meter = None if cuda else _CpuMeter()
+    res["memory_method"] = (
+        "torch.cuda.max_memory_allocated after reset_peak_memory_stats" if cuda
+        else cpu_meter.method
+    )
+    gc.collect()
+    rss_ref = None if cuda else cpu_meter.current()
+    res["rss_reference_bytes"] = rss_ref
+
+    def peak_bytes(fn: Callable[[], Any]) -> int | None:
+        gc.collect()
+        if cuda:
+            sync()
+            torch.cuda.reset_peak_memory_stats()
+            result = fn()
+            sync()
+            peak = torch.cuda.max_memory_allocated()
+            del result
+            return peak
+        peak = cpu_meter.peak_of(fn)
+        if peak is None or rss_ref is None:
+            return None
+        return peak - rss_ref
+
+    def timed(fn: Callable[[], Any], keep: list | None = None) -> float:
+        sync()
+        t0 = time.perf_counter()
+        result = fn()
+        sync()
+        dt = time.perf_counter() - t0
+        if keep is not None:
+            keep.append(result)
+        del result
+        return dt
+
+    spec = _build_case(name, device)
+    model, args, kwargs, target = spec["model"], spec["args"], spec["kwargs"], spec["target"]
+    res["baseline_note"] = spec["baseline_note"]
+    res["params"] = sum(p.numel() for p in model.parameters())
+    fns: dict[str, Callable[[], Any]] = {"baseline": spec["baseline"]}
+
+    # Baseline: warm-up, then its peak memory *before* the Backtrace object exists.
+    for _ in range(warmup):
+        timed(fns["baseline"])
+    res["peak_bytes"] = {"baseline": peak_bytes(fns["baseline"])}
+
+    # Capture + first calls.
+    if Backtrace is not None:
+        try:
+            bt = Backtrace(model)
+            fns["default"] = lambda: bt.explain(*args, target=target, **kwargs)
+            fns["contrast"] = lambda: bt.explain(*args, target=target, mode="contrast", **kwargs)
+        except Exception as exc:  # reported in the table
+            res["errors"]["default"] = res["errors"]["contrast"] = _err(exc)
+    res["first_call_s"] = {}
+    res["conservation_error"] = {}
+    for mode in ("default", "contrast"):
+        if mode not in fns:
+            continue
+        try:
+            kept: list[Any] = []
+            res["first_call_s"][mode] = timed(fns[mode], kept)
+            # Sanity only (not timed): relevance conservation reported by the Explanation.
+            cons = getattr(kept[0], "conservation_error", None)
+            res["conservation_error"][mode] = None if cons is None else float(cons)
+            del kept
+        except Exception as exc:  # reported in the table
+            res["errors"][mode] = _err(exc)
+            res["tracebacks"] = res.get("tracebacks", {})
+            res["tracebacks"][mode] = traceback.format_exc()
+            del fns[mode]
+
+    # Warm-up of the explain modes (the baseline is warm already).
+    for mode in ("default", "contrast"):
+        for _ in range(warmup):
+            if mode in fns:
+                timed(fns[mode])
+
+    # Interleaved timed repeats.
+    times: dict[str, list[float]] = {m: [] for m in fns}
+    for _ in range(repeats):
+        for mode in MODES:
+            if mode in fns:
+                times[mode].append(timed(fns[mode]))
+    res["times_s"] = times
+    res["median_s"] = {m: statistics.median(v) for m, v in times.items()}
+
+    for mode in ("default", "contrast"):
+        if mode in fns:
+            res["peak_bytes"][mode] = peak_bytes(fns[mode])
+
+    base_t = res["median_s"]["baseline"]
+    base_m = res["peak_bytes"]["baseline"]
+    res["time_ratio"] = {}
+    res["memory_ratio"] = {}
+    for mode in ("default", "contrast"):
+        if mode in res["median_s"]:
+            res["time_ratio"][mode] = res["median_s"][mode] / base_t
+        pm = res["peak_bytes"].get(mode)
+        if pm is not None and base_m:
+            res["memory_ratio"][mode] = pm / base_m
+    return res
+
+
+def _worker(name: str, device: str, repeats: int, warmup: int, conn: Any) -> None:
+    try:
+        res = _run_case(name, device, repeats, warmup)
+    except Exception as exc:  # reported in the table
+        res = {"case": name, "description": CASES[name], "errors": {"case": _err(exc)},
+               "traceback": traceback.format_exc()}
+    conn.send(res)
+    conn.close()
+
+
+def _run_in_subprocess(name: str, device: str, repeats: int, warmup: int,
+                       timeout: float) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_worker, args=(name, device, repeats, warmup, send))
+    proc.start()
+    send.close()
+    res: dict[str, Any] | None = None
+    deadline = time.monotonic() + timeout
+    while res is None:
+        if recv.poll(1.0):
+            try:
+                res = recv.recv()
+            except EOFError:
+                break
+        elif not proc.is_alive() or time.monotonic() > deadline:
+            break
+    if res is None:
+        if proc.is_alive():
+            proc.terminate()
+            why = f"timed out after {timeout:.0f} s"
+        else:
+            why = f"worker process died (exit code {proc.exitcode})"
+        res = {"case": name, "description": CASES[name], "errors": {"case": why}}
+    proc.join()
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+
+def _ratio_cell(res: dict[str, Any], kind: str, mode: str, target: float) -> str:
+    value = res.get(kind, {}).get(mode)
+    if value is None:
+        errors = res.get("errors", {})
+        return "ERROR (see below)" if (mode in errors or "case" in errors) else "n/a"
+    verdict = "ok" if value <= target else "over"
+    return f"{value:.2f}x ({verdict})"
+
+
+def _mb(nbytes: int | None) -> str:
+    return "n/a" if nbytes is None else f"{nbytes / 2**20:.0f}"
+
+
+def _markdown(results: list[dict[str, Any]]) -> str:
+    lines = [
+        f"| case | baseline median (ms) | default / baseline (target <= {TARGET_DEFAULT}x) "
+        f"| contrast / baseline (target <= {TARGET_CONTRAST}x) | peak MB base / def / con "
+        f"| peak mem default / baseline (target <= {TARGET_MEMORY}x) "
+        f"| peak mem contrast / baseline (target <= {TARGET_MEMORY}x) |",
+        "|---|---:|---|---|---:|---|---|",
+    ]
+    for r in results:
+        base = r.get("median_s", {}).get("baseline")
+        base_s = "n/a" if base is None else f"{base * 1e3:.1f}"
+        if base is None and r.get("errors", {}).get("case"):
+            base_s = "ERROR (see below)"
+        pk = r.get("peak_bytes", {})
+        mem_s = " / ".join(_mb(pk.get(m)) for m in MODES)
+        lines.append(
+            f"| {r['case']} | {base_s} "
+            f"| {_ratio_cell(r, 'time_ratio', 'default', TARGET_DEFAULT)} "
+            f"| {_ratio_cell(r, 'time_ratio', 'contrast', TARGET_CONTRAST)} "
+            f"| {mem_s} "
+            f"| {_ratio_cell(r, 'memory_ratio', 'default', TARGET_MEMORY)} "
+            f"| {_ratio_cell(r, 'memory_ratio', 'contrast', TARGET_MEMORY)} |"
+        )
+    lines += [
+        "",
+        "First call (includes `torch.export` capture), reported separately:",
+        "",
+        "| case | first default call (s) | median default (s) | first contrast call (s) "
+        "| median contrast (s) | conservation error default / contrast |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        first = r.get("first_call_s", {})
+        med = r.get("median_s", {})
+
+        def s(v: float | None) -> str:
+            return "n/a" if v is None else f"{v:.3f}"
+
+        cons = r.get("conservation_error", {})
+
+        def e(v: float | None) -> str:
+            return "n/a" if v is None else f"{v:.1e}"
+
+        lines.append(
+            f"| {r['case']} | {s(first.get('default'))} | {s(med.get('default'))} "
+            f"| {s(first.get('contrast'))} | {s(med.get('contrast'))} "
+            f"| {e(cons.get('default'))} / {e(cons.get('contrast'))} |"
+        )
+    errors = [(r["case"], k, e) for r in results for k, e in r.get("errors", {}).items()]
+    if errors:
+        lines += ["", "Errors:", ""]
+        lines += [f"- `{case}` ({what}): {err}" for case, what, err in errors]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed repeats per callable (default 7; 3 with --quick)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="warm-up runs per callable (default 2; 1 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and warm-ups")
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES),
+                        help="subset of cases to run")
+    parser.add_argument("--json", metavar="PATH", help="also write all results as JSON")
+    parser.add_argument("--case-timeout", type=float, default=1200.0,
+                        help="seconds before a case's worker process is abandoned")
+    args = parser.parse_args(argv)
+
+    repeats = args.repeats if args.repeats is not None else (3 if args.quick else 7)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    if repeats < 1 or warmup < 0:
+        parser.error("--repeats must be >= 1 and --warmup >= 0")
+
+    import torch
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda requested but torch.cuda.is_available() is False")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "device": args.device,
+        "device_name": (torch.cuda.get_device_name(torch.device(args.device))
+                        if args.device.startswith("cuda") else platform.processor() or "cpu"),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "repeats": repeats,
+        "warmup": warmup,
+    }
+    load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
+    results = []
+    for name in args.cases:
+        print(f"[bench] {name}: {CASES[name]} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        res = _run_in_subprocess(name, args.device, repeats, warmup, args.case_timeout)
+        res["wall_s"] = time.perf_counter() - t0
+        for key, err in res.get("errors", {}).items():
+            print(f"[bench]   {key}: {err}", file=sys.stderr, flush=True)
+        print(f"[bench]   done in {res['wall_s']:.1f} s", file=sys.stderr, flush=True)
+        results.append(res)
+
+    methods = sorted({r["memory_method"] for r in results if "memory_method" in r})
+    notes = sorted({r["warmup_note"] for r in results if "warmup_note" in r})
+    print("# dlbacktrace core benchmark\n")
+    print(f"- torch {env['torch']}, python {env['python']}, device `{env['device']}` "
+          f"({env['device_name']}), torch threads {env['torch_threads']} "
+          f"(of {env['cpu_count']} CPUs)")
+    print(f"- {warmup} warm-up run(s) then {repeats} interleaved timed repeat(s) per callable; "
+          "ratios compare medians")
+    if load_start is not None:
+        load_end = os.getloadavg()
+        print(f"- 1-min load average at start / end: {load_start[0]:.2f} / {load_end[0]:.2f} "
+              "(other processes competing for the CPUs distort the times)")
+    print("- baseline: forward + `torch.autograd.grad` of the target logit (summed over the "
+          "batch) w.r.t. the input tensor"
+          + ("; " + BERT_BASELINE_NOTE if "bert_minilm" in args.cases else ""))
+    print(f"- peak memory: {'; '.join(methods) or 'n/a'} (weights + inputs + engine state + "
+          "transients; CPU figures are above the process's RSS before the model was built)")
+    for note in notes:
+        print(f"- note: {note}")
+    print()
+    print(_markdown(results))
+
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"env": env, "targets": {"default_time": TARGET_DEFAULT,
+                                               "contrast_time": TARGET_CONTRAST,
+                                               "peak_memory": TARGET_MEMORY},
+                       "results": results}, fh, indent=2)
+        print(f"[bench] wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

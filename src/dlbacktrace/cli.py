@@ -50,12 +50,15 @@ def demo(
         f"Test accuracy: [bold]{summary['accuracy']:.1%}[/bold] "
         f"({summary['n_test']} held-out digits, trained in {summary['train_seconds']:.1f}s)"
     )
-    table = Table(title="Explained digits (target = predicted class)")
+    table = Table(
+        title="Explained digits (target = predicted class)",
+        caption="cons. err.: relative conservation error of the relevance (0 = exact)",
+    )
     table.add_column("#", justify="right")
     table.add_column("true", justify="right")
     table.add_column("predicted", justify="right")
-    table.add_column("conservation error (default)", justify="right")
-    table.add_column("conservation error (contrast)", justify="right")
+    table.add_column("cons. err. (default)", justify="right")
+    table.add_column("cons. err. (contrast)", justify="right")
     for k, ex in enumerate(summary["examples"]):
         mark = "" if ex["correct"] else " [red]x[/red]"
         table.add_row(

@@ -79,11 +79,15 @@ def train_digits_cnn(
     y_train: torch.Tensor,
     *,
     seed: int = 0,
-    epochs: int = 5,
-    batch_size: int = 64,
-    lr: float = 3e-3,
+    epochs: int = 4,
+    batch_size: int = 128,
+    lr: float = 1e-2,
 ) -> DigitsCNN:
-    """Train :class:`DigitsCNN` deterministically; returns it in eval mode.
+    """Train :class:`DigitsCNN` deterministically (for a given seed and thread count).
+
+    The defaults (44 Adam steps) reach about 97% test accuracy in about a second of compute on
+    two cores; the first optimizer in a process also imports ``torch._dynamo`` (a one-off cost
+    that ``torch.export`` pays anyway). Returns the model in eval mode.
 
     ``fork_rng`` saves and restores the global CPU RNG, so seeding the weight initialisation here
     does not change the user's random stream; shuffling uses its own generator.
@@ -127,8 +131,9 @@ def _pick_examples(y_test: torch.Tensor, n_examples: int) -> list[int]:
 
 def _top_pixels(relevance: torch.Tensor, k: int = TOP_PIXELS) -> list[dict[str, Any]]:
     """The k pixels with the largest relevance, as JSON-friendly ``{row, col, relevance}``."""
-    heat = relevance.detach().reshape(relevance.shape[-2:]) if relevance.dim() > 2 else relevance
-    heat = heat.to(torch.float64)
+    heat = relevance.detach().to(torch.float64)
+    if heat.dim() > 2:  # sum channels: relevance is additive
+        heat = heat.reshape(-1, *heat.shape[-2:]).sum(dim=0)
     values, flat = heat.flatten().topk(min(k, heat.numel()))
     width = heat.shape[-1]
     return [
@@ -138,7 +143,7 @@ def _top_pixels(relevance: torch.Tensor, k: int = TOP_PIXELS) -> list[dict[str, 
 
 
 def run_demo(
-    out_dir: str | Path, n_examples: int = 8, seed: int = 0, *, epochs: int = 5
+    out_dir: str | Path, n_examples: int = 8, seed: int = 0, *, epochs: int = 4
 ) -> dict[str, Any]:
     """Train the digits CNN, explain ``n_examples`` held-out digits, write figures + summary.
 
@@ -177,8 +182,9 @@ def run_demo(
         images.append(x[0])
         default_maps.append(exp.relevance[0].detach())
         titles.append(f"true {true_label} / pred {predicted}")
-        contrasts.append((x[0], con.positive[0].detach(), con.negative[0].detach(),
-                          con.relevance[0].detach()))
+        contrasts.append(
+            (x[0], con.positive[0].detach(), con.negative[0].detach(), con.relevance[0].detach())
+        )
         examples.append(
             {
                 "test_index": int(i),

@@ -152,8 +152,9 @@ def _draw_heat(
         ax.imshow(gray, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
         scale = max(abs(vmin), abs(vmax))
         alpha = np.clip(np.abs(heat) / scale, 0.0, 1.0) if scale > 0 else np.zeros_like(heat)
-        im = ax.imshow(heat, cmap=cmap, norm=norm, alpha=0.15 + 0.85 * alpha,
-                       interpolation="nearest")
+        im = ax.imshow(
+            heat, cmap=cmap, norm=norm, alpha=0.15 + 0.85 * alpha, interpolation="nearest"
+        )
     else:
         im = ax.imshow(heat, cmap=cmap, norm=norm, interpolation="nearest")
     if colorbar:
@@ -207,8 +208,15 @@ def plot_image_relevance(
         fig = _new_figure((3.6, 3.0))
         ax = fig.add_subplot()
     vmin, vmax = _limits(heat, signed)
-    _draw_heat(ax, heat, cmap=cmap, vmin=vmin, vmax=vmax,
-               background=display if overlay else None, colorbar=colorbar)
+    _draw_heat(
+        ax,
+        heat,
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        background=display if overlay else None,
+        colorbar=colorbar,
+    )
     _clean_axes(ax, title)
     return ax.figure
 
@@ -262,15 +270,36 @@ def plot_contrast(
 
     plot_image(image, ax_in, "input")
     _, shared_max = _limits(np.maximum(pos, neg), signed=False)
-    _draw_heat(ax_pos, pos, cmap=POSITIVE_CMAP, vmin=0.0, vmax=shared_max, background=None,
-               colorbar=colorbar)
+    _draw_heat(
+        ax_pos,
+        pos,
+        cmap=POSITIVE_CMAP,
+        vmin=0.0,
+        vmax=shared_max,
+        background=None,
+        colorbar=colorbar,
+    )
     _clean_axes(ax_pos, "positive (for)")
-    _draw_heat(ax_neg, neg, cmap=NEGATIVE_CMAP, vmin=0.0, vmax=shared_max, background=None,
-               colorbar=colorbar)
+    _draw_heat(
+        ax_neg,
+        neg,
+        cmap=NEGATIVE_CMAP,
+        vmin=0.0,
+        vmax=shared_max,
+        background=None,
+        colorbar=colorbar,
+    )
     _clean_axes(ax_neg, "negative (against)")
     vmin, vmax = _limits(net_map, signed=True)
-    _draw_heat(ax_net, net_map, cmap=DIVERGING_CMAP, vmin=vmin, vmax=vmax, background=None,
-               colorbar=colorbar)
+    _draw_heat(
+        ax_net,
+        net_map,
+        cmap=DIVERGING_CMAP,
+        vmin=vmin,
+        vmax=vmax,
+        background=None,
+        colorbar=colorbar,
+    )
     _clean_axes(ax_net, "net = positive - negative")
     return ax_in.figure
 

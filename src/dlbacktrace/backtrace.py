@@ -16,7 +16,7 @@ from .capture import CapturedGraph
 from .errors import InputError, TargetError
 from .explanation import Explanation
 from .record import needed_values, record
-from .rules.base import RuleOptions
+from .rules.base import AbsCache, RuleOptions
 from .sweep import sweep
 from .targets import Target, make_seed
 
@@ -83,6 +83,7 @@ class Backtrace:
         self.attention = self._check_attention(attention)
         self.output = output
         self._cache: dict[tuple, CapturedGraph] = {}
+        self._abs_weights = AbsCache()
 
     @staticmethod
     def _check_mode(mode: str) -> str:
@@ -176,7 +177,9 @@ class Backtrace:
             if mode == "contrast":
                 streams.append(signed_seed)
             seed_streams = torch.stack(streams).to(dtype)
-            result = sweep(g, env, relevant, out_node, seed_streams, options, set(layer_map))
+            result = sweep(
+                g, env, relevant, out_node, seed_streams, options, set(layer_map), self._abs_weights
+            )
         return self._explanation(g, flat, result, mode, signed_seed, target_idx, out_value,
                                  layer_map, single=len(args) + len(kwargs) == 1, dtype=dtype)
 

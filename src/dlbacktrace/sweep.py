@@ -18,7 +18,7 @@ import torch.utils._pytree as pytree
 from .capture import CapturedGraph
 from .errors import RuleError
 from .rules import registry
-from .rules.base import Call, RuleOptions
+from .rules.base import AbsCache, Call, RuleOptions
 
 
 @dataclass
@@ -64,6 +64,7 @@ def sweep(
     seed: torch.Tensor,
     options: RuleOptions,
     layer_nodes: set[fx.Node] | None = None,
+    abs_cache: AbsCache | None = None,
 ) -> SweepResult:
     """Propagate ``seed`` ([S, *output.shape]) from ``output`` back to the user inputs."""
     store: dict[fx.Node, Any] = {output: seed}
@@ -73,11 +74,13 @@ def sweep(
     plan = _free_plan(relevant)
     wanted_layers = layer_nodes or set()
     with torch.no_grad():  # rules enable autograd only locally, for their transposed ops
-        _run_sweep(g, env, relevant, store, result, plan, wanted_layers, options, dtype)
+        _run_sweep(g, env, relevant, store, result, plan, wanted_layers, options, dtype, abs_cache)
     return result
 
 
-def _run_sweep(g, env, relevant, store, result, plan, wanted_layers, options, dtype) -> None:
+def _run_sweep(
+    g, env, relevant, store, result, plan, wanted_layers, options, dtype, abs_cache
+) -> None:
     absorbed = result.absorbed
     for node in reversed(relevant):
         R = store.pop(node, None)
@@ -90,13 +93,13 @@ def _run_sweep(g, env, relevant, store, result, plan, wanted_layers, options, dt
             parent, index = node.args
             _accumulate(store, parent, R, slot=index)
         elif R is not None:
-            _apply_rule(g, env, node, R, options, store, absorbed, dtype)
+            _apply_rule(g, env, node, R, options, store, absorbed, dtype, abs_cache)
         for value in plan.get(node, ()):
             if value.op != "placeholder":
                 env.pop(value, None)
 
 
-def _apply_rule(g, env, node, R, options, store, absorbed, dtype) -> None:
+def _apply_rule(g, env, node, R, options, store, absorbed, dtype, abs_cache) -> None:
     rule = registry.lookup(node.target)
     if rule is None:  # check_rules() runs first; this guards direct use of the sweep
         from .capture import describe_unsupported
@@ -113,6 +116,7 @@ def _apply_rule(g, env, node, R, options, store, absorbed, dtype) -> None:
         gates=g.gates,
         saturation=g.saturation.get(node),
         options=options,
+        abs_cache=abs_cache,
     )
     contribution = rule(call, R)
     for inp, rho in contribution.inputs:

@@ -95,64 +95,77 @@ def absorbed_by_bias(T: torch.Tensor, c: Coefficients, bias: torch.Tensor | None
     return out
 
 
-def _vjp(out: torch.Tensor, leaf: torch.Tensor, grads: list[torch.Tensor]) -> list[torch.Tensor]:
-    res = []
-    for k, g in enumerate(grads):
-        (gk,) = torch.autograd.grad(out, leaf, g.to(out.dtype), retain_graph=k < len(grads) - 1)
-        res.append(gk)
-    return res
+@dataclass
+class AffineMap:
+    """``y = forward(x, *weights) + bias`` with ``forward`` linear in ``x``.
+
+    ``transpose(g, *weights)`` is the op's transpose (its VJP in ``x``) when a closed form is
+    cheaper than autograd; without it the transpose is taken by autograd.
+    """
+
+    forward: Callable[..., torch.Tensor]
+    weights: list[torch.Tensor]
+    bias: torch.Tensor | None = None
+    transpose: Callable[..., torch.Tensor] | None = None
+
+
+def _autograd_transpose(fn, x: torch.Tensor, weights: list[torch.Tensor]):
+    """Run ``fn`` once with graph recording; return (output, g -> VJP)."""
+    leaf = x.requires_grad_(True)
+    with torch.enable_grad():
+        out = fn(leaf, *weights)
+
+    def transpose(g: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            (gx,) = torch.autograd.grad(out, leaf, g.to(out.dtype), retain_graph=True)
+        return gx
+
+    return out.detach(), transpose
 
 
 def matrix_affine(
-    call: Call,
-    R: torch.Tensor,
-    x: torch.Tensor,
-    fn: Callable[..., torch.Tensor],
-    weights: list[torch.Tensor],
-    bias: torch.Tensor | None,
+    call: Call, R: torch.Tensor, x: torch.Tensor, amap: AffineMap
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Relevance of the data input ``x`` of ``y = fn(x, *weights) + bias`` (fn linear in x).
+    """Relevance of the data input ``x`` of an affine map (DESIGN.md 2.1, efficient form).
 
     Returns ``(rho [S, *x.shape], absorbed)``. One forward on ``|x|, |w|`` and one transposed
-    op per needed stream; the signed forward and transpose only for contrast or saturation.
+    op per needed stream; the signed transpose only for contrast or saturated outputs.
     """
     streams = R.shape[0]
     T = R[0]
     y = call.out
+    bias = amap.bias
     xd = x.detach()
-    weights = [w.detach() for w in weights]
-    abs_leaf = xd.abs().requires_grad_(True)
-    need_signed_forward = streams == 2 or call.saturation is not None
-    with torch.enable_grad():
-        A = fn(abs_leaf, *[w.abs() for w in weights])
-        if need_signed_forward:
-            sgn_leaf = xd.clone().requires_grad_(True)
-            S = fn(sgn_leaf, *weights)
-        else:
-            S = None
-    c = coefficients(T, y, A.detach(), None if S is None else S.detach(), bias, call.saturation)
+    absx = xd.abs()
+    abs_w = [call.abs_of(w) for w in amap.weights]
+    weights = [w.detach() for w in amap.weights]
+    if amap.transpose is not None:
+        A = amap.forward(absx, *abs_w)
+        S = None
+        if call.saturation is not None:
+            S = y - bias if bias is not None else y
+
+        def t_abs(g):
+            return amap.transpose(g, *abs_w)
+
+        def t_sgn(g):
+            return amap.transpose(g, *weights)
+    else:
+        A, t_abs = _autograd_transpose(amap.forward, absx.clone(), abs_w)
+        S, t_sgn = None, None
+        if streams == 2 or call.saturation is not None:
+            S, t_sgn = _autograd_transpose(amap.forward, xd.clone(), weights)
+    c = coefficients(T, y, A, S, bias, call.saturation)
     absorbed = absorbed_by_bias(T, c, bias)
-    abs_grads = [T * (c.p + c.n) / 2 if c.saturated else T * c.p]
-    sgn_grads: list[torch.Tensor] = []
-    sgn_slots: list[int] = []
+    rho = [absx * t_abs(T * (c.p + c.n) / 2 if c.saturated else T * c.p)]
     if c.saturated:
-        sgn_grads.append(T * (c.p - c.n) / 2)
-        sgn_slots.append(0)
+        rho[0] = rho[0] + xd * t_sgn(T * (c.p - c.n) / 2)
     if streams == 2:
         D = R[1]
+        net = xd * t_sgn(D * (c.p + c.n) / 2 if c.saturated else D * c.p)
         if c.saturated:
-            abs_grads.append(D * (c.p - c.n) / 2)
-        sgn_grads.append(D * (c.p + c.n) / 2)
-        sgn_slots.append(1)
-    with torch.enable_grad():
-        abs_part = _vjp(A, abs_leaf, abs_grads)
-        sgn_part = _vjp(S, sgn_leaf, sgn_grads) if sgn_grads else []
-    absx = abs_leaf.detach()
-    rho = [absx * abs_part[0]]
-    if streams == 2:
-        rho.append(absx * abs_part[1] if c.saturated else torch.zeros_like(xd))
-    for slot, g in zip(sgn_slots, sgn_part, strict=True):
-        rho[slot] = rho[slot] + xd * g
+            net = net + absx * t_abs(D * (c.p - c.n) / 2)
+        rho.append(net)
     return _streams(rho).to(R.dtype), absorbed
 
 

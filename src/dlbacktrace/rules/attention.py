@@ -13,7 +13,7 @@ import math
 import torch
 
 from ..errors import RuleError
-from .affine import matrix_affine
+from .affine import AffineMap, matrix_affine
 from .base import Call, Contribution, safe_reciprocal, sum_to, total
 from .products import _magnitude_share
 
@@ -68,9 +68,8 @@ def sdpa(call: Call, R) -> Contribution:
     result = Contribution()
     value_share = R if call.options.attention == "value" else R / 2
     if call.is_data(2):
-        rho_v, absorbed = matrix_affine(
-            call, value_share, v, lambda x, w: w @ _repeat_heads(x, heads), [attn], None
-        )
+        amap = AffineMap(lambda x, w: w @ _repeat_heads(x, heads), [attn])
+        rho_v, absorbed = matrix_affine(call, value_share, v, amap)
         result.add(call.arg_node(2), rho_v)
         result.absorbed = absorbed
     else:
@@ -92,8 +91,9 @@ def sdpa(call: Call, R) -> Contribution:
         kept = rho_attn * share
         absorbed = absorbed + total(rho_attn[0] - kept[0])
         rho_attn = kept
-    outs, dead = _magnitude_share(call, rho_attn, scores_of, q, k, (True, True))
-    result.absorbed = result.absorbed + absorbed + dead
+    # Each operand of Q·Kᵀ takes half of the scores' relevance.
+    outs, dead = _magnitude_share(call, rho_attn / 2, scores_of, q, k, (True, True))
+    result.absorbed = result.absorbed + absorbed + 2 * dead
     for i, part in ((0, outs[0]), (1, outs[1])):
         if call.is_data(i):
             result.add(call.arg_node(i), sum_to(part.to(R.dtype), call.args[i].shape))

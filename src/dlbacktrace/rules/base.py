@@ -8,6 +8,7 @@ travel together; only affine rules treat them differently (DESIGN.md 2.1).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,23 @@ class RuleOptions:
     attention: str = "value"  # "value" or "split" (DESIGN.md 2.2)
 
 
+class AbsCache:
+    """``|w|`` of parameters, reused across explanations until a parameter changes in place."""
+
+    def __init__(self) -> None:
+        self._store: dict[int, tuple[weakref.ref, int, torch.Tensor]] = {}
+
+    def abs(self, t: torch.Tensor) -> torch.Tensor:
+        if not isinstance(t, torch.nn.Parameter):
+            return t.detach().abs()
+        hit = self._store.get(id(t))
+        if hit is not None and hit[0]() is t and hit[1] == t._version:
+            return hit[2]
+        value = t.detach().abs()
+        self._store[id(t)] = (weakref.ref(t), t._version, value)
+        return value
+
+
 @dataclass
 class Call:
     """One recorded op call: its graph node, materialised arguments and output."""
@@ -34,6 +52,10 @@ class Call:
     gates: set[fx.Node]
     saturation: tuple[float | None, float | None] | None
     options: RuleOptions
+    abs_cache: AbsCache | None = None
+
+    def abs_of(self, t: torch.Tensor) -> torch.Tensor:
+        return self.abs_cache.abs(t) if self.abs_cache is not None else t.detach().abs()
 
     def arg(self, i: int, name: str | None = None, default: Any = None) -> Any:
         if i < len(self.args):
@@ -96,9 +118,10 @@ def flat_args(call: Call) -> tuple[list[Any], list[Any], pytree.TreeSpec]:
 def vjp_contribution(call: Call, R: Any) -> Contribution:
     """Relevance by the op's vector–Jacobian product: the exact adjoint of an index map.
 
-    Used for data movement (view, cat, slice, gather, …) and selection (max-pool, max, topk):
-    the VJP of those ops sends each output element's value back to the element(s) it came
-    from. Non-data floating inputs (e.g. a constant concatenated to the data) absorb theirs.
+    Used for data movement (view, cat, slice, gather, pad, …) and selection (max-pool, max,
+    topk): the VJP sends each output element's relevance back to the element it came from.
+    Whatever lands on no data input — elements that came from a constant operand or that the
+    op itself created (padding, a masked triangle) — is absorbed.
     """
     nodes, values, spec = flat_args(call)
     streams = _streams(R)
@@ -106,44 +129,38 @@ def vjp_contribution(call: Call, R: Any) -> Contribution:
     wrt: list[int] = []
     leaves = list(values)
     for i, (n, v) in enumerate(zip(nodes, values, strict=True)):
-        if not isinstance(v, torch.Tensor):
-            continue
-        is_data = isinstance(n, fx.Node) and n in call.data
-        if is_data or v.is_floating_point():
+        if isinstance(v, torch.Tensor) and isinstance(n, fx.Node) and n in call.data:
             leaf = v.detach()
-            if not leaf.is_floating_point():
+            if not leaf.is_floating_point():  # token ids on their way to an embedding
                 leaf = leaf.to(dtype)
             leaves[i] = leaf.requires_grad_(True)
             wrt.append(i)
-    result = Contribution()
-    if not wrt:
-        return result
     with torch.enable_grad():
         args, kwargs = pytree.tree_unflatten(leaves, spec)
         out = call.node.target(*args, **kwargs)
-    outs, grads = _pair_outputs(out, R)
-    if not outs:
-        return result
-    per_leaf: list[list[torch.Tensor]] = [[] for _ in wrt]
-    for s in range(streams):
-        got = torch.autograd.grad(
-            outs,
-            [leaves[i] for i in wrt],
-            grad_outputs=[g[s].to(o.dtype) for o, g in zip(outs, grads, strict=True)],
-            retain_graph=s < streams - 1,
-            allow_unused=True,
-        )
-        for k, gk in enumerate(got):
-            per_leaf[k].append(torch.zeros_like(leaves[wrt[k]]) if gk is None else gk)
-    absorbed = torch.zeros((), dtype=torch.float64)
-    for k, i in enumerate(wrt):
-        rho = torch.stack(per_leaf[k]).to(dtype)
-        n = nodes[i]
-        if isinstance(n, fx.Node) and n in call.data:
-            result.add(n, rho)
-        else:
-            absorbed = absorbed + total(rho[0])
-    result.absorbed = absorbed
+    all_outs, all_grads = _pair_outputs(out, R)
+    incoming = sum((total(g[0]) for g in all_grads), torch.zeros((), dtype=torch.float64))
+    pairs = [(o, g) for o, g in zip(all_outs, all_grads, strict=True) if o.requires_grad]
+    outs, grads = [p[0] for p in pairs], [p[1] for p in pairs]
+    result = Contribution()
+    routed = torch.zeros((), dtype=torch.float64)
+    if outs and wrt:
+        per_leaf: list[list[torch.Tensor]] = [[] for _ in wrt]
+        for s in range(streams):
+            got = torch.autograd.grad(
+                outs,
+                [leaves[i] for i in wrt],
+                grad_outputs=[g[s].to(o.dtype) for o, g in zip(outs, grads, strict=True)],
+                retain_graph=s < streams - 1,
+                allow_unused=True,
+            )
+            for k, gk in enumerate(got):
+                per_leaf[k].append(torch.zeros_like(leaves[wrt[k]]) if gk is None else gk)
+        for k, i in enumerate(wrt):
+            rho = torch.stack(per_leaf[k]).to(dtype)
+            result.add(nodes[i], rho)
+            routed = routed + total(rho[0])
+    result.absorbed = incoming - routed
     return result
 
 
@@ -166,9 +183,5 @@ def _pair_outputs(out: Any, R: Any) -> tuple[list[torch.Tensor], list[torch.Tens
     if not isinstance(R, list):
         return [out], [R]
     outs = pytree.tree_leaves(out)
-    pairs = [
-        (o, r)
-        for o, r in zip(outs, R, strict=False)
-        if r is not None and isinstance(o, torch.Tensor) and o.requires_grad
-    ]
+    pairs = [(o, r) for o, r in zip(outs, R, strict=False) if r is not None]
     return [p[0] for p in pairs], [p[1] for p in pairs]

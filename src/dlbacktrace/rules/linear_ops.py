@@ -4,9 +4,10 @@ convolutions of every kind, and weight-free linear maps (pooling, mean/sum, inte
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import RuleError
-from .affine import matrix_affine
+from .affine import AffineMap, matrix_affine
 from .base import Call, Contribution
 
 aten = torch.ops.aten
@@ -21,22 +22,26 @@ def _only_data(call: Call, index: int) -> None:
         )
 
 
-def _run(call: Call, R, index: int, fn, weights, bias) -> Contribution:
-    rho, absorbed = matrix_affine(call, R, call.args[index], fn, weights, bias)
+def _run(call: Call, R, index: int, amap: AffineMap) -> Contribution:
+    rho, absorbed = matrix_affine(call, R, call.args[index], amap)
     result = Contribution(absorbed=absorbed)
     result.add(call.arg_node(index), rho)
     return result
 
 
+def _linear_t(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return g @ w
+
+
 def linear(call: Call, R) -> Contribution:
-    _x, w = call.args[0], call.args[1]
+    w = call.args[1]
     b = call.arg(2, "bias")
     if call.is_data(1):
         from .products import bilinear_linear
 
         return bilinear_linear(call, R)
     _only_data(call, 0)
-    return _run(call, R, 0, lambda x, w: torch.nn.functional.linear(x, w), [w], b)
+    return _run(call, R, 0, AffineMap(F.linear, [w], b, _linear_t))
 
 
 def matmul_like(call: Call, R) -> Contribution:
@@ -48,8 +53,8 @@ def matmul_like(call: Call, R) -> Contribution:
 
         return matmul_of_data(call, R)
     if a_data:
-        return _run(call, R, 0, lambda x, w: op(x, w), [call.args[1]], None)
-    return _run(call, R, 1, lambda x, w: op(w, x), [call.args[0]], None)
+        return _run(call, R, 0, AffineMap(lambda x, w: op(x, w), [call.args[1]]))
+    return _run(call, R, 1, AffineMap(lambda x, w: op(w, x), [call.args[0]]))
 
 
 def addmm(call: Call, R) -> Contribution:
@@ -59,13 +64,22 @@ def addmm(call: Call, R) -> Contribution:
     alpha = call.arg(4, "alpha", 1)
     if call.is_data(0):
         raise RuleError(f"{call.node.target} with a data-dependent bias is not supported")
-    op = aten.mm if call.node.target.overloadpacket is aten.addmm else aten.bmm
-    b = bias * beta if beta != 1 else bias
     if call.is_data(1) and call.is_data(2):
         raise RuleError(f"{call.node.target} with two data operands is not supported")
+    b = bias * beta if beta != 1 else bias
+    if call.node.target.overloadpacket is aten.addmm and call.is_data(1):
+
+        def forward(x, w):
+            return torch.mm(x, w) * alpha if alpha != 1 else torch.mm(x, w)
+
+        def transpose(g, w):
+            return g @ w.t() * alpha if alpha != 1 else g @ w.t()
+
+        return _run(call, R, 1, AffineMap(forward, [m2], b, transpose))
+    op = aten.mm if call.node.target.overloadpacket is aten.addmm else aten.bmm
     if call.is_data(1):
-        return _run(call, R, 1, lambda x, w: alpha * op(x, w), [m2], b)
-    return _run(call, R, 2, lambda x, w: alpha * op(w, x), [m1], b)
+        return _run(call, R, 1, AffineMap(lambda x, w: alpha * op(x, w), [m2], b))
+    return _run(call, R, 2, AffineMap(lambda x, w: alpha * op(w, x), [m1], b))
 
 
 def _conv_bias(b, y):
@@ -74,15 +88,57 @@ def _conv_bias(b, y):
     return b.reshape(-1, *([1] * (y.dim() - 2)))
 
 
+def _expand(value, nd: int) -> list[int]:
+    if isinstance(value, (list, tuple)):
+        return list(value) * nd if len(value) == 1 else list(value)
+    return [value] * nd
+
+
+def _conv_params(call: Call) -> dict | None:
+    """(stride, padding, dilation, transposed, output_padding, groups) of any conv op."""
+    x = call.args[0]
+    nd = x.dim() - 2
+    packet = call.node.target.overloadpacket
+    a = list(call.args) + [None] * 10
+    if packet in (aten.convolution, aten._convolution):
+        stride, padding, dilation, transposed, out_pad, groups = a[3:9]
+    elif packet in (aten.conv_transpose1d, aten.conv_transpose2d, aten.conv_transpose3d):
+        stride, padding, out_pad, groups, dilation = a[3:8]
+        transposed = True
+    else:
+        stride, padding, dilation, groups = a[3:7]
+        transposed, out_pad = False, 0
+    if isinstance(padding, str):
+        return None  # 'same'/'valid': leave it to autograd
+    return {
+        "stride": _expand(1 if stride is None else stride, nd),
+        "padding": _expand(0 if padding is None else padding, nd),
+        "dilation": _expand(1 if dilation is None else dilation, nd),
+        "transposed": bool(transposed),
+        "output_padding": _expand(0 if out_pad is None else out_pad, nd),
+        "groups": 1 if groups is None else groups,
+    }
+
+
 def convolution(call: Call, R) -> Contribution:
     """conv1d/2d/3d, conv_transpose*, aten.convolution: any stride, padding, dilation, groups."""
     _only_data(call, 0)
-    op = call.node.target
-    rest = tuple(call.args[3:])
-    bias = call.arg(2, "bias")
-    return _run(
-        call, R, 0, lambda x, w: op(x, w, None, *rest), [call.args[1]], _conv_bias(bias, call.out)
-    )
+    x, w = call.args[0], call.args[1]
+    bias = _conv_bias(call.arg(2, "bias"), call.out)
+    p = _conv_params(call)
+    if p is None:
+        op, rest = call.node.target, tuple(call.args[3:])
+        return _run(call, R, 0, AffineMap(lambda x, w: op(x, w, None, *rest), [w], bias))
+    order = ("stride", "padding", "dilation", "transposed", "output_padding", "groups")
+    params = [p[k] for k in order]
+
+    def forward(x, w):
+        return aten.convolution(x, w, None, *params)
+
+    def transpose(g, w):
+        return aten.convolution_backward(g, x, w, None, *params, [True, False, False])[0]
+
+    return _run(call, R, 0, AffineMap(forward, [w], bias, transpose))
 
 
 def weight_free(call: Call, R) -> Contribution:
@@ -90,4 +146,4 @@ def weight_free(call: Call, R) -> Contribution:
     _only_data(call, 0)
     op = call.node.target
     rest, kwargs = tuple(call.args[1:]), dict(call.kwargs)
-    return _run(call, R, 0, lambda x: op(x, *rest, **kwargs), [], None)
+    return _run(call, R, 0, AffineMap(lambda x: op(x, *rest, **kwargs), []))

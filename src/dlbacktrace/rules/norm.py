@@ -7,6 +7,8 @@ GroupNorm and RMSNorm the normalise step passes relevance unchanged and the affi
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 
@@ -29,8 +31,7 @@ def _channel_shape(x: torch.Tensor) -> list[int]:
 
 
 def _with_output(call: Call, out: torch.Tensor) -> Call:
-    return Call(call.node, call.args, call.kwargs, out, call.data, call.gates, call.saturation,
-                call.options)
+    return dataclasses.replace(call, out=out)
 
 
 def batch_norm_eval(call: Call, R) -> Contribution:

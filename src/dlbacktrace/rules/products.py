@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .affine import matrix_affine
+from .affine import AffineMap, matrix_affine
 from .base import Call, Contribution, safe_reciprocal, sum_to, total
 
 
@@ -91,10 +91,10 @@ def matmul_of_data(call: Call, R) -> Contribution:
     a_gate, b_gate = call.is_gate(0), call.is_gate(1)
     if call.options.attention == "value" and (a_gate or b_gate):
         if a_gate:
-            rho, absorbed = matrix_affine(call, R, b, lambda x, w: op(w, x), [a], None)
+            rho, absorbed = matrix_affine(call, R, b, AffineMap(lambda x, w: op(w, x), [a]))
             result.add(call.arg_node(1), rho)
         else:
-            rho, absorbed = matrix_affine(call, R, a, lambda x, w: op(x, w), [b], None)
+            rho, absorbed = matrix_affine(call, R, a, AffineMap(lambda x, w: op(x, w), [b]))
             result.add(call.arg_node(0), rho)
         result.absorbed = absorbed
         return result

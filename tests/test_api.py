@@ -1,0 +1,203 @@
+"""Public API behaviour: seeds and targets, outputs, layers, storage, Captum shape."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from dlbacktrace import Backtrace, Explanation, TargetError, explain
+
+
+def _mlp(out: int = 3) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, out)).double()
+
+
+class TwoHeads(nn.Module):
+    """Returns a dict, to check output selection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(4, 6)
+        self.a = nn.Linear(6, 3)
+        self.b = nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = torch.relu(self.body(x))
+        return {"logits": self.a(h), "aux": self.b(h)}
+
+
+def test_default_target_is_argmax_per_row():
+    model = _mlp()
+    x = torch.randn(4, 5, dtype=torch.double)
+    exp = Backtrace(model).explain(x)
+    assert torch.equal(exp.target, model(x).argmax(-1))
+    assert exp.seed.sum().item() == pytest.approx(4.0)
+    assert torch.equal(exp.seed.argmax(-1), exp.target)
+
+
+def test_scale_multiplies_relevance():
+    model = _mlp()
+    x = torch.randn(2, 5, dtype=torch.double)
+    bt = Backtrace(model)
+    one = bt.explain(x, target=1)
+    three = bt.explain(x, target=1, scale=3.0)
+    torch.testing.assert_close(three.relevance, 3 * one.relevance)
+
+
+def test_per_row_targets_match_single_targets():
+    model = _mlp()
+    x = torch.randn(3, 5, dtype=torch.double)
+    bt = Backtrace(model)
+    both = bt.explain(x, target=[0, 2, 1])
+    for row, t in enumerate([0, 2, 1]):
+        alone = bt.explain(x, target=t)
+        torch.testing.assert_close(both.relevance[row], alone.relevance[row])
+
+
+def test_custom_seed_equals_target_seed():
+    model = _mlp()
+    x = torch.randn(2, 5, dtype=torch.double)
+    bt = Backtrace(model)
+    seed = torch.zeros(2, 3, dtype=torch.double)
+    seed[:, 2] = 1.0
+    by_seed = bt.explain(x, seed=seed).relevance
+    torch.testing.assert_close(by_seed, bt.explain(x, target=2).relevance)
+    with pytest.raises(TargetError):
+        bt.explain(x, seed=torch.zeros(2, 4))
+    with pytest.raises(TargetError):
+        bt.explain(x, seed=seed, target=1)
+
+
+def test_single_logit_negative_target_swaps_contrast_maps():
+    model = _mlp(out=1)
+    x = torch.randn(3, 5, dtype=torch.double)
+    bt = Backtrace(model, mode="contrast")
+    pos = bt.explain(x, target="positive")
+    neg = bt.explain(x, target="negative")
+    torch.testing.assert_close(pos.positive, neg.negative)
+    torch.testing.assert_close(pos.negative, neg.positive)
+    torch.testing.assert_close(pos.total, neg.total)
+    with pytest.raises(TargetError):
+        bt.explain(x, target="maybe")
+
+
+def test_output_selection_by_key():
+    torch.manual_seed(1)
+    model = TwoHeads().double()
+    x = torch.randn(2, 4, dtype=torch.double)
+    bt = Backtrace(model)
+    logits = bt.explain(x)
+    aux = bt.explain(x, output="aux")
+    assert logits.output.shape == (2, 3) and aux.output.shape == (2, 2)
+    assert aux.conservation_error < 1e-12
+    with pytest.raises(TargetError):
+        bt.explain(x, output="missing")
+
+
+def test_sequence_output_explains_last_position_by_default():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 5)).double()
+    x = torch.randn(2, 3, 4, dtype=torch.double)
+    exp = Backtrace(model).explain(x, target=4)
+    # Position-wise model: only the last position's features can carry relevance.
+    assert exp.relevance[:, :2].abs().sum() == 0
+    assert exp.relevance[:, 2].abs().sum() > 0
+    first = Backtrace(model).explain(x, target=4, position=0)
+    assert first.relevance[:, 1:].abs().sum() == 0
+
+
+def test_layers_hold_relevance_of_module_outputs():
+    model = _mlp()
+    x = torch.randn(2, 5, dtype=torch.double)
+    exp = Backtrace(model).explain(x, layers=["0", "1"])
+    assert set(exp.layers) == {"0", "1"}
+    # Relevance entering the ReLU's output equals what its input (Linear 0's output) receives.
+    torch.testing.assert_close(exp.layers["0"], exp.layers["1"])
+    # Linear 2 has no bias share from the relu outputs beyond its own: ledger accounts for it.
+    absorbed_last = exp.absorbed.get("linear_1", 0.0)
+    total_seed = float(exp.seed.abs().sum())
+    assert float(exp.layers["1"].sum()) == pytest.approx(total_seed - absorbed_last, rel=1e-12)
+    with pytest.raises(KeyError):
+        Backtrace(model).explain(x, layers=["nope"])
+
+
+def test_save_load_roundtrip(tmp_path):
+    model = _mlp()
+    x = torch.randn(2, 5, dtype=torch.double)
+    exp = Backtrace(model, mode="contrast").explain(x, target=1, layers="all")
+    path = exp.save(tmp_path / "exp")
+    assert path.suffix == ".npz"
+    back = Explanation.load(path)
+    assert back.mode == "contrast"
+    torch.testing.assert_close(back.relevance, exp.relevance)
+    torch.testing.assert_close(back.positive, exp.positive)
+    torch.testing.assert_close(back.negative, exp.negative)
+    assert back.absorbed == exp.absorbed
+    assert back.conservation_error == pytest.approx(exp.conservation_error, abs=1e-15)
+    assert set(back.layers) == set(exp.layers)
+    assert torch.equal(back.target, exp.target)
+
+
+def test_attribute_is_captum_shaped_and_explain_function_matches():
+    model = _mlp()
+    x = torch.randn(2, 5, dtype=torch.double)
+    attr = Backtrace(model).attribute(x, target=0)
+    assert isinstance(attr, torch.Tensor) and attr.shape == x.shape
+    torch.testing.assert_close(attr, explain(model, x, target=0).relevance)
+    net = Backtrace(model).attribute(x, target=0, mode="contrast")
+    exp = Backtrace(model, mode="contrast").explain(x, target=0)
+    torch.testing.assert_close(net, exp.positive - exp.negative)
+
+
+def test_several_inputs_give_a_tuple():
+    class Two(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(3, 4)
+            self.b = nn.Linear(2, 4)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x, y):
+            return self.head(torch.relu(self.a(x) + self.b(y)))
+
+    torch.manual_seed(3)
+    model = Two().double()
+    x, y = torch.randn(2, 3, dtype=torch.double), torch.randn(2, 2, dtype=torch.double)
+    exp = Backtrace(model).explain(x, y)
+    assert isinstance(exp.relevance, tuple) and len(exp.relevance) == 2
+    assert exp.relevance[0].shape == x.shape and exp.relevance[1].shape == y.shape
+    assert exp.conservation_error < 1e-12
+    attr = Backtrace(model).attribute((x, y))
+    assert isinstance(attr, tuple) and attr[1].shape == y.shape
+
+
+def test_capture_is_cached_per_signature():
+    model = _mlp()
+    bt = Backtrace(model)
+    g1 = bt.capture(torch.randn(2, 5, dtype=torch.double))
+    g2 = bt.capture(torch.randn(2, 5, dtype=torch.double))
+    g3 = bt.capture(torch.randn(3, 5, dtype=torch.double))
+    assert g1 is g2 and g3 is not g1
+
+
+def test_weights_updated_after_capture_are_used():
+    model = _mlp()
+    x = torch.randn(2, 5, dtype=torch.double)
+    bt = Backtrace(model)
+    before = bt.explain(x, target=0).relevance
+    with torch.no_grad():
+        model[0].weight.mul_(-1.5)
+    after = bt.explain(x, target=0).relevance
+    torch.testing.assert_close(after, Backtrace(model).explain(x, target=0).relevance)
+    assert not torch.allclose(before, after)
+
+
+def test_bad_mode_and_attention_are_rejected():
+    with pytest.raises(ValueError):
+        Backtrace(_mlp(), mode="fancy")
+    with pytest.raises(ValueError):
+        Backtrace(_mlp(), attention="both")
+    with pytest.raises(TypeError):
+        Backtrace(lambda x: x)

@@ -13,7 +13,7 @@ import torch.utils._pytree as pytree
 
 from . import capture as capture_mod
 from .capture import CapturedGraph
-from .errors import InputError, TargetError
+from .errors import InputError, RuleError, TargetError
 from .explanation import Explanation
 from .record import needed_values, record
 from .rules.base import AbsCache, RuleOptions
@@ -169,6 +169,11 @@ class Backtrace:
             layer_map = self._layer_nodes(g, layers)
             env, outputs = record(g, self.model, flat, needed_values(relevant) | set(layer_map))
             out_value = outputs[out_index]
+            if out_value.is_floating_point() and not bool(torch.isfinite(out_value).all()):
+                raise InputError(
+                    "the model output contains NaN or Inf for these inputs; there is nothing "
+                    "meaningful to explain (check the inputs, the attention mask and the dtype)"
+                )
             signed_seed, target_idx = make_seed(out_value, target, scale, seed, position)
             dtype = out_value.dtype if out_value.dtype in (torch.float32, torch.float64) else (
                 torch.float32
@@ -180,6 +185,12 @@ class Backtrace:
             result = sweep(
                 g, env, relevant, out_node, seed_streams, options, set(layer_map), self._abs_weights
             )
+        for node, rel in result.inputs.items():
+            if not bool(torch.isfinite(rel).all()):
+                raise RuleError(
+                    f"relevance for input '{node.name}' is not finite; an intermediate value of "
+                    "the model overflowed. Try float64 or a smaller scale="
+                )
         return self._explanation(g, flat, result, mode, signed_seed, target_idx, out_value,
                                  layer_map, single=len(args) + len(kwargs) == 1, dtype=dtype)
 

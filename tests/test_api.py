@@ -201,3 +201,14 @@ def test_bad_mode_and_attention_are_rejected():
         Backtrace(_mlp(), attention="both")
     with pytest.raises(TypeError):
         Backtrace(lambda x: x)
+
+
+def test_non_finite_model_output_fails_fast():
+    class Log(nn.Module):
+        def forward(self, x):
+            return torch.log(x)
+
+    from dlbacktrace import InputError
+
+    with pytest.raises(InputError, match="NaN or Inf"):
+        Backtrace(Log()).explain(torch.tensor([[1.0, -1.0]]), target=0)

@@ -72,6 +72,7 @@ from typing import Any
 TARGET_DEFAULT = 2.5  # median default-mode explain time / median baseline time
 TARGET_CONTRAST = 4.0  # median contrast-mode explain time / median baseline time
 TARGET_MEMORY = 2.0  # peak memory of explain / peak memory of baseline
+NOISY_SPREAD = 1.5  # baseline max/min above this: the row's times were disturbed
 
 CASES: dict[str, str] = {
     "mlp_b1": "MLP 1024-4096-4096-10, x 1x1024",
@@ -520,6 +521,8 @@ def _markdown(results: list[dict[str, Any]]) -> str:
         if base is not None:
             tb = r["times_s"]["baseline"]
             base_s = f"{base * 1e3:.1f} ({min(tb) * 1e3:.1f}-{max(tb) * 1e3:.1f})"
+            if max(tb) > NOISY_SPREAD * min(tb):
+                base_s += " NOISY"
         if base is None and r.get("errors", {}).get("case"):
             base_s = "ERROR (see below)"
         pk = r.get("peak_bytes", {})
@@ -622,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(of {env['cpu_count']} CPUs)")
     print(f"- {warmup} warm-up run(s) then {repeats} interleaved timed repeat(s) per callable; "
           "ratios compare medians (the ratio of the fastest repeats, `min`, is shown beside "
-          "it); baseline column: median (min-max)")
+          f"it); baseline column: median (min-max), NOISY where max > {NOISY_SPREAD} x min")
     if load_start is not None:
         load_end = os.getloadavg()
         print(f"- 1-min load average at start / end: {load_start[0]:.2f} / {load_end[0]:.2f} "

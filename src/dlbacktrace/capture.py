@@ -109,12 +109,9 @@ def analyse(program: ExportedProgram, args: tuple, kwargs: dict) -> CapturedGrap
         else:
             raise CaptureError(f"unsupported graph input kind {spec.kind} for {spec.arg.name}")
 
-    flat_args, _ = pytree.tree_flatten((args, kwargs))
     input_names = _input_names(args, kwargs)
-    if len(input_names) != len(user_inputs):
+    if len(input_names) != len(user_inputs):  # e.g. non-tensor inputs that export specialised
         input_names = [n.name for n in user_inputs]
-    # Non-tensor user inputs (ints, bools) are specialised by export but may stay placeholders.
-    del flat_args
 
     output_node = next(n for n in reversed(nodes) if n.op == "output")
     out_specs = program.graph_signature.output_specs

@@ -212,3 +212,13 @@ def test_non_finite_model_output_fails_fast():
 
     with pytest.raises(InputError, match="NaN or Inf"):
         Backtrace(Log()).explain(torch.tensor([[1.0, -1.0]]), target=0)
+
+
+def test_abs_weight_cache_changes_nothing():
+    model = _mlp()
+    x = torch.randn(3, 5, dtype=torch.double)
+    cached = Backtrace(model, mode="contrast")
+    plain = Backtrace(model, mode="contrast", cache_abs_weights=False)
+    for _ in range(2):  # second call hits the cache
+        a, b = cached.explain(x, target=1), plain.explain(x, target=1)
+        assert torch.equal(a.positive, b.positive) and torch.equal(a.negative, b.negative)

@@ -11,6 +11,7 @@ In stream form, total ``T`` uses ``α = T·p, β = T·n`` and net ``Δ`` uses ``
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -57,8 +58,9 @@ def coefficients(
         if lo is not None and not bool((lo & carries).any()):
             lo = None
     if hi is None and lo is None:
-        r = safe_reciprocal(D)
-        return Coefficients(p=r, n=r, dead=D == 0, saturated=False)
+        dead = D == 0
+        r = D.reciprocal().masked_fill_(dead, 0.0)
+        return Coefficients(p=r, n=r, dead=dead, saturated=False)
     if S is None:
         raise RuleError("internal: saturation needs the signed forward")
     P = ((A + S) / 2).clamp_min(0)
@@ -190,18 +192,21 @@ def elementwise_affine(
     shape = y.shape
     if bias is not None and not isinstance(bias, torch.Tensor):
         bias = torch.full((), float(bias), dtype=y.dtype, device=y.device)
-    A = sum(s.abs() for _, s, _ in terms).expand(shape)
-    S = sum(s for _, s, _ in terms).expand(shape) if call.saturation is not None else None
+    magnitudes = [s.abs() for _, s, _ in terms]
+    A = functools.reduce(torch.add, magnitudes).expand(shape)
+    S = None
+    if call.saturation is not None:
+        S = functools.reduce(torch.add, [s for _, s, _ in terms]).expand(shape)
     c = coefficients(T, y, A, S, bias, call.saturation)
     result = Contribution(absorbed=absorbed_by_bias(T, c, bias))  # bias broadcasts against T
-    for node, s, in_shape in terms:
+    for (node, s, in_shape), magnitude in zip(terms, magnitudes, strict=True):
         if c.saturated:
             pos, neg = s.clamp_min(0), (-s).clamp_min(0)
             rho = [T * (c.p * pos + c.n * neg)]
             if R.shape[0] == 2:
                 rho.append(R[1] * (c.p * pos - c.n * neg))
         else:  # p == n: the shares are |s|/D and s/D
-            rho = [T * c.p * s.abs()]
+            rho = [T * c.p * magnitude]
             if R.shape[0] == 2:
                 rho.append(R[1] * c.p * s)
         result.add(node, sum_to(_streams(rho).to(R.dtype), in_shape))

@@ -6,7 +6,6 @@ from typing import Any
 
 import torch
 import torch.fx as fx
-import torch.utils._pytree as pytree
 from torch.export.graph_signature import InputKind
 
 from .capture import CapturedGraph
@@ -55,9 +54,7 @@ def record(
                 else:
                     env[node] = state_value(g, model, node)
             elif node.op == "call_function":
-                args, kwargs = pytree.tree_map_only(
-                    fx.Node, lambda n: env[n], (node.args, node.kwargs)
-                )
+                args, kwargs = fx.node.map_arg((node.args, node.kwargs), env.__getitem__)
                 env[node] = node.target(*args, **kwargs)
             elif node.op == "output":
                 every = node.args[0]

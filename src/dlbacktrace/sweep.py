@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 import torch.fx as fx
-import torch.utils._pytree as pytree
 
 from .capture import CapturedGraph
 from .errors import RuleError
@@ -106,7 +105,7 @@ def _apply_rule(g, env, node, R, options, store, absorbed, dtype, abs_cache) -> 
         from .errors import UnsupportedOperationError
 
         raise UnsupportedOperationError(describe_unsupported(node))
-    args, kwargs = pytree.tree_map_only(fx.Node, lambda n: env[n], (node.args, node.kwargs))
+    args, kwargs = fx.node.map_arg((node.args, node.kwargs), env.__getitem__)
     call = Call(
         node=node,
         args=tuple(args),

@@ -45,17 +45,15 @@ def coefficients(
     ``A`` is Σ|z| (P+N), ``S`` is Σz (P−N, needed only for saturation), ``y`` the op's output
     (the pre-activation T_j of the formulas), ``T`` the total relevance per output.
     """
-    absb = bias.abs() if bias is not None else 0.0
-    D = A + absb
+    D = A + bias.abs() if bias is not None else A  # A is the caller's fresh Σ|z|
     hi = lo = None
     if bounds is not None:
         low, high = bounds
         hi = (y > high) if high is not None else None
         lo = (y < low) if low is not None else None
-        carries = T != 0
-        if hi is not None and not bool((hi & carries).any()):
+        if hi is not None and not bool(torch.where(hi, T, 0).any()):
             hi = None
-        if lo is not None and not bool((lo & carries).any()):
+        if lo is not None and not bool(torch.where(lo, T, 0).any()):
             lo = None
     if hi is None and lo is None:
         dead = D == 0
@@ -82,19 +80,32 @@ def coefficients(
     return Coefficients(p=p, n=n, dead=dead, saturated=True)
 
 
-def absorbed_by_bias(T: torch.Tensor, c: Coefficients, bias: torch.Tensor | None) -> torch.Tensor:
+def absorbed_by_bias(
+    T: torch.Tensor, c: Coefficients, bias: torch.Tensor | None, Tp: torch.Tensor | None = None
+) -> torch.Tensor:
     """Relevance that the bias (and dead outputs) take: ``T·(p·b⁺ + n·b⁻)`` plus ``T`` if dead.
 
-    Dead outputs have ``p = n = 0``, so the two parts never overlap.
+    Dead outputs have ``p = n = 0``, so the two parts never overlap. ``Tp`` (= ``T·p``, which
+    the caller needs anyway) saves a pass when the shares are unsaturated.
     """
-    out = total(T * c.dead)
+    out = torch.zeros((), dtype=torch.float64, device=T.device)
+    if bool(c.dead.any()):
+        out = out + total(T[c.dead])
     if bias is not None:
         if c.saturated:
             share = c.p * bias.clamp_min(0) + c.n * (-bias).clamp_min(0)
+            out = out + total(T * share)
         else:
-            share = c.p * bias.abs()
-        out = out + total(T * share)
+            weighted = T * c.p if Tp is None else Tp
+            out = out + total(weighted.sum_to_size(bias.shape) * bias.abs())
     return out
+
+
+def _relevance_per_unit(T: torch.Tensor, c: Coefficients, streams: int) -> torch.Tensor | None:
+    """``T·p`` for unsaturated shares (in place over ``p`` when nothing else needs it)."""
+    if c.saturated:
+        return None
+    return c.p.mul_(T) if streams == 1 else T * c.p
 
 
 @dataclass
@@ -158,8 +169,11 @@ def matrix_affine(
         if streams == 2 or call.saturation is not None:
             S, t_sgn = _autograd_transpose(amap.forward, xd.clone(), weights)
     c = coefficients(T, y, A, S, bias, call.saturation)
-    absorbed = absorbed_by_bias(T, c, bias)
-    rho = [absx * t_abs(T * (c.p + c.n) / 2 if c.saturated else T * c.p)]
+    Tp = _relevance_per_unit(T, c, streams)
+    absorbed = absorbed_by_bias(T, c, bias, Tp)
+    pushed = t_abs(T * (c.p + c.n) / 2 if c.saturated else Tp)
+    # Closed-form transposes return fresh tensors; autograd may hand back views of its input.
+    rho = [pushed.mul_(absx) if amap.transpose is not None else pushed * absx]
     if c.saturated:
         rho[0] = rho[0] + xd * t_sgn(T * (c.p - c.n) / 2)
     if streams == 2:
@@ -198,7 +212,8 @@ def elementwise_affine(
     if call.saturation is not None:
         S = functools.reduce(torch.add, [s for _, s, _ in terms]).expand(shape)
     c = coefficients(T, y, A, S, bias, call.saturation)
-    result = Contribution(absorbed=absorbed_by_bias(T, c, bias))  # bias broadcasts against T
+    Tp = _relevance_per_unit(T, c, R.shape[0])
+    result = Contribution(absorbed=absorbed_by_bias(T, c, bias, Tp))  # bias broadcasts
     for (node, s, in_shape), magnitude in zip(terms, magnitudes, strict=True):
         if c.saturated:
             pos, neg = s.clamp_min(0), (-s).clamp_min(0)
@@ -206,7 +221,8 @@ def elementwise_affine(
             if R.shape[0] == 2:
                 rho.append(R[1] * (c.p * pos - c.n * neg))
         else:  # p == n: the shares are |s|/D and s/D
-            rho = [T * c.p * magnitude]
+            in_place = magnitude.shape == Tp.shape and len(terms) > 0
+            rho = [magnitude.mul_(Tp) if in_place else Tp * magnitude]
             if R.shape[0] == 2:
                 rho.append(R[1] * c.p * s)
         result.add(node, sum_to(_streams(rho).to(R.dtype), in_shape))

@@ -104,8 +104,8 @@ def safe_reciprocal(d: torch.Tensor) -> torch.Tensor:
 
 
 def total(value: torch.Tensor) -> torch.Tensor:
-    """Sum in float64: the ledger must not lose relevance to rounding."""
-    return value.sum(dtype=torch.float64)
+    """Ledger sum, returned in float64 (torch's pairwise sum keeps float32 rounding ~1e-7)."""
+    return value.sum().to(torch.float64)
 
 
 def flat_args(call: Call) -> tuple[list[Any], list[Any], pytree.TreeSpec]:

@@ -168,8 +168,11 @@ class Backtrace:
                 raise TargetError(
                     f"the selected output (index {out_index}) does not depend on any input"
                 )
-            relevant = capture_mod.relevant_nodes(g, out_node)
-            capture_mod.check_rules(g, relevant)
+            relevant = g.relevant.get(out_index)
+            if relevant is None:
+                relevant = capture_mod.relevant_nodes(g, out_node)
+                capture_mod.check_rules(g, relevant)
+                g.relevant[out_index] = relevant
             layer_map = self._layer_nodes(g, layers)
             env, outputs = record(g, self.model, flat, needed_values(relevant) | set(layer_map))
             out_value = outputs[out_index]

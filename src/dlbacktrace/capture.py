@@ -40,6 +40,7 @@ class CapturedGraph:
     data: set[fx.Node] = field(default_factory=set)  # nodes that can carry relevance
     gates: set[fx.Node] = field(default_factory=set)  # probability-like nodes (sigmoid/softmax)
     saturation: dict[fx.Node, tuple[float | None, float | None]] = field(default_factory=dict)
+    relevant: dict[int, list[fx.Node]] = field(default_factory=dict)  # per output, checked
 
 
 def export_model(model: torch.nn.Module, args: tuple, kwargs: dict) -> CapturedGraph:

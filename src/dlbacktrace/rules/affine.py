@@ -28,7 +28,7 @@ class Coefficients:
 
     p: torch.Tensor
     n: torch.Tensor
-    dead: torch.Tensor  # outputs whose relevance is absorbed entirely (zero denominator)
+    dead: torch.Tensor | None  # outputs absorbed entirely (zero denominator); None: none
     saturated: bool  # whether p != n anywhere that carries relevance
 
 
@@ -56,6 +56,9 @@ def coefficients(
         if lo is not None and not bool(torch.where(lo, T, 0).any()):
             lo = None
     if hi is None and lo is None:
+        if bias is not None and bool((bias != 0).all()):  # D ≥ |b| > 0: nothing is dead
+            r = D.reciprocal()
+            return Coefficients(p=r, n=r, dead=None, saturated=False)
         dead = D == 0
         r = D.reciprocal().masked_fill_(dead, 0.0)
         return Coefficients(p=r, n=r, dead=dead, saturated=False)
@@ -89,7 +92,7 @@ def absorbed_by_bias(
     the caller needs anyway) saves a pass when the shares are unsaturated.
     """
     out = torch.zeros((), dtype=torch.float64, device=T.device)
-    if bool(c.dead.any()):
+    if c.dead is not None and bool(c.dead.any()):
         out = out + total(T[c.dead])
     if bias is not None:
         if c.saturated:

@@ -10,10 +10,6 @@ from .base import Call, Contribution
 from .products import divide_by_data, multiply_data
 
 
-def _value(call: Call, i: int, name: str, default=None):
-    return call.arg(i, name, default)
-
-
 def _shape(v) -> torch.Size:
     return v.shape if isinstance(v, torch.Tensor) else torch.Size([])
 
@@ -22,7 +18,7 @@ def add_sub(call: Call, R) -> Contribution:
     """``a ± alpha·b`` with either or both operands data; constants are the bias."""
     packet = call.node.target.overloadpacket
     a, b = call.args[0], call.args[1]
-    alpha = _value(call, 2, "alpha", 1)
+    alpha = call.arg(2, "alpha", 1)
     if packet is torch.ops.aten.rsub:  # rsub(a, b) = b − alpha·a
         signs = (-alpha, 1)
     elif packet is torch.ops.aten.sub:

@@ -50,9 +50,8 @@ def sdpa(call: Call, R) -> Contribution:
     scale = call.arg(6, "scale")
     if dropout:
         raise RuleError("scaled_dot_product_attention with dropout_p > 0 is not deterministic")
-    for i, name in ((3, "attn_mask"),):
-        if call.is_data(i):
-            raise RuleError(f"scaled_dot_product_attention with a data-dependent {name}")
+    if call.is_data(3):
+        raise RuleError("scaled_dot_product_attention with a data-dependent attn_mask")
     heads = q.shape[-3] if q.dim() >= 3 else 1
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     bias = _bias(mask, q, k, causal)

@@ -6,7 +6,6 @@ Users extend the table with :func:`register_rule`.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -182,6 +181,3 @@ def saturation_bounds(node: fx.Node) -> tuple[float | None, float | None] | None
         return (float(low), float(high))
     return _SATURATION.get(packet)
 
-
-def is_getitem(target: Any) -> bool:
-    return target is operator.getitem

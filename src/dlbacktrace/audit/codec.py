@@ -1,0 +1,104 @@
+"""Bytes for what an audit record keeps: the explanation and the exact model inputs.
+
+Both are compressed ``.npz`` archives (arrays plus a JSON header) and are read back with
+``allow_pickle=False``. :func:`relevance_digest` hashes the maps themselves (not the archive
+bytes, which carry zip timestamps), so a recomputed explanation can be compared by digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..explanation import Explanation
+
+__all__ = [
+    "StoredInputs",
+    "decode_explanation",
+    "decode_inputs",
+    "encode_explanation",
+    "encode_inputs",
+    "relevance_digest",
+]
+
+
+def encode_explanation(exp: Explanation) -> bytes:
+    """``Explanation.save`` into bytes (the same format as a saved ``.npz`` file)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = exp.save(Path(tmp) / "explanation.npz")
+        return path.read_bytes()
+
+
+def decode_explanation(data: bytes) -> Explanation:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "explanation.npz"
+        path.write_bytes(data)
+        return Explanation.load(path)
+
+
+def _update(digest: Any, key: str, tensor: torch.Tensor) -> None:
+    t = tensor.detach().cpu().contiguous()
+    digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+    digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def relevance_digest(exp: Explanation) -> str:
+    """SHA-256 over every relevance map (default/total and, in contrast mode, net) bit for bit."""
+    digest = hashlib.sha256(f"mode={exp.mode}|".encode())
+    for name in exp.input_names:
+        _update(digest, f"total/{name}", exp.total_by_name[name])
+        if exp.net_by_name is not None:
+            _update(digest, f"net/{name}", exp.net_by_name[name])
+    return digest.hexdigest()
+
+
+class StoredInputs:
+    """Model inputs as stored: positional tensors, keyword tensors, plain constants, a seed."""
+
+    def __init__(
+        self,
+        args: tuple[torch.Tensor, ...] = (),
+        kwargs: dict[str, torch.Tensor] | None = None,
+        consts: dict[str, Any] | None = None,
+        seed: torch.Tensor | None = None,
+    ) -> None:
+        self.args = tuple(args)
+        self.kwargs = dict(kwargs or {})
+        self.consts = dict(consts or {})
+        self.seed = seed
+
+    @property
+    def model_kwargs(self) -> dict[str, Any]:
+        return {**self.kwargs, **self.consts}
+
+
+def encode_inputs(inputs: StoredInputs) -> bytes:
+    arrays: dict[str, np.ndarray] = {}
+    for i, a in enumerate(inputs.args):
+        arrays[f"arg/{i}"] = a.detach().cpu().numpy()
+    names = list(inputs.kwargs)
+    for i, name in enumerate(names):
+        arrays[f"kw/{i}"] = inputs.kwargs[name].detach().cpu().numpy()
+    if inputs.seed is not None:
+        arrays["seed"] = inputs.seed.detach().cpu().numpy()
+    header = {"n_args": len(inputs.args), "kwargs": names, "consts": inputs.consts}
+    arrays["__header__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def decode_inputs(data: bytes) -> StoredInputs:
+    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+        header = json.loads(bytes(archive["__header__"]).decode())
+        args = tuple(torch.from_numpy(archive[f"arg/{i}"]) for i in range(header["n_args"]))
+        kwargs = {n: torch.from_numpy(archive[f"kw/{i}"]) for i, n in enumerate(header["kwargs"])}
+        seed = torch.from_numpy(archive["seed"]) if "seed" in archive.files else None
+    return StoredInputs(args, kwargs, header["consts"], seed)

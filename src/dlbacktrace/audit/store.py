@@ -1,0 +1,344 @@
+"""The audit store: an append-only, hash-chained log of explanations in any SQL database.
+
+SQLite by default (WAL journal, ``BEGIN IMMEDIATE`` write transactions, full sync, triggers that
+refuse UPDATE and DELETE); any SQLAlchemy URL (e.g. PostgreSQL) works too. Each append is one
+transaction: a record is either fully committed (content, blobs, hash) or absent. Writers from
+several processes are serialised by the database; the unique ``prev_hash`` column makes a forked
+chain impossible even where the database has no write lock (the loser retries).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import DLBacktraceError
+from ..explanation import Explanation
+from .chain import GENESIS, blob_digest, canonical_json, chain_hash
+from .codec import (
+    StoredInputs,
+    decode_explanation,
+    decode_inputs,
+    encode_explanation,
+    encode_inputs,
+    relevance_digest,
+)
+from .fingerprint import model_fingerprint, versions
+
+__all__ = ["AuditError", "AuditRecord", "AuditStore", "SCHEMA_VERSION", "explain_options"]
+
+SCHEMA_VERSION = 1
+_RETRIES = 20
+EXPLAIN_OPTIONS = ("target", "mode", "scale", "output", "position", "attention", "layers")
+
+
+class AuditError(DLBacktraceError):
+    """The audit log cannot be opened, a record is missing, or a record cannot be replayed."""
+
+
+def _sqlalchemy() -> Any:
+    try:
+        import sqlalchemy
+    except ImportError as exc:
+        raise AuditError(
+            "the audit log needs SQLAlchemy: pip install 'dlbacktrace[server]'"
+        ) from exc
+    return sqlalchemy
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def explain_options(kw: dict[str, Any]) -> tuple[dict[str, Any], torch.Tensor | None]:
+    """Split ``Backtrace.explain`` keywords into JSON options and a custom seed tensor."""
+    options = {k: _jsonable(kw[k]) for k in EXPLAIN_OPTIONS if kw.get(k) is not None}
+    return options, kw.get("seed")
+
+
+@dataclass
+class AuditRecord:
+    """One stored explanation: its content (JSON), blobs and chain hashes."""
+
+    id: int
+    created_at: str
+    prev_hash: str
+    hash: str
+    content_json: str
+    explanation_blob: bytes
+    inputs_blob: bytes
+
+    @property
+    def content(self) -> dict[str, Any]:
+        return json.loads(self.content_json)
+
+    def explanation(self) -> Explanation:
+        return decode_explanation(self.explanation_blob)
+
+    def inputs(self) -> StoredInputs:
+        return decode_inputs(self.inputs_blob)
+
+    def summary(self) -> dict[str, Any]:
+        c = self.content
+        return {
+            "id": self.id,
+            "created_at": self.created_at,
+            "source": c.get("source"),
+            "model": (c.get("model") or {}).get("description"),
+            "input_kind": (c.get("input") or {}).get("kind"),
+            "input_names": (c.get("input") or {}).get("names"),
+            "mode": c.get("options", {}).get("mode", "default"),
+            "target": c.get("target"),
+            "prediction": (c.get("output") or {}).get("prediction"),
+            "conservation_error": (c.get("relevance") or {}).get("conservation_error"),
+            "hash": self.hash,
+        }
+
+
+def _url(location: str | Path) -> str:
+    text = str(location)
+    if "://" in text:
+        return text
+    path = Path(text).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path.resolve()}"
+
+
+class AuditStore:
+    """Open (and create) an audit log at a SQLite path or any SQLAlchemy URL."""
+
+    def __init__(self, location: str | Path) -> None:
+        sa = _sqlalchemy()
+        self.url = _url(location)
+        self._sqlite = self.url.startswith("sqlite")
+        self.engine = sa.create_engine(self.url, future=True)
+        if self._sqlite:
+            self._configure_sqlite(sa)
+        metadata = sa.MetaData()
+        self.table = sa.Table(
+            "dlbacktrace_audit",
+            metadata,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("created_at", sa.String(40), nullable=False),
+            sa.Column("prev_hash", sa.String(64), nullable=False, unique=True),
+            sa.Column("hash", sa.String(64), nullable=False, unique=True),
+            sa.Column("content", sa.Text, nullable=False),
+            sa.Column("explanation", sa.LargeBinary, nullable=False),
+            sa.Column("inputs", sa.LargeBinary, nullable=False),
+        )
+        try:
+            metadata.create_all(self.engine)
+            if self._sqlite:
+                with self.engine.begin() as conn:
+                    for action in ("UPDATE", "DELETE"):
+                        conn.exec_driver_sql(
+                            f"CREATE TRIGGER IF NOT EXISTS dlbacktrace_audit_no_{action.lower()} "
+                            f"BEFORE {action} ON dlbacktrace_audit BEGIN "
+                            "SELECT RAISE(ABORT, 'the audit log is append-only'); END"
+                        )
+        except sa.exc.SQLAlchemyError as exc:
+            raise AuditError(f"cannot open the audit log at {self.url}: {exc}") from exc
+
+    def _configure_sqlite(self, sa: Any) -> None:
+        @sa.event.listens_for(self.engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # SQLAlchemy's "begin" below opens transactions
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @sa.event.listens_for(self.engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> AuditStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- writing --------------------------------------------------------------------------------
+    def append(self, content: dict[str, Any], explanation_blob: bytes, inputs_blob: bytes) -> int:
+        """Append one record in one transaction; returns its id."""
+        sa = _sqlalchemy()
+        content = dict(content)
+        content["blobs"] = {
+            "explanation": blob_digest(explanation_blob),
+            "inputs": blob_digest(inputs_blob),
+        }
+        text = canonical_json(content)
+        last_error: Exception | None = None
+        for _ in range(_RETRIES):
+            try:
+                with self.engine.begin() as conn:
+                    head = conn.execute(
+                        sa.select(self.table.c.hash).order_by(self.table.c.id.desc()).limit(1)
+                    ).scalar()
+                    prev = head or GENESIS
+                    result = conn.execute(
+                        self.table.insert().values(
+                            created_at=content.get("timestamp") or _now(),
+                            prev_hash=prev,
+                            hash=chain_hash(prev, text),
+                            content=text,
+                            explanation=explanation_blob,
+                            inputs=inputs_blob,
+                        )
+                    )
+                    return int(result.inserted_primary_key[0])
+            except sa.exc.IntegrityError as exc:  # another writer took this chain position
+                last_error = exc
+        raise AuditError(f"could not append to the audit log: {last_error}")
+
+    def record(
+        self,
+        bt: Any,
+        explanation: Explanation,
+        args: tuple = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        options: dict[str, Any] | None = None,
+        seed: torch.Tensor | None = None,
+        spec: Any = None,
+        source: str = "api",
+        input_info: dict[str, Any] | None = None,
+        weights: str | None = None,
+    ) -> int:
+        """Store ``explanation`` (made by ``bt`` from ``args``/``kwargs``) with its context.
+
+        ``spec`` (a :class:`~dlbacktrace.loading.ModelSpec`) is what lets ``verify`` reload
+        the model later; without it, verify needs the model passed in.
+        """
+        kwargs = dict(kwargs or {})
+        tensors = {k: v for k, v in kwargs.items() if isinstance(v, torch.Tensor)}
+        consts = {k: v for k, v in kwargs.items() if not isinstance(v, torch.Tensor)}
+        stored = StoredInputs(tuple(args), tensors, consts, seed)
+        from ..inputs import tensor_digest
+
+        options = dict(options or {})
+        options.setdefault("mode", explanation.mode)
+        output = explanation.output
+        prediction = (
+            output.argmax(dim=-1).reshape(output.shape[0], -1)[:, -1].tolist()
+            if output.dim() >= 2 and output.shape[-1] > 1
+            else None
+        )
+        spec_dict = spec.to_dict() if spec is not None else None
+        content = {
+            "schema": SCHEMA_VERSION,
+            "timestamp": _now(),
+            "source": source,
+            "versions": versions(),
+            "model": {
+                "spec": spec_dict,
+                "description": spec.describe() if spec is not None else type(bt.model).__name__,
+                "class": type(bt.model).__name__,
+                "fingerprint": model_fingerprint(bt, tuple(args), kwargs, weights=weights),
+            },
+            "input": {
+                "digest": tensor_digest(tuple(args), kwargs),
+                "shapes": [list(a.shape) for a in args]
+                + [[k, list(v.shape)] for k, v in tensors.items()],
+                **(input_info or {}),
+            },
+            "target": None if explanation.target is None else explanation.target.tolist(),
+            "options": options,
+            "output": {"shape": list(output.shape), "prediction": prediction},
+            "relevance": {
+                "digest": relevance_digest(explanation),
+                "input_names": list(explanation.input_names),
+                "dtype": str(next(iter(explanation.total_by_name.values())).dtype),
+                "conservation_error": float(explanation.conservation_error),
+                "absorbed_total": explanation.total_absorbed,
+            },
+        }
+        return self.append(content, encode_explanation(explanation), encode_inputs(stored))
+
+    def explain(
+        self, bt: Any, *inputs: Any, spec: Any = None, source: str = "api", **kw: Any
+    ) -> tuple[Explanation, int]:
+        """``bt.explain(*inputs, **kw)`` and record it; returns ``(explanation, record_id)``."""
+        explanation = bt.explain(*inputs, **kw)
+        model_kwargs = {k: v for k, v in kw.items() if k not in (*EXPLAIN_OPTIONS, "seed")}
+        options, seed = explain_options(kw)
+        options.setdefault("attention", bt.attention)
+        record_id = self.record(
+            bt,
+            explanation,
+            tuple(inputs),
+            model_kwargs,
+            options=options,
+            seed=seed,
+            spec=spec,
+            source=source,
+        )
+        return explanation, record_id
+
+    # ---- reading --------------------------------------------------------------------------------
+    def _row(self, row: Any) -> AuditRecord:
+        return AuditRecord(
+            int(row.id),
+            row.created_at,
+            row.prev_hash,
+            row.hash,
+            row.content,
+            bytes(row.explanation),
+            bytes(row.inputs),
+        )
+
+    def get(self, record_id: int) -> AuditRecord:
+        sa = _sqlalchemy()
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(self.table).where(self.table.c.id == record_id)).first()
+        if row is None:
+            raise AuditError(f"no audit record with id {record_id}")
+        return self._row(row)
+
+    def list(self, limit: int = 50, offset: int = 0) -> list[AuditRecord]:
+        """Newest first."""
+        sa = _sqlalchemy()
+        query = sa.select(self.table).order_by(self.table.c.id.desc()).limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            return [self._row(r) for r in conn.execute(query)]
+
+    def count(self) -> int:
+        sa = _sqlalchemy()
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar())
+
+    def iter_records(self, batch: int = 200) -> Iterator[AuditRecord]:
+        """All records, oldest first, read in batches."""
+        sa = _sqlalchemy()
+        last = 0
+        while True:
+            query = (
+                sa.select(self.table)
+                .where(self.table.c.id > last)
+                .order_by(self.table.c.id)
+                .limit(batch)
+            )
+            with self.engine.connect() as conn:
+                rows = [self._row(r) for r in conn.execute(query)]
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1].id
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")

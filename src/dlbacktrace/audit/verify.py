@@ -1,0 +1,166 @@
+"""Check the audit log: the hash chain (``verify_chain``) and one record's relevance (``verify``).
+
+``verify_record`` reloads the model from the spec stored in the record (or takes one), replays
+the explanation with the stored inputs and options, and compares every relevance map bit for
+bit; when they differ it reports the largest absolute difference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .chain import GENESIS, blob_digest, canonical_json, chain_hash
+from .codec import relevance_digest
+from .fingerprint import model_fingerprint
+from .store import AuditError, AuditStore
+
+__all__ = ["ChainReport", "VerifyResult", "verify_chain", "verify_record"]
+
+
+@dataclass
+class ChainReport:
+    """Outcome of a full chain check: ``ok`` and one line per problem found."""
+
+    count: int
+    head: str
+    problems: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "count": self.count,
+            "head": self.head,
+            "problems": [{"id": i, "problem": p} for i, p in self.problems],
+        }
+
+
+def verify_chain(store: AuditStore, expect_head: str | None = None) -> ChainReport:
+    """Recompute every record's hash and blob digests, and the links between records."""
+    prev = GENESIS
+    count = 0
+    problems: list[tuple[int, str]] = []
+    for rec in store.iter_records():
+        count += 1
+        if rec.prev_hash != prev:
+            problems.append((rec.id, "link broken: prev_hash is not the previous record's hash "
+                                     "(a record was removed, inserted or reordered)"))
+        try:
+            content = rec.content
+            text = canonical_json(content)
+        except ValueError:
+            problems.append((rec.id, "content is not valid JSON"))
+            prev = rec.hash
+            continue
+        if text != rec.content_json or chain_hash(rec.prev_hash, text) != rec.hash:
+            problems.append((rec.id, "hash mismatch: the record's content was changed"))
+        blobs = content.get("blobs", {})
+        if blob_digest(rec.explanation_blob) != blobs.get("explanation"):
+            problems.append((rec.id, "the stored relevance was changed"))
+        if blob_digest(rec.inputs_blob) != blobs.get("inputs"):
+            problems.append((rec.id, "the stored inputs were changed"))
+        prev = rec.hash
+    if expect_head is not None and expect_head != prev:
+        problems.append((0, f"head is {prev}, expected {expect_head} (records missing at the end)"))
+    return ChainReport(count, prev, problems)
+
+
+@dataclass
+class VerifyResult:
+    """Replaying one record: bit-identical or not, the largest difference, fingerprints."""
+
+    record_id: int
+    identical: bool
+    max_abs_diff: float
+    fingerprint_match: bool
+    stored_fingerprint: dict[str, str]
+    fingerprint: dict[str, str]
+    per_map: dict[str, float]
+
+    @property
+    def message(self) -> str:
+        if self.identical:
+            text = f"record {self.record_id}: bit-identical"
+        else:
+            text = (
+                f"record {self.record_id}: DIFFERENT, largest absolute difference "
+                f"{self.max_abs_diff:.3e}"
+            )
+        if not self.fingerprint_match:
+            changed = [k for k in ("graph", "weights")
+                       if self.fingerprint.get(k) != self.stored_fingerprint.get(k)]
+            text += f" (model fingerprint changed: {', '.join(changed)})"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "record_id": self.record_id,
+            "identical": self.identical,
+            "max_abs_diff": self.max_abs_diff,
+            "fingerprint_match": self.fingerprint_match,
+            "stored_fingerprint": self.stored_fingerprint,
+            "fingerprint": self.fingerprint,
+            "per_map": self.per_map,
+            "message": self.message,
+        }
+
+
+def verify_record(store: AuditStore, record_id: int, loaded: Any = None) -> VerifyResult:
+    """Recompute record ``record_id`` and compare it with what was stored.
+
+    ``loaded`` (a :class:`~dlbacktrace.loading.LoadedModel` or an ``nn.Module``) overrides the
+    model spec stored in the record; records made from the Python API without a spec need it.
+    """
+    from ..backtrace import Backtrace
+    from ..loading import LoadedModel, ModelSpec, load_model
+
+    rec = store.get(record_id)
+    content = rec.content
+    if loaded is None:
+        spec = (content.get("model") or {}).get("spec")
+        if spec is None:
+            raise AuditError(
+                f"record {record_id} has no model spec (made through the Python API without "
+                "spec=); pass the model to verify it"
+            )
+        loaded = load_model(ModelSpec.from_dict(spec))
+    model = loaded.model if isinstance(loaded, LoadedModel) else loaded
+    stored = rec.explanation()
+    inputs = rec.inputs()
+    options = dict(content.get("options") or {})
+    target = options.pop("target", None)
+    bt = Backtrace(model, attention=options.pop("attention", "value"))
+    fresh = bt.explain(*inputs.args, target=target, seed=inputs.seed, **options,
+                       **inputs.model_kwargs)
+    per_map: dict[str, float] = {}
+    identical = relevance_digest(fresh) == content["relevance"]["digest"]
+    for prefix, old, new in (
+        ("total", stored.total_by_name, fresh.total_by_name),
+        ("net", stored.net_by_name or {}, fresh.net_by_name or {}),
+    ):
+        for name in set(old) | set(new):
+            a, b = old.get(name), new.get(name)
+            if a is None or b is None or a.shape != b.shape:
+                per_map[f"{prefix}/{name}"] = float("inf")
+                identical = False
+                continue
+            diff = (a.to(torch.float64) - b.to(torch.float64)).abs()
+            per_map[f"{prefix}/{name}"] = float(diff.max()) if diff.numel() else 0.0
+            identical = identical and a.dtype == b.dtype and torch.equal(a, b)
+    stored_fp = content["model"]["fingerprint"]
+    fingerprint = model_fingerprint(bt, inputs.args, inputs.model_kwargs)
+    return VerifyResult(
+        record_id,
+        identical,
+        max(per_map.values(), default=0.0),
+        fingerprint == stored_fp,
+        stored_fp,
+        fingerprint,
+        per_map,
+    )

@@ -1,0 +1,11 @@
+"""Global (dataset-level) explanations: aggregate relevance over a dataset, compare models.
+
+``aggregate(model, data, ...)`` streams batches through ``Backtrace.explain`` and keeps exact
+per-class statistics in constant memory (locally or on Ray, resumable from checkpoints);
+``compare(a, b)`` tells what changed between two models' global explanations.
+"""
+
+from .api import aggregate
+from .result import AggregateError, GlobalExplanation
+
+__all__ = ["AggregateError", "GlobalExplanation", "aggregate"]

@@ -1,0 +1,179 @@
+"""``aggregate()``: dataset-level relevance in constant memory, locally or on Ray, resumable."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .backends import local_partials, ray_partials
+from .compute import AggSpec, layer_unit_rule
+from .result import AggregateError, GlobalExplanation
+from .sources import DataSource
+from .text import TextSpec
+
+log = logging.getLogger(__name__)
+BACKENDS = ("local", "ray")
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 over parameter/buffer names, shapes and bytes: a resume must use the same model."""
+    digest = hashlib.sha256()
+    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _dtype(model: torch.nn.Module) -> torch.dtype:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def aggregate(
+    model: torch.nn.Module,
+    data: Any,
+    *,
+    target: Any = None,
+    mode: str = "default",
+    labels: Any = None,
+    batch_size: int = 256,
+    feature_names: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    layers: Sequence[str] | None = None,
+    layer_units: dict[str, str] | None = None,
+    tokenizer: Any = None,
+    sample_size: int = 1024,
+    backend: str = "local",
+    num_workers: int = 2,
+    address: str | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 10,
+    progress: bool = False,
+    **explain_kwargs: Any,
+) -> GlobalExplanation:
+    """Explain every row of ``data`` with ``model`` and keep per-class relevance statistics.
+
+    ``data``: a DataLoader, an iterable of batches (tensors, ``(x, y)`` tuples or mappings of
+    keyword inputs), a NumPy array, a tensor or a DataFrame (with ``labels=`` an array or a
+    label column name). ``target``: None (each row's predicted class), ``"label"`` (its true
+    class), a class index, or ``"positive"``/``"negative"`` for a single-logit model; rows are
+    grouped by the class explained. ``layers``: module names whose units (channels for conv
+    outputs, last dim otherwise; override with ``layer_units={name: "channel"|"last"}``) are
+    aggregated too. ``tokenizer``: turns on per-token and per-word statistics of ``input_ids``.
+    ``checkpoint``: a ``.npz`` path saved atomically every ``checkpoint_every`` batches; if it
+    exists, finished batches are skipped (resume). ``backend="ray"`` explains batches on
+    ``num_workers`` Ray actors (a local Ray unless ``address`` names a cluster); the result is
+    the same as the local one. Extra keyword arguments go to ``Backtrace.explain``.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if mode not in ("default", "contrast"):
+        raise ValueError(f"mode must be 'default' or 'contrast', got {mode!r}")
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be positive, got {checkpoint_every}")
+    source = DataSource(data, batch_size, labels, _dtype(model),
+                        list(feature_names) if feature_names is not None else None)
+    units = {name: layer_unit_rule(model, name) for name in layers or ()}
+    units.update(layer_units or {})
+    bad = {k: v for k, v in units.items() if v not in ("channel", "last")}
+    if bad:
+        raise ValueError(f"layer_units values must be 'channel' or 'last', got {bad}")
+    spec = AggSpec(
+        mode=mode, target=target, layers=list(layers) if layers else None, layer_units=units,
+        sample_size=sample_size,
+        text=TextSpec.from_tokenizer(tokenizer) if tokenizer is not None else None,
+        explain_kwargs=explain_kwargs,
+        pad_to=batch_size if source.is_array else getattr(data, "batch_size", None),
+    )
+    fingerprint = {
+        "model": model_fingerprint(model), "mode": mode, "target": repr(target),
+        "batch_size": batch_size, "layers": spec.layers, "layer_units": units,
+        "sample_size": sample_size, "explain": repr(sorted(explain_kwargs.items())),
+        "text": tokenizer is not None,
+        "rows": len(source.data) if source.is_array else None,
+    }
+    state = _resume(checkpoint, fingerprint)
+    start = state.batches if state is not None else 0
+    if backend == "local":
+        partials = local_partials(model, source, start, spec)
+    else:
+        partials = ray_partials(model, source, start, spec, num_workers, address)
+    with ExitStack() as stack:
+        advance = _progress(stack, progress, source.n_batches, start)
+        for part in partials:
+            if state is None:
+                state = part
+            else:
+                state.merge(part)
+            advance()
+            if checkpoint is not None and state.batches % checkpoint_every == 0:
+                _finish(state, source, fingerprint, feature_names, class_names).save(checkpoint)
+    if state is None:
+        raise AggregateError("the data yielded no batches: nothing to aggregate")
+    _finish(state, source, fingerprint, feature_names, class_names)
+    if checkpoint is not None:
+        state.save(checkpoint)
+    return state
+
+
+def _finish(state, source, fingerprint, feature_names, class_names) -> GlobalExplanation:
+    """Attach names and the fingerprint (idempotent; also done before each checkpoint)."""
+    state.fingerprint = dict(fingerprint)
+    names = source.feature_names
+    if names is not None:
+        flat = [n for n, m in state.inputs.items() if m.sums["sum"].ndim == 2]
+        if len(flat) != 1:
+            raise AggregateError("feature_names= needs exactly one [rows, features] input")
+        size = state.inputs[flat[0]].sums["sum"].shape[1]
+        if len(names) != size:
+            raise AggregateError(f"{len(names)} feature names for {size} features")
+        state.feature_names = {flat[0]: list(names)}
+    if class_names is not None:
+        if len(class_names) != state.n_classes:
+            raise AggregateError(
+                f"{len(class_names)} class names for a model with {state.n_classes} classes"
+            )
+        state.class_names = [str(c) for c in class_names]
+    return state
+
+
+def _resume(checkpoint: str | Path | None, fingerprint: dict) -> GlobalExplanation | None:
+    if checkpoint is None:
+        return None
+    path = Path(checkpoint)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    if not path.exists():
+        return None
+    state = GlobalExplanation.load(path)
+    if state.fingerprint != fingerprint:
+        diff = sorted(k for k in fingerprint if state.fingerprint.get(k) != fingerprint[k])
+        raise AggregateError(
+            f"checkpoint {path.name} was written by a different run (differs in: "
+            f"{', '.join(diff)}); delete it or pass another checkpoint path"
+        )
+    log.info("resuming from %s after %d batches (%d rows)", path, state.batches, state.rows)
+    return state
+
+
+def _progress(stack: ExitStack, enabled: bool, total: int | None, done: int):
+    if not enabled:
+        return lambda: None
+    try:
+        from rich.progress import Progress
+    except ImportError as exc:
+        raise ImportError("progress=True needs rich: pip install rich") from exc
+    bar = stack.enter_context(Progress(transient=True))
+    task = bar.add_task("explaining batches", total=total, completed=done)
+    return lambda: bar.advance(task)
+
+
+__all__ = ["aggregate", "model_fingerprint"]

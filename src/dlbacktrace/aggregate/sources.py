@@ -1,0 +1,154 @@
+"""Turn any supported dataset into numbered batches of model inputs (and optional labels).
+
+Supported: a ``torch.utils.data.DataLoader`` or any iterable of batches (a tensor, an ``(x, y)``
+tuple, or a mapping of keyword inputs such as a Hugging Face ``BatchEncoding``, whose
+``labels``/``label`` entry is taken as the labels), a NumPy array, a torch tensor, or a pandas
+DataFrame (feature names from its columns). Arrays are sliced without copying the whole
+dataset; resuming skips finished batches by slicing (arrays) or by drawing and discarding them
+(iterables, which cannot be indexed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+
+LABEL_KEYS = ("labels", "label")
+
+
+@dataclass
+class Batch:
+    """One batch: its number, the global number of its first row, inputs and labels."""
+
+    index: int
+    offset: int
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    labels: torch.Tensor | None = None
+
+    @property
+    def size(self) -> int:
+        first = self.args[0] if self.args else next(iter(self.kwargs.values()))
+        return int(first.shape[0])
+
+
+@dataclass
+class DataSource:
+    """A re-iterable description of the data; ``batches(start)`` yields from batch ``start``."""
+
+    data: Any
+    batch_size: int
+    labels: Any = None
+    dtype: torch.dtype = torch.float32
+    feature_names: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise InputError(f"batch_size must be positive, got {self.batch_size}")
+        data = self.data
+        if _is_dataframe(data):
+            if isinstance(self.labels, str):  # a label column of the frame itself
+                if self.labels not in data.columns:
+                    raise InputError(f"label column {self.labels!r} not in the DataFrame")
+                column = self.labels
+                self.labels = data[column].to_numpy()
+                data = data.drop(columns=[column])
+            if self.feature_names is None:
+                self.feature_names = [str(c) for c in data.columns]
+            non_numeric = [c for c, t in data.dtypes.items() if not np.issubdtype(t, np.number)]
+            if non_numeric:
+                raise InputError(
+                    f"DataFrame columns must be numeric (encode them first): {non_numeric[:5]}"
+                )
+            self.data = data.to_numpy(dtype=np.float64)
+        elif isinstance(data, (str, bytes)) or not (
+            isinstance(data, (np.ndarray, torch.Tensor)) or isinstance(data, Iterable)
+        ):
+            raise InputError(
+                "data must be a DataLoader, an iterable of batches, a NumPy array, a tensor or a "
+                f"pandas DataFrame, got {type(data).__name__}"
+            )
+        if self.is_array:
+            if self.data.ndim < 2:
+                raise InputError(
+                    f"array data must be [rows, features...], got shape {tuple(self.data.shape)}"
+                )
+            if self.labels is not None and len(self.labels) != len(self.data):
+                raise InputError(
+                    f"{len(self.labels)} labels for {len(self.data)} rows of data"
+                )
+        elif self.labels is not None:
+            raise InputError("labels= applies to array data; iterables carry their own labels")
+
+    @property
+    def is_array(self) -> bool:
+        return isinstance(self.data, (np.ndarray, torch.Tensor))
+
+    @property
+    def n_batches(self) -> int | None:
+        if self.is_array:
+            return -(-len(self.data) // self.batch_size)
+        try:
+            return len(self.data)
+        except TypeError:
+            return None
+
+    def _tensor(self, value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(np.ascontiguousarray(value))
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            value = value.to(self.dtype)
+        return value
+
+    def batches(self, start: int = 0) -> Iterator[Batch]:
+        """Batches numbered from 0; those before ``start`` are skipped without explaining."""
+        if self.is_array:
+            n, bs = len(self.data), self.batch_size
+            for index in range(start, self.n_batches or 0):
+                lo, hi = index * bs, min((index + 1) * bs, n)
+                labels = None if self.labels is None else self._labels(self.labels[lo:hi])
+                yield Batch(index, lo, (self._tensor(self.data[lo:hi]),), {}, labels)
+            return
+        offset = 0
+        for index, item in enumerate(self.data):
+            batch = self._batch(index, offset, item)
+            offset += batch.size
+            if index >= start:
+                yield batch
+
+    def _labels(self, value: Any) -> torch.Tensor:
+        if not isinstance(value, torch.Tensor):
+            value = np.asarray(value)
+        labels = torch.as_tensor(value)
+        if labels.is_floating_point():
+            labels = labels.round().long()
+        return labels.long()
+
+    def _batch(self, index: int, offset: int, item: Any) -> Batch:
+        if isinstance(item, (torch.Tensor, np.ndarray)):
+            return Batch(index, offset, (self._tensor(item),))
+        if isinstance(item, Mapping):
+            kwargs = {k: self._tensor(v) for k, v in item.items() if k not in LABEL_KEYS}
+            label = next((item[k] for k in LABEL_KEYS if k in item), None)
+            if not kwargs:
+                raise InputError(f"batch {index} has no model inputs, only labels")
+            return Batch(index, offset, (), kwargs, None if label is None else self._labels(label))
+        if isinstance(item, (tuple, list)) and item:
+            if len(item) == 1:
+                return Batch(index, offset, (self._tensor(item[0]),))
+            *xs, y = item
+            return Batch(index, offset, tuple(self._tensor(x) for x in xs), {}, self._labels(y))
+        raise InputError(
+            f"batch {index} is a {type(item).__name__}; expected a tensor, an (x, y) tuple or a "
+            "mapping of keyword inputs"
+        )
+
+
+def _is_dataframe(data: Any) -> bool:
+    return type(data).__name__ == "DataFrame" and hasattr(data, "columns")

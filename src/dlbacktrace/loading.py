@@ -99,6 +99,7 @@ class LoadedModel:
     preprocess: Callable[[Any], Any] | None = None
     tokenizer: Any = None
     labels: list[str] | None = None
+    feature_names: list[str] | None = None
 
     @property
     def task(self) -> str | None:
@@ -228,7 +229,12 @@ def _load_factory(spec: ModelSpec) -> LoadedModel:
         except RuntimeError as exc:
             raise ModelLoadError(f"weights {spec.weights} do not fit the model: {exc}") from exc
     labels = getattr(built, "labels", None)
-    return LoadedModel(built.eval(), spec, preprocess, None, list(labels) if labels else None)
+    features = getattr(built, "feature_names", None)
+    return LoadedModel(
+        built.eval(), spec, preprocess, None,
+        [str(x) for x in labels] if labels else None,
+        [str(x) for x in features] if features else None,
+    )
 
 
 def _load_export(spec: ModelSpec) -> LoadedModel:

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..backtrace import Backtrace
 from .backends import local_partials, ray_partials
 from .compute import AggSpec, layer_unit_rule
 from .result import AggregateError, GlobalExplanation
@@ -38,7 +39,7 @@ def _dtype(model: torch.nn.Module) -> torch.dtype:
 
 
 def aggregate(
-    model: torch.nn.Module,
+    model: torch.nn.Module | Backtrace,
     data: Any,
     *,
     target: Any = None,
@@ -72,7 +73,10 @@ def aggregate(
     exists, finished batches are skipped (resume). ``backend="ray"`` explains batches on
     ``num_workers`` Ray actors (a local Ray unless ``address`` names a cluster); the result is
     the same as the local one. Extra keyword arguments go to ``Backtrace.explain``.
+    ``model`` may be a ``Backtrace``: its capture cache is reused (locally).
     """
+    bt = model if isinstance(model, Backtrace) else Backtrace(model)
+    model = bt.model
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if mode not in ("default", "contrast"):
@@ -103,7 +107,7 @@ def aggregate(
     state = _resume(checkpoint, fingerprint)
     start = state.batches if state is not None else 0
     if backend == "local":
-        partials = local_partials(model, source, start, spec)
+        partials = local_partials(bt, source, start, spec)
     else:
         partials = ray_partials(model, source, start, spec, num_workers, address)
     with ExitStack() as stack:

@@ -19,10 +19,9 @@ from .sources import Batch, DataSource
 
 
 def local_partials(
-    model: torch.nn.Module, source: DataSource, start: int, spec: AggSpec
+    bt: Backtrace, source: DataSource, start: int, spec: AggSpec
 ) -> Iterator[GlobalExplanation]:
     """Explain the batches one after another in this process."""
-    bt = Backtrace(model)
     for batch in source.batches(start):
         yield explain_batch(bt, batch, spec)
 

@@ -61,7 +61,10 @@ class DataSource:
                 data = data.drop(columns=[column])
             if self.feature_names is None:
                 self.feature_names = [str(c) for c in data.columns]
-            non_numeric = [c for c, t in data.dtypes.items() if not np.issubdtype(t, np.number)]
+            from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+            non_numeric = [c for c, t in data.dtypes.items()
+                           if not (is_numeric_dtype(t) or is_bool_dtype(t))]
             if non_numeric:
                 raise InputError(
                     f"DataFrame columns must be numeric (encode them first): {non_numeric[:5]}"
@@ -124,7 +127,7 @@ class DataSource:
 
     def _labels(self, value: Any) -> torch.Tensor:
         if not isinstance(value, torch.Tensor):
-            value = np.asarray(value)
+            value = np.array(value)  # a copy: label arrays may be read-only views
         labels = torch.as_tensor(value)
         if labels.is_floating_point():
             labels = labels.round().long()

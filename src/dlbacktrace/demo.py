@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.json"
 DEFAULT_FIGURE = "default_relevance.png"
 CONTRAST_FIGURE = "contrast_relevance.png"
+REPORT_FILE = "report.html"
+AUDIT_FILE = "audit.db"
+WEIGHTS_FILE = "digits_cnn.safetensors"
 TOP_PIXELS = 5
 
 
@@ -143,14 +146,22 @@ def _top_pixels(relevance: torch.Tensor, k: int = TOP_PIXELS) -> list[dict[str, 
 
 
 def run_demo(
-    out_dir: str | Path, n_examples: int = 8, seed: int = 0, *, epochs: int = 4
+    out_dir: str | Path,
+    n_examples: int = 8,
+    seed: int = 0,
+    *,
+    epochs: int = 4,
+    report: bool = True,
 ) -> dict[str, Any]:
     """Train the digits CNN, explain ``n_examples`` held-out digits, write figures + summary.
 
     Writes into ``out_dir``: ``default_relevance.png`` (inputs above their default-mode
     relevance), ``contrast_relevance.png`` (one row per example: input, positive, negative and
-    net relevance) and ``summary.json``. Returns the summary as a dict; file names in it are
-    relative to ``out_dir`` so the JSON stays valid if the folder is moved.
+    net relevance) and ``summary.json``. With ``report=True`` also ``report.html`` (a
+    self-contained HTML report of the contrast explanations), the trained weights
+    (``digits_cnn.safetensors``) and a fresh audit log ``audit.db`` holding the default and
+    contrast explanations, re-verifiable with ``dlbacktrace audit verify ID --db``. Returns the
+    summary as a dict; file names in it are relative to ``out_dir``.
     """
     from dlbacktrace import Backtrace
     from dlbacktrace.viz import plot_contrast, plot_relevance_grid, save_figure
@@ -208,6 +219,16 @@ def run_demo(
     fig = _contrast_grid(contrasts, titles, plot_contrast)
     save_figure(fig, out / CONTRAST_FIGURE)
 
+    files = {
+        "default_figure": DEFAULT_FIGURE,
+        "contrast_figure": CONTRAST_FIGURE,
+        "summary": SUMMARY_FILE,
+    }
+    audit_records: list[int] = []
+    if report:
+        audit_records = _write_report(model, x_test, y_test, indices, out)
+        files.update(report=REPORT_FILE, audit=AUDIT_FILE, weights=WEIGHTS_FILE)
+
     summary: dict[str, Any] = {
         "dataset": "sklearn.datasets.load_digits (8x8, 10 classes)",
         "seed": seed,
@@ -220,14 +241,51 @@ def run_demo(
             max(e["conservation_error"], e["conservation_error_contrast"]) for e in examples
         ),
         "examples": examples,
-        "files": {
-            "default_figure": DEFAULT_FIGURE,
-            "contrast_figure": CONTRAST_FIGURE,
-            "summary": SUMMARY_FILE,
-        },
+        "audit_records": audit_records,
+        "files": files,
     }
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def _write_report(
+    model: nn.Module, x_test: torch.Tensor, y_test: torch.Tensor, indices: list[int], out: Path
+) -> list[int]:
+    """Explain the examples as one batch through the same service the CLI and server use.
+
+    The weights are saved as safetensors and the audit records name the model as
+    ``dlbacktrace.demo:DigitsCNN`` plus those weights, so each record can be re-verified by
+    reloading the model from scratch. The audit log is started fresh on every demo run.
+    """
+    from safetensors.torch import save_file
+
+    from dlbacktrace.audit import AuditStore
+    from dlbacktrace.inputs import InputBatch
+    from dlbacktrace.loading import LoadedModel, ModelSpec
+    from dlbacktrace.report import write_html
+    from dlbacktrace.server.service import ExplainService
+
+    weights = out / WEIGHTS_FILE
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    spec = ModelSpec("factory", "dlbacktrace.demo:DigitsCNN", str(weights.resolve()))
+    audit_path = out / AUDIT_FILE
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{audit_path}{suffix}").unlink(missing_ok=True)
+    idx = torch.tensor(indices)
+    batch = InputBatch(
+        "image",
+        (x_test[idx],),
+        names=[f"test digit #{int(i)} (true {int(y_test[i])})" for i in indices],
+    )
+    with AuditStore(audit_path) as store:
+        service = ExplainService(LoadedModel(model, spec), audit=store, source="demo")
+        default = service.explain(batch, mode="default")
+        contrast = service.explain(batch, mode="contrast")
+        write_html(
+            contrast.report_html(title="DLBacktrace demo: a small CNN on scikit-learn's digits"),
+            out / REPORT_FILE,
+        )
+    return [int(default.record_id), int(contrast.record_id)]
 
 
 def _contrast_grid(

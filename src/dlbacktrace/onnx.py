@@ -25,6 +25,8 @@ from .explanation import Explanation
 
 OnnxSource = str | Path | Any  # a path or an onnx.ModelProto
 
+_FALLBACK_OPSET = 17  # the newest opset onnx2torch converts (nearly) every operator of
+
 
 class OnnxModelError(InputError):
     """The file is missing, is not a valid ONNX model, or the requested outputs do not exist."""
@@ -93,8 +95,9 @@ def _prune(onnx: Any, model: Any, outputs: list[str]) -> Any:
         raise OnnxModelError(f"outputs {missing or outputs} not in the model (outputs: {known})")
     init = {i.name for i in model.graph.initializer}
     inputs = [i.name for i in model.graph.input if i.name not in init]
-    try:
-        return onnx.utils.Extractor(model).extract_model(inputs, outputs)
+    try:  # shape inference names the intermediate values, so they can be outputs too
+        inferred = onnx.shape_inference.infer_shapes(model)
+        return onnx.utils.Extractor(inferred).extract_model(inputs, outputs)
     except Exception as exc:
         raise OnnxModelError(f"could not prune the model to outputs {outputs}: {exc}") from exc
 
@@ -115,6 +118,23 @@ def _unconvertible(model: Any) -> list[str]:
     return found
 
 
+def _try_older_opset(onnx: Any, model: Any, missing: list[str]) -> tuple[Any, list[str]]:
+    """onnx2torch lags behind new opsets (Cast 21, AveragePool 19): try the model at opset 17.
+
+    ONNX's own version converter rewrites the graph; it is used only if it removes every
+    missing converter, otherwise the original model and its missing operators are reported.
+    """
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or opset <= _FALLBACK_OPSET:
+        return model, missing
+    try:
+        older = onnx.version_converter.convert_version(model, _FALLBACK_OPSET)
+    except Exception:  # no down-conversion adapter for some operator: report the original
+        return model, missing
+    still = _unconvertible(older)
+    return (older, still) if not still else (model, missing)
+
+
 def _describe(node: Any, opset: int | None = None) -> str:
     domain = f"domain '{node.domain}', " if node.domain not in ("", "ai.onnx") else ""
     version = f"opset {opset}, " if opset is not None else ""
@@ -131,14 +151,16 @@ def load_onnx(source: OnnxSource, outputs: Sequence[str] | None = None) -> torch
 
 
 def _convert(model: Any) -> torch.nn.Module:
-    _, onnx2torch = _onnx()
+    onnx, onnx2torch = _onnx()
     missing = _unconvertible(model)
+    if missing:
+        model, missing = _try_older_opset(onnx, model, missing)
     if missing:
         raise UnsupportedOnnxOperatorError(
             "onnx2torch has no converter for the ONNX operator(s): " + "; ".join(missing)
             + ". If they only compute outputs you do not explain (labels, post-processing), "
             "pass outputs=[names of the outputs to keep]; otherwise export the model without "
-            "them (or with an older opset: onnx2torch covers most operators up to opset 17).",
+            "them (the model was also tried at opset 17, the newest onnx2torch covers well).",
             operators=[m.split(" ", 1)[0] for m in missing],
         )
     try:

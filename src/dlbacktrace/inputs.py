@@ -322,6 +322,9 @@ def tensor_batch(path: str | Path) -> InputBatch:
             raise InputFileError(f"{path.name}: not a readable safetensors file ({exc})") from exc
         if not tensors:
             raise InputFileError(f"{path.name} holds no tensors")
+    # Fresh torch allocations: BLAS kernels may sum in a different order for differently
+    # aligned buffers (memory-mapped safetensors), which would break bit-for-bit replays.
+    tensors = {k: v.clone(memory_format=torch.contiguous_format) for k, v in tensors.items()}
     first = next(iter(tensors.values()))
     n = int(first.shape[0]) if first.dim() else 1
     names = [f"{path.stem}[{i}]" for i in range(n)]

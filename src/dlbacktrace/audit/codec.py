@@ -95,10 +95,16 @@ def encode_inputs(inputs: StoredInputs) -> bytes:
     return buffer.getvalue()
 
 
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    # A fresh torch allocation, aligned like the tensors the original call most likely used:
+    # BLAS kernels can sum in another order for differently aligned buffers.
+    return torch.from_numpy(array).clone(memory_format=torch.contiguous_format)
+
+
 def decode_inputs(data: bytes) -> StoredInputs:
     with np.load(io.BytesIO(data), allow_pickle=False) as archive:
         header = json.loads(bytes(archive["__header__"]).decode())
-        args = tuple(torch.from_numpy(archive[f"arg/{i}"]) for i in range(header["n_args"]))
-        kwargs = {n: torch.from_numpy(archive[f"kw/{i}"]) for i, n in enumerate(header["kwargs"])}
-        seed = torch.from_numpy(archive["seed"]) if "seed" in archive.files else None
+        args = tuple(_tensor(archive[f"arg/{i}"]) for i in range(header["n_args"]))
+        kwargs = {n: _tensor(archive[f"kw/{i}"]) for i, n in enumerate(header["kwargs"])}
+        seed = _tensor(archive["seed"]) if "seed" in archive.files else None
     return StoredInputs(args, kwargs, header["consts"], seed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
@@ -109,14 +109,18 @@ def aggregate(
     if backend == "local":
         partials = local_partials(bt, source, start, spec)
     else:
-        partials = ray_partials(model, source, start, spec, num_workers, address)
+        partials = ray_partials(model, fingerprint["model"], source, start, spec, num_workers,
+                                address)
     with ExitStack() as stack:
+        stack.enter_context(closing(partials))  # stops Ray workers promptly on errors
         advance = _progress(stack, progress, source.n_batches, start)
         for part in partials:
-            if state is None:
-                state = part
-            else:
-                state.merge(part)
+            if state is None:  # a fresh state: partials may be read-only (Ray's object store)
+                state = GlobalExplanation(
+                    mode=part.mode, target=part.target, n_classes=part.n_classes,
+                    class_names=part.class_names, text_spec=part.text_spec,
+                )
+            state.merge(part)
             advance()
             if checkpoint is not None and state.batches % checkpoint_every == 0:
                 _finish(state, source, fingerprint, feature_names, class_names).save(checkpoint)

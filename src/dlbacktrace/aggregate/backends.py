@@ -7,6 +7,7 @@ in which batches finished. Ray is imported only when the Ray backend is used.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,15 +27,27 @@ def local_partials(
         yield explain_batch(bt, batch, spec)
 
 
-class _Worker:
-    """A Ray actor: its own copy of the model and its own ``Backtrace`` (capture cache)."""
+# Per worker process: the Backtrace of each model seen recently (by fingerprint), so a worker
+# captures a model once and keeps it across batches and across aggregate() calls.
+_WORKER_CACHE: OrderedDict[str, Backtrace] = OrderedDict()
+_WORKER_CACHE_SIZE = 4
 
-    def __init__(self, model: torch.nn.Module, spec: AggSpec) -> None:
-        self.bt = Backtrace(model)
-        self.spec = spec
 
-    def explain(self, batch: Batch) -> GlobalExplanation:
-        return explain_batch(self.bt, batch, self.spec)
+def _worker_backtrace(key: str, model_box: list) -> Backtrace:
+    bt = _WORKER_CACHE.get(key)
+    if bt is None:
+        import ray
+
+        bt = Backtrace(ray.get(model_box[0]))  # the model is fetched once per worker process
+        _WORKER_CACHE[key] = bt
+        while len(_WORKER_CACHE) > _WORKER_CACHE_SIZE:
+            _WORKER_CACHE.popitem(last=False)
+    _WORKER_CACHE.move_to_end(key)
+    return bt
+
+
+def _explain_remote(key: str, model_box: list, spec: AggSpec, batch: Batch) -> GlobalExplanation:
+    return explain_batch(_worker_backtrace(key, model_box), batch, spec)
 
 
 def _ray() -> Any:
@@ -49,21 +62,21 @@ def _ray() -> Any:
 
 def ray_partials(
     model: torch.nn.Module,
+    model_key: str,
     source: DataSource,
     start: int,
     spec: AggSpec,
     num_workers: int,
     address: str | None = None,
-    in_flight_per_worker: int = 2,
 ) -> Iterator[GlobalExplanation]:
-    """Explain batches on ``num_workers`` Ray actors; yield their partials in batch order.
+    """Explain batches as Ray tasks, ``num_workers`` at a time; yield partials in batch order.
 
-    The model is shipped once (``ray.put``: its parameters and buffers, with its class by
-    reference, so the class must be importable on the workers); every actor builds its own
-    ``Backtrace``. Batches are read by the driver and handed to whichever actor has room; at
-    most ``num_workers * in_flight_per_worker`` batches (and as many partials) are held at once.
-    A local Ray is started (and stopped afterwards) when none is running and no ``address`` is
-    given; an existing cluster is joined with ``address``.
+    The model is put in the object store once (its parameters and buffers, with its class by
+    reference, so the class must be importable on the workers). Each worker process fetches it
+    once, builds its own ``Backtrace`` and keeps it (keyed by ``model_key``, the model's
+    fingerprint), so captures are reused across batches and calls. The driver reads the batches
+    and keeps at most ``num_workers`` of them (and as many finished partials) at once. A local
+    Ray is started (and stopped afterwards) when none is running and no ``address`` is given.
     """
     if num_workers < 1:
         raise ValueError(f"num_workers must be at least 1, got {num_workers}")
@@ -76,37 +89,31 @@ def ray_partials(
             options["num_cpus"] = num_workers
         ray.init(address=address, **options)
         started = True
-    actors: list[Any] = []
+    pending: dict[Any, int] = {}  # ref -> batch index
     try:
-        worker_cls = ray.remote(num_cpus=1)(_Worker)
-        model_ref = ray.put(model)
-        actors = [worker_cls.remote(model_ref, spec) for _ in range(num_workers)]
-        load = dict.fromkeys(range(num_workers), 0)
-        pending: dict[Any, tuple[int, int]] = {}  # ref -> (batch index, actor)
+        task = ray.remote(num_cpus=1)(_explain_remote)
+        model_box = [ray.put(model)]  # boxed: tasks fetch it only when not cached
         done: dict[int, GlobalExplanation] = {}
         next_index = start
         batches = source.batches(start)
         exhausted = False
         while True:
-            while not exhausted and min(load.values()) < in_flight_per_worker:
+            while not exhausted and len(pending) < num_workers:
                 batch = next(batches, None)
                 if batch is None:
                     exhausted = True
                     break
-                actor = min(load, key=lambda a: (load[a], a))
-                pending[actors[actor].explain.remote(batch)] = (batch.index, actor)
-                load[actor] += 1
+                pending[task.remote(model_key, model_box, spec, batch)] = batch.index
             if not pending:
                 break
             ready, _ = ray.wait(list(pending), num_returns=1)
-            index, actor = pending.pop(ready[0])
-            load[actor] -= 1
+            index = pending.pop(ready[0])
             done[index] = ray.get(ready[0])
             while next_index in done:
                 yield done.pop(next_index)
                 next_index += 1
     finally:
-        for actor in actors:
-            ray.kill(actor)
+        for ref in pending:
+            ray.cancel(ref)
         if started:
             ray.shutdown()

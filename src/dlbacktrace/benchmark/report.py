@@ -1,0 +1,157 @@
+"""Write benchmark results: JSON (everything), CSV (one row per task × method × metric),
+Markdown (one table per task, mean ± std) and PNG deletion/insertion curves per task."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+COLUMNS = (
+    "deletion_auc", "insertion_auc", "lerf_auc", "abpc", "comprehensiveness", "sufficiency",
+    "faithfulness_correlation", "infidelity", "max_sensitivity", "avg_sensitivity",
+    "randomisation_similarity", "sparseness", "entropy", "determinism", "run_variance",
+    "conservation_error", "time_per_instance_ms", "peak_memory_mb",
+)  # fmt: skip
+SHORT = {
+    "deletion_auc": "MoRF AUC", "insertion_auc": "insertion AUC", "lerf_auc": "LeRF AUC",
+    "abpc": "ABPC", "comprehensiveness": "compr.", "sufficiency": "suff.",
+    "faithfulness_correlation": "faithf. corr.", "infidelity": "infidelity",
+    "max_sensitivity": "max-sens.", "avg_sensitivity": "avg-sens.",
+    "randomisation_similarity": "rand. sim.", "sparseness": "Gini", "entropy": "entropy",
+    "determinism": "determ.", "run_variance": "run var.", "conservation_error": "cons. err.",
+    "time_per_instance_ms": "ms/inst.", "peak_memory_mb": "peak MB",
+}  # fmt: skip
+
+
+def _fmt(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e4):
+        return f"{value:.2e}"
+    return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
+
+
+def _best(rows: dict[str, Any], metric: str, higher: bool) -> str | None:
+    scored = {
+        m: r["metrics"][metric]["mean"]
+        for m, r in rows.items()
+        if m != "random" and "metrics" in r and metric in r["metrics"]
+        and not math.isnan(r["metrics"][metric]["mean"])
+    }
+    if len(scored) < 2:
+        return None
+    return (max if higher else min)(scored, key=scored.get)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    hib = results["higher_is_better"]
+    mach = results["machine"]
+    lines = [
+        f"# Benchmark results ({results['mode']} mode)",
+        "",
+        f"Machine: {mach['cpu_count']} CPUs ({mach['processor']}), torch {mach['torch']}, "
+        f"{mach['torch_threads']} threads, Python {mach['python']}. {mach['note']}. "
+        f"Total wall time {results.get('wall_s', 0) / 60:.1f} min.",
+        "",
+        "Cells: mean ± std over instances (n in the `inst.` column unless stated). Arrows: "
+        "↑ higher is better, ↓ lower is better; **bold** = best non-random method. "
+        "`map`: `unsigned` maps are used as they are (DLBacktrace default mode, saliency, "
+        "SmoothGrad, Grad-CAM, rollout); `signed` maps (DLBacktrace contrast net, IG, ...) "
+        "rank features by signed value, so evidence against the prediction is removed last.",
+        "",
+    ]
+    for name, task in results["tasks"].items():
+        rows = task["methods"]
+        cols = [c for c in COLUMNS if any(c in r.get("metrics", {}) for r in rows.values())]
+        lines += [f"## {name}", "", f"{task['description']}. Removal value: {task['removal']}."]
+        if task.get("info"):
+            lines += ["", "Info: " + ", ".join(f"{k} = {_fmt(v) if isinstance(v, float) else v}"
+                                                for k, v in task["info"].items())]
+        lines += [""]
+        header = ["method", "map", "inst."] + [
+            f"{SHORT[c]} {'↑' if hib.get(c, False) else '↓'}" for c in cols
+        ]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        best = {c: _best(rows, c, hib.get(c, False)) for c in cols}
+        for method, r in rows.items():
+            if "error" in r:
+                lines.append(f"| {method} | failed: {r['error'][:120]} |")
+                continue
+            cells = [method, r["map"].split(" (")[0], str(r["instances"])]
+            for c in cols:
+                m = r["metrics"].get(c)
+                if m is None:
+                    cells.append("–")
+                    continue
+                text = _fmt(m["mean"]) if m["std"] == 0 or m["n"] <= 1 else (
+                    f"{_fmt(m['mean'])} ± {_fmt(m['std'])}"
+                )
+                if m["n"] not in (r["instances"], 1) and c not in ("peak_memory_mb",):
+                    text += f" (n={m['n']})"
+                cells.append(f"**{text}**" if best[c] == method else text)
+            lines.append("| " + " | ".join(cells) + " |")
+        firsts = {m: r["first_call_s"] for m, r in rows.items() if "first_call_s" in r}
+        if firsts:
+            lines += ["", "First call (includes `torch.export` capture): " + ", ".join(
+                f"{m} {v:.1f} s" for m, v in firsts.items())]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _csv_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for name, task in results["tasks"].items():
+        for method, r in task["methods"].items():
+            for metric, v in r.get("metrics", {}).items():
+                rows.append({
+                    "task": name, "method": method, "map": r["map"], "metric": metric,
+                    "mean": v["mean"], "std": v["std"], "n": v["n"],
+                    "higher_is_better": results["higher_is_better"].get(metric, False),
+                })  # fmt: skip
+    return rows
+
+
+def plot_curves(task_name: str, task: dict[str, Any], path: Path) -> bool:
+    """Mean MoRF deletion and insertion curves per method (matplotlib, no global state)."""
+    curves = {m: r["curves"] for m, r in task["methods"].items() if "curves" in r}
+    if not curves:
+        return False
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.2))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    for method, c in curves.items():
+        style = "-" if method.startswith("dlb") else ("--" if method != "random" else ":")
+        width = 2.2 if method.startswith("dlb") else 1.2
+        axes[0].plot(c["fractions"], c["morf"], style, lw=width, label=method)
+        axes[1].plot(c["fractions"], c["insertion"], style, lw=width, label=method)
+    axes[0].set_title(f"{task_name}: deletion, most relevant first (lower is better)")
+    axes[1].set_title(f"{task_name}: insertion, most relevant first (higher is better)")
+    for ax in axes:
+        ax.set_xlabel("fraction of features removed / inserted")
+        ax.set_ylabel("target probability")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def write_outputs(results: dict[str, Any], out: Path) -> None:
+    out = Path(out)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    (out / "machine.json").write_text(json.dumps(results["machine"], indent=1))
+    rows = _csv_rows(results)
+    with (out / "results.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[
+            "task", "method", "map", "metric", "mean", "std", "n", "higher_is_better"])
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "results.md").write_text(markdown(results))
+    for name, task in results["tasks"].items():
+        plot_curves(name, task, out / f"curves_{name}.png")

@@ -6,6 +6,7 @@ per-class statistics in constant memory (locally or on Ray, resumable from check
 """
 
 from .api import aggregate
+from .compare import Comparison, compare
 from .result import AggregateError, GlobalExplanation
 
-__all__ = ["AggregateError", "GlobalExplanation", "aggregate"]
+__all__ = ["AggregateError", "Comparison", "GlobalExplanation", "aggregate", "compare"]

@@ -53,6 +53,7 @@ def _assert_same(a, b, exact: bool) -> None:
     np.testing.assert_array_equal(a.sample.rows, b.sample.rows)
 
 
+@pytest.mark.slow
 def test_ray_equals_local_for_any_number_of_workers(local_ray, cancer):
     model, X, y = cancer
     kwargs = dict(batch_size=50, mode="contrast", layers=["1"], labels=y, target="label",

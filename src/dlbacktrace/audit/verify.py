@@ -114,8 +114,9 @@ class VerifyResult:
 def verify_record(store: AuditStore, record_id: int, loaded: Any = None) -> VerifyResult:
     """Recompute record ``record_id`` and compare it with what was stored.
 
-    ``loaded`` (a :class:`~dlbacktrace.loading.LoadedModel` or an ``nn.Module``) overrides the
-    model spec stored in the record; records made from the Python API without a spec need it.
+    ``loaded`` (a :class:`~dlbacktrace.loading.LoadedModel`, an ``nn.Module`` or a
+    :class:`~dlbacktrace.Backtrace`, whose captured graphs are then reused) overrides the model
+    spec stored in the record; records made from the Python API without a spec need it.
     """
     from ..backtrace import Backtrace
     from ..loading import LoadedModel, ModelSpec, load_model
@@ -130,14 +131,17 @@ def verify_record(store: AuditStore, record_id: int, loaded: Any = None) -> Veri
                 "spec=); pass the model to verify it"
             )
         loaded = load_model(ModelSpec.from_dict(spec))
-    model = loaded.model if isinstance(loaded, LoadedModel) else loaded
     stored = rec.explanation()
     inputs = rec.inputs()
     options = dict(content.get("options") or {})
     target = options.pop("target", None)
-    bt = Backtrace(model, attention=options.pop("attention", "value"))
-    fresh = bt.explain(*inputs.args, target=target, seed=inputs.seed, **options,
-                       **inputs.model_kwargs)
+    attention = options.pop("attention", "value")
+    if isinstance(loaded, Backtrace):
+        bt = loaded
+    else:
+        bt = Backtrace(loaded.model if isinstance(loaded, LoadedModel) else loaded)
+    fresh = bt.explain(*inputs.args, target=target, seed=inputs.seed, attention=attention,
+                       **options, **inputs.model_kwargs)
     per_map: dict[str, float] = {}
     identical = relevance_digest(fresh) == content["relevance"]["digest"]
     for prefix, old, new in (

@@ -417,7 +417,7 @@ def create_app(service: ExplainService, config: ServerConfig | None = None) -> A
 
         _record(record_id)
         with service._lock:
-            return verify_record(_store(), record_id, service.loaded).to_dict()
+            return verify_record(_store(), record_id, service.bt).to_dict()
 
     @api.get("/", include_in_schema=False)
     def index() -> FileResponse:

@@ -80,7 +80,8 @@ class _Runner:
         DLBacktrace captures one input signature)."""
         task = self.task
         inputs, target = task.subset(count)
-        size = min(task.chunk, count)
+        # DLBacktrace captures once per input shape: keep every chunk the same size
+        size = min(task.chunk, self.count(method) if method.startswith("dlb") else count)
         maps, exps = [], []
         for start in range(0, count, size):
             idx = torch.arange(start, start + size).clamp_max(count - 1)
@@ -91,10 +92,14 @@ class _Runner:
             exps.append(exp)
         return torch.cat(maps), exps
 
+    def count(self, method: str) -> int:
+        """Instances explained with ``method`` (fewer for the costly sampling methods)."""
+        return min(self.task.n, self.task.limits.get(method, self.task.n))
+
     # ---- one method ------------------------------------------------------------------------
     def run_method(self, method: str) -> dict[str, Any]:
         task = self.task
-        n = min(task.n, task.limits.get(method, task.n))
+        n = self.count(method)
         # warm-up: capture for DLBacktrace, first-call overheads for the others
         t0 = time.perf_counter()
         self.explain_all(method, min(n, task.chunk) if method.startswith("dlb") else 1)

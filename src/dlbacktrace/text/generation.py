@@ -1,0 +1,367 @@
+"""``explain_generation`` / ``explain_continuation``: every generated token explained.
+
+The text is generated once; then the full sequence (prompt + generation) is explained in one
+batched pass: the sequence is replicated along the batch dimension and row ``k`` is seeded with
+a one-hot at (position of generated token ``k`` − 1, its token id). No export or forward per
+generated token. For models whose ``forward`` takes ``logits_to_keep`` (Hugging Face causal
+LMs), only the logits at the explained positions are computed. Sequences are right-padded to a
+multiple of ``bucket`` tokens (``attention_mask`` 0): in a causal model later positions cannot
+change earlier ones, so the padding leaves the explanation unchanged and captures are reused.
+
+Padding in a given prompt: left padding is removed (the explanation is that of the unpadded
+prompt); right padding raises :class:`PaddingError`, because a model generating after pad tokens
+does not continue the prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..backtrace import MODES, Backtrace, _inference_state
+from ..errors import InputError
+from .checks import (
+    EmptyInputError,
+    PaddingError,
+    check_context,
+    check_language_model,
+    check_tokenizer,
+    context_length,
+)
+from .runner import backtrace_for, batch_sizes, bucket_length, forward_accepts, pad_right
+from .tokens import TokenRelevance, TokenTable, token_tables
+
+__all__ = ["GenerationExplanation", "explain_continuation", "explain_generation"]
+
+Prompt = str | Sequence[Mapping[str, str]] | Mapping[str, Any] | torch.Tensor
+
+
+@dataclass
+class GenerationExplanation:
+    """Relevance of every earlier token for each generated token.
+
+    ``matrix[k, j]``: relevance of token ``j`` (prompt or earlier generated token) for generated
+    token ``k`` (sequence position ``prompt_length + k``); columns ``j ≥ prompt_length + k`` are
+    exactly 0. Unsigned in default mode; the signed net map (positive − negative) in contrast
+    mode, where ``total`` is the unsigned map. ``probabilities[k]``: the model's probability of
+    generated token ``k`` (plain softmax of the same logits, temperature 1).
+    """
+
+    ids: torch.Tensor  # [L] prompt + generated token ids
+    prompt_length: int
+    table: TokenTable
+    matrix: torch.Tensor  # [G, L]
+    total: torch.Tensor  # [G, L]
+    positive: torch.Tensor | None
+    negative: torch.Tensor | None
+    probabilities: torch.Tensor  # [G]
+    generated_text: str
+    prompt_text: str
+    mode: str
+    attention: str
+    conservation_error: float
+    top_k: int = 5
+
+    @property
+    def generated_ids(self) -> torch.Tensor:
+        return self.ids[self.prompt_length :]
+
+    @property
+    def steps(self) -> int:
+        return int(self.matrix.shape[0])
+
+    @property
+    def tokens(self) -> list[str]:
+        """Decoded text of every token of the sequence."""
+        return list(self.table.texts)
+
+    @property
+    def generated_tokens(self) -> list[str]:
+        return self.table.texts[self.prompt_length :]
+
+    def context(self, step: int) -> list[TokenRelevance]:
+        """The tokens before generated token ``step``, with their relevance for it."""
+        stop = self.prompt_length + step
+        return self.table.slice(stop).rows(self.matrix[step, :stop].numpy())
+
+    def prompt_relevance(self, step: int = 0) -> torch.Tensor:
+        """Relevance of the prompt tokens for generated token ``step``."""
+        return self.matrix[step, : self.prompt_length]
+
+    def top_contributors(self, step: int, k: int | None = None) -> list[TokenRelevance]:
+        """The ``k`` most relevant earlier tokens for generated token ``step`` (special tokens
+        such as chat markers included; they are flagged)."""
+        rows = self.context(step)
+        return sorted(rows, key=lambda r: -r.relevance)[: k or self.top_k]
+
+    @property
+    def top_tokens(self) -> list[list[TokenRelevance]]:
+        """``top_contributors`` of every step."""
+        return [self.top_contributors(s) for s in range(self.steps)]
+
+    # ---- display (dlbacktrace.text.display) ---------------------------------------------------
+    def to_html(self, full_page: bool = False) -> str:
+        from .display import generation_html
+
+        return generation_html(self, full_page=full_page)
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def save_html(self, path: str | Path) -> Path:
+        from .display import save_html
+
+        return save_html(self.to_html(full_page=True), path)
+
+    def plot(self, ax: Any = None, max_columns: int | None = None) -> Any:
+        """A matplotlib figure of the relevance matrix (generated × earlier tokens)."""
+        from .display import plot_generation_matrix
+
+        return plot_generation_matrix(self, ax=ax, max_columns=max_columns)
+
+    def __rich__(self) -> Any:
+        from .display import generation_rich
+
+        return generation_rich(self)
+
+
+# ---- prompts ----------------------------------------------------------------------------------
+def _encode_prompt(tokenizer: Any, prompt: Prompt) -> tuple[torch.Tensor, str]:
+    """Token ids ``[P]`` of the prompt and its text."""
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise EmptyInputError("the prompt is empty; there is nothing to explain")
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"][0]
+        return ids, prompt
+    if isinstance(prompt, torch.Tensor) or isinstance(prompt, Mapping):
+        return _given_ids(prompt), ""
+    if isinstance(prompt, Sequence) and all(isinstance(m, Mapping) for m in prompt):
+        if not prompt or not any(str(m.get("content", "")).strip() for m in prompt):
+            raise EmptyInputError("the chat messages are empty; there is nothing to explain")
+        text = tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True,
+                                             tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+        return ids, text
+    raise InputError(
+        "prompt must be a string, a list of chat messages ({'role': ..., 'content': ...}), "
+        f"a tensor of token ids or a mapping with input_ids; got {type(prompt).__name__}"
+    )
+
+
+def _given_ids(prompt: Mapping[str, Any] | torch.Tensor) -> torch.Tensor:
+    """Ids from a tensor or an encoding; left padding removed, right padding refused."""
+    if isinstance(prompt, torch.Tensor):
+        ids, mask = prompt, None
+    else:
+        if "input_ids" not in prompt:
+            raise InputError("a mapping prompt needs 'input_ids'")
+        ids, mask = torch.as_tensor(prompt["input_ids"]), prompt.get("attention_mask")
+    ids = ids.reshape(-1, ids.shape[-1]) if ids.dim() else ids.reshape(1, 1)
+    if ids.shape[0] != 1:
+        raise InputError(f"explain one prompt at a time; got a batch of {ids.shape[0]}")
+    ids = ids[0].long()
+    if mask is None:
+        if ids.numel() == 0:
+            raise EmptyInputError("the prompt has no tokens")
+        return ids
+    keep = torch.as_tensor(mask).reshape(-1) != 0
+    if keep.shape != ids.shape:
+        raise InputError(f"attention_mask {tuple(keep.shape)} does not match input_ids")
+    if not bool(keep.any()):
+        raise EmptyInputError("the prompt's attention_mask is all zeros")
+    first = int(keep.nonzero()[0])
+    last = int(keep.nonzero()[-1])
+    if not bool(keep[first : last + 1].all()):
+        raise PaddingError("the prompt's attention_mask has gaps; give one contiguous prompt")
+    if last != keep.numel() - 1:
+        raise PaddingError(
+            "the prompt is right-padded: a causal LM would generate after the pad tokens. "
+            "Pad on the left (tokenizer.padding_side = 'left') or pass the unpadded prompt"
+        )
+    return ids[first:]  # left padding: dropped, positions then match the unpadded prompt
+
+
+def _check(model: torch.nn.Module, tokenizer: Any, ids: torch.Tensor, n_new: int,
+           check_vocabulary: bool) -> None:
+    check_language_model(model)
+    if ids.numel() == 0:
+        raise EmptyInputError("the prompt has no tokens")
+    if check_vocabulary:
+        check_tokenizer(model, tokenizer, ids, causal=True)
+    check_context(model, ids.numel(), what="the prompt")
+    check_context(model, ids.numel() + n_new, what=f"the prompt plus {n_new} new tokens")
+
+
+# ---- the batched explanation of a whole sequence ----------------------------------------------
+def explain_sequence(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    ids: torch.Tensor,
+    prompt_length: int,
+    *,
+    mode: str = "default",
+    attention: str | None = None,
+    batch_size: int = 8,
+    bucket: int = 32,
+    top_k: int = 5,
+    prompt_text: str = "",
+    backtrace: Backtrace | None = None,
+) -> GenerationExplanation:
+    """Explain tokens ``prompt_length..L-1`` of the sequence ``ids`` ``[L]`` (teacher forcing)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    length, steps = ids.numel(), ids.numel() - prompt_length
+    if prompt_length < 1 or steps < 1:
+        raise EmptyInputError("need at least one prompt token and one token to explain")
+    device = model.get_output_embeddings().weight.device
+    vocab = model.get_output_embeddings().weight.shape[0]
+    width = bucket_length(length, bucket, context_length(model))
+    seq, mask = pad_right(ids[None].to(device), torch.ones(1, length, dtype=torch.long,
+                                                           device=device), width,
+                          tokenizer.pad_token_id or 0)
+    positions = torch.arange(prompt_length - 1, length - 1, device=device)  # predict ids[p + 1]
+    kwargs: dict[str, Any] = {"use_cache": False} if forward_accepts(model, "use_cache") else {}
+    if forward_accepts(model, "logits_to_keep"):
+        kept = bucket_length(steps, 8, width)
+        keep = torch.cat([positions, positions[-1:].expand(kept - steps)])
+        kwargs["logits_to_keep"] = keep
+        out_pos = torch.arange(steps, device=device)  # logits row of each step
+    else:
+        kept = width
+        out_pos = positions
+    target_ids = ids[prompt_length:].to(device)
+    bt = backtrace_for(model, backtrace)
+    totals, nets, errors = [], [], []
+    logits_rows = None
+    start = 0
+    for size in batch_sizes(steps, batch_size):
+        real = min(size, steps - start)
+        seed = torch.zeros(size, kept, vocab, device=device)
+        rows = torch.arange(real, device=device)
+        seed[rows, out_pos[start : start + real], target_ids[start : start + real]] = 1.0
+        exp = bt.explain(
+            input_ids=seq.expand(size, -1), attention_mask=mask.expand(size, -1), seed=seed,
+            mode=mode, attention=attention, **kwargs,
+        )  # fmt: skip
+        if logits_rows is None:
+            logits_rows = exp.output[0, out_pos].float()
+        totals.append(exp.total_by_name["input_ids"][:real, :length])
+        nets.append(exp.relevance_by_name["input_ids"][:real, :length])
+        errors.append(exp.conservation_error)
+        start += size
+    total = torch.cat(totals).float().cpu()
+    net = torch.cat(nets).float().cpu()
+    positive = negative = None
+    if mode == "contrast":
+        positive = ((total + net) / 2).clamp_min(0)
+        negative = ((total - net) / 2).clamp_min(0)
+    probs = torch.softmax(logits_rows, dim=-1).gather(1, target_ids[:, None])[:, 0].cpu()
+    ids_cpu = ids.cpu()
+    table = token_tables(tokenizer, ids_cpu[None])[0]
+    return GenerationExplanation(
+        ids=ids_cpu,
+        prompt_length=prompt_length,
+        table=table,
+        matrix=net if mode == "contrast" else total,
+        total=total,
+        positive=positive,
+        negative=negative,
+        probabilities=probs,
+        generated_text=tokenizer.decode(ids_cpu[prompt_length:], skip_special_tokens=True),
+        prompt_text=prompt_text or tokenizer.decode(ids_cpu[:prompt_length]),
+        mode=mode,
+        attention=attention or bt.attention,
+        conservation_error=max(errors),
+        top_k=top_k,
+    )
+
+
+def explain_generation(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompt: Prompt,
+    max_new_tokens: int = 32,
+    do_sample: bool = False,
+    seed: int = 0,
+    *,
+    mode: str = "default",
+    attention: str | None = None,
+    top_k: int = 5,
+    batch_size: int = 8,
+    bucket: int = 32,
+    backtrace: Backtrace | None = None,
+    check_vocabulary: bool = True,
+    **generate_kwargs: Any,
+) -> GenerationExplanation:
+    """Generate from ``prompt`` (greedy, or sampling seeded by ``seed``) and explain every
+    generated token with respect to all tokens before it.
+
+    ``prompt``: a string, chat messages (``[{"role": "user", "content": ...}]``, formatted with
+    the tokenizer's chat template and a generation prompt), token ids or an encoding.
+    ``generate_kwargs`` go to ``model.generate`` (e.g. ``temperature``, ``top_p``).
+    """
+    if max_new_tokens < 1:
+        raise InputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    ids, text = _encode_prompt(tokenizer, prompt)
+    _check(model, tokenizer, ids, max_new_tokens, check_vocabulary)
+    device = model.get_output_embeddings().weight.device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with _inference_state(model), torch.no_grad(), torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)  # inside fork_rng: the caller's RNG state is restored
+        out = model.generate(
+            input_ids=ids[None].to(device),
+            attention_mask=torch.ones(1, ids.numel(), dtype=torch.long, device=device),
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            pad_token_id=pad,
+            **generate_kwargs,
+        )
+    full = out[0].cpu()
+    return explain_sequence(
+        model, tokenizer, full, ids.numel(), mode=mode, attention=attention,
+        batch_size=batch_size, bucket=bucket, top_k=top_k, prompt_text=text, backtrace=backtrace,
+    )  # fmt: skip
+
+
+def explain_continuation(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompt: Prompt,
+    continuation: str | torch.Tensor,
+    *,
+    mode: str = "default",
+    attention: str | None = None,
+    top_k: int = 5,
+    batch_size: int = 8,
+    bucket: int = 32,
+    backtrace: Backtrace | None = None,
+    check_vocabulary: bool = True,
+) -> GenerationExplanation:
+    """Explain a given answer to ``prompt`` (teacher forcing), without generating.
+
+    A string ``continuation`` is tokenized on its own (no special tokens) and appended to the
+    prompt's tokens; pass token ids to control the split exactly.
+    """
+    ids, text = _encode_prompt(tokenizer, prompt)
+    if isinstance(continuation, str):
+        if not continuation:
+            raise EmptyInputError("the continuation is empty; there is nothing to explain")
+        cont = tokenizer(continuation, add_special_tokens=False, return_tensors="pt")
+        cont_ids = cont["input_ids"][0]
+    else:
+        cont_ids = torch.as_tensor(continuation).reshape(-1).long()
+    if cont_ids.numel() == 0:
+        raise EmptyInputError("the continuation has no tokens")
+    _check(model, tokenizer, ids, cont_ids.numel(), check_vocabulary)
+    if check_vocabulary:
+        check_tokenizer(model, tokenizer, cont_ids, causal=True)
+    full = torch.cat([ids, cont_ids])
+    return explain_sequence(
+        model, tokenizer, full, ids.numel(), mode=mode, attention=attention,
+        batch_size=batch_size, bucket=bucket, top_k=top_k, prompt_text=text, backtrace=backtrace,
+    )  # fmt: skip

@@ -31,11 +31,11 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _dtype(model: torch.nn.Module) -> torch.dtype:
+def _dtype_device(model: torch.nn.Module) -> tuple[torch.dtype, torch.device | None]:
     for p in model.parameters():
         if p.is_floating_point():
-            return p.dtype
-    return torch.float32
+            return p.dtype, p.device
+    return torch.float32, None
 
 
 def aggregate(
@@ -83,8 +83,9 @@ def aggregate(
         raise ValueError(f"mode must be 'default' or 'contrast', got {mode!r}")
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be positive, got {checkpoint_every}")
-    source = DataSource(data, batch_size, labels, _dtype(model),
-                        list(feature_names) if feature_names is not None else None)
+    dtype, device = _dtype_device(model)
+    source = DataSource(data, batch_size, labels, dtype,
+                        list(feature_names) if feature_names is not None else None, device)
     units = {name: layer_unit_rule(model, name) for name in layers or ()}
     units.update(layer_units or {})
     bad = {k: v for k, v in units.items() if v not in ("channel", "last")}

@@ -47,6 +47,7 @@ class DataSource:
     labels: Any = None
     dtype: torch.dtype = torch.float32
     feature_names: list[str] | None = None
+    device: torch.device | str | None = None  # the model's device: batches are moved there
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -105,8 +106,11 @@ class DataSource:
     def _tensor(self, value: Any) -> Any:
         if isinstance(value, np.ndarray):
             value = torch.from_numpy(np.ascontiguousarray(value))
-        if isinstance(value, torch.Tensor) and value.is_floating_point():
-            value = value.to(self.dtype)
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point():
+                value = value.to(self.dtype)
+            if self.device is not None:
+                value = value.to(self.device)
         return value
 
     def batches(self, start: int = 0) -> Iterator[Batch]:

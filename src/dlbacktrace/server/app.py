@@ -19,6 +19,7 @@ from pathlib import Path, PurePath
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 MAX_ROWS = 64
 MAX_TEXT_CHARS = 20_000
+MAX_ID = 2**62
+RecordId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="Audit record id.")]
 _BEARER = HTTPBearer(auto_error=False)
 
 
@@ -370,7 +373,7 @@ def create_app(service: ExplainService, config: ServerConfig | None = None) -> A
 
     @api.get("/explanations", dependencies=auth)
     def list_explanations(limit: int = Query(50, ge=1, le=500),
-                          offset: int = Query(0, ge=0)) -> dict[str, Any]:
+                          offset: int = Query(0, ge=0, le=MAX_ID)) -> dict[str, Any]:
         """Browse the audit log, newest first."""
         store = _store()
         return {"total": store.count(),
@@ -385,7 +388,7 @@ def create_app(service: ExplainService, config: ServerConfig | None = None) -> A
             raise _bad(str(exc), 404) from exc
 
     @api.get("/explanations/{record_id}", dependencies=auth)
-    def get_explanation(record_id: int, figures: bool = False) -> dict[str, Any]:
+    def get_explanation(record_id: RecordId, figures: bool = False) -> dict[str, Any]:
         """One stored explanation: summary, content and per-input rows."""
         from ..report.views import explanation_rows, ledger
 
@@ -404,14 +407,14 @@ def create_app(service: ExplainService, config: ServerConfig | None = None) -> A
 
     @api.get("/explanations/{record_id}/report", dependencies=auth,
              response_class=HTMLResponse)
-    def get_report(record_id: int) -> HTMLResponse:
+    def get_report(record_id: RecordId) -> HTMLResponse:
         """The record as a self-contained HTML report."""
         from .service import record_report
 
         return HTMLResponse(record_report(_record(record_id)))
 
     @api.post("/explanations/{record_id}/verify", dependencies=auth)
-    def verify(record_id: int) -> dict[str, Any]:
+    def verify(record_id: RecordId) -> dict[str, Any]:
         """Recompute the record with the served model and compare bit for bit."""
         from ..audit import verify_record
 

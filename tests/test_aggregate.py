@@ -238,3 +238,28 @@ def test_save_load_roundtrip_and_json(cancer, tmp_path):
     np.save(tmp_path / "other.npy", np.zeros(3))
     with pytest.raises(Exception):  # noqa: B017 - not an aggregate file
         GlobalExplanation.load(tmp_path / "other.npy")
+
+
+def test_unit_rules_for_channels_tokens_heads_and_experts():
+    from dlbacktrace.aggregate.compute import reduce_units
+
+    r = torch.arange(2 * 3 * 4, dtype=torch.float64).reshape(2, 3, 4)  # [B, T, D]
+    np.testing.assert_array_equal(reduce_units(r, "last"), r.sum(1))
+    np.testing.assert_array_equal(reduce_units(r, "channel"), r.sum(2))
+    np.testing.assert_array_equal(reduce_units(r, "heads:2"),
+                                  torch.stack([r[..., :2].sum((1, 2)), r[..., 2:].sum((1, 2))], 1))
+    np.testing.assert_array_equal(reduce_units(r, "total"), r.sum((1, 2))[:, None])
+    img = torch.ones(2, 5, 3, 3)
+    np.testing.assert_array_equal(reduce_units(img, "last"), torch.full((2, 5), 9.0))
+    with pytest.raises(ValueError, match="heads"):
+        reduce_units(r, "heads:3")
+
+
+def test_progress_bar_and_bad_layer_rules(cancer):
+    bt, X, _, _ = cancer
+    g = aggregate(bt, X, batch_size=100, progress=True)
+    assert g.batches == 6
+    with pytest.raises(ValueError, match="heads:N"):
+        aggregate(bt, X, batch_size=100, layers=["1"], layer_units={"1": "rows"})
+    with pytest.raises(ValueError, match="no module"):
+        aggregate(bt, X, batch_size=100, layers=["nope"])

@@ -65,11 +65,14 @@ def test_word_pieces_merge_into_words_by_hand():
 @pytest.mark.slow
 def test_token_and_word_statistics_equal_direct_computation(tokenizer, tiny_bert, tmp_path):
     bt = Backtrace(tiny_bert)
+    attention = "bert.encoder.layer.0.attention.self"
     g = aggregate(bt, _batches(tokenizer), tokenizer=tokenizer, use_cache=False,
-                  class_names=["neg", "pos"])
+                  class_names=["neg", "pos"], layers=[attention],
+                  layer_units={attention: "heads:2"})
     # Direct: explain everything at once, sum relevance per (token, class) with a dict.
     enc = tokenizer(TEXTS, padding="max_length", max_length=12, return_tensors="pt")
-    exps = [bt.explain(**batch, use_cache=False) for batch in _batches(tokenizer)]  # same shape
+    exps = [bt.explain(**batch, use_cache=False, layers=[attention])  # same shape: no capture
+            for batch in _batches(tokenizer)]
     rel = np.concatenate([e.relevance_by_name["input_ids"].double().numpy() for e in exps])
     cls = np.concatenate([e.target.numpy() for e in exps])
     special = set(tokenizer.all_special_ids)
@@ -80,6 +83,13 @@ def test_token_and_word_statistics_equal_direct_computation(tokenizer, tiny_bert
                 continue
             key = (tokenizer.convert_ids_to_tokens(idx), ["neg", "pos"][cls[r]])
             expected.setdefault(key, []).append(rel[r, t])
+    # Per-head relevance of the attention block: its output [B, T, 16] split into 2 heads.
+    heads = np.concatenate([e.layers[attention].double().numpy() for e in exps])
+    heads = heads.sum(1).reshape(len(TEXTS), 2, 8).sum(2)
+    assert g.layers[attention].sums["sum"].shape == (2, 2)
+    for k in np.unique(cls):
+        np.testing.assert_allclose(g.layers[attention].mean()[k], heads[cls == k].mean(0),
+                                   rtol=1e-6)
     frame = g.to_dataframe("tokens")
     frame = frame[frame["class"] != "all"]
     assert len(frame) == len(expected)

@@ -67,8 +67,9 @@ def aggregate(
     label column name). ``target``: None (each row's predicted class), ``"label"`` (its true
     class), a class index, or ``"positive"``/``"negative"`` for a single-logit model; rows are
     grouped by the class explained. ``layers``: module names whose units (channels for conv
-    outputs, last dim otherwise; override with ``layer_units={name: "channel"|"last"}``) are
-    aggregated too. ``tokenizer``: turns on per-token and per-word statistics of ``input_ids``.
+    outputs, last dim otherwise; override with ``layer_units={name: rule}``) are
+    aggregated too (``"heads:N"``: one unit per attention head, ``"total"``: one per module,
+    e.g. per expert). ``tokenizer``: turns on per-token and per-word statistics of ``input_ids``.
     ``checkpoint``: a ``.npz`` path saved atomically every ``checkpoint_every`` batches; if it
     exists, finished batches are skipped (resume). ``backend="ray"`` explains batches on
     ``num_workers`` Ray actors (a local Ray unless ``address`` names a cluster); the result is
@@ -88,9 +89,11 @@ def aggregate(
                         list(feature_names) if feature_names is not None else None, device)
     units = {name: layer_unit_rule(model, name) for name in layers or ()}
     units.update(layer_units or {})
-    bad = {k: v for k, v in units.items() if v not in ("channel", "last")}
+    bad = {k: v for k, v in units.items() if not _valid_rule(v)}
     if bad:
-        raise ValueError(f"layer_units values must be 'channel' or 'last', got {bad}")
+        raise ValueError(
+            f"layer_units values must be 'channel', 'last', 'total' or 'heads:N', got {bad}"
+        )
     spec = AggSpec(
         mode=mode, target=target, layers=list(layers) if layers else None, layer_units=units,
         sample_size=sample_size,
@@ -131,6 +134,13 @@ def aggregate(
     if checkpoint is not None:
         state.save(checkpoint)
     return state
+
+
+def _valid_rule(rule: str) -> bool:
+    if rule in ("channel", "last", "total"):
+        return True
+    head, _, count = rule.partition(":")
+    return head == "heads" and count.isdigit() and int(count) > 0
 
 
 def _finish(state, source, fingerprint, feature_names, class_names) -> GlobalExplanation:

@@ -30,7 +30,7 @@ class AggSpec:
     mode: str = "default"
     target: Any = None  # None (predicted class), "label", an int, or "positive"/"negative"
     layers: list[str] | None = None
-    layer_units: dict[str, str] = field(default_factory=dict)  # name -> "flat"|"channel"|"last"
+    layer_units: dict[str, str] = field(default_factory=dict)  # name -> a reduce_units rule
     sample_size: int = 1024
     text: TextSpec | None = None
     text_input: str = "input_ids"
@@ -51,10 +51,19 @@ def layer_unit_rule(model: torch.nn.Module, name: str) -> str:
 def reduce_units(relevance: torch.Tensor, rule: str) -> torch.Tensor:
     """``[B, ...]`` module-output relevance → ``[B, units]`` (sums, so relevance is conserved).
 
-    ``[B, U]`` stays as is; ``[B, C, *spatial]`` with ``rule='channel'`` sums the spatial dims
-    (per channel); otherwise (``[B, T, D]`` sequences) it sums all but the last dim (per hidden
-    unit, over tokens). Images ``[B, C, H, W]`` always reduce per channel.
+    ``"last"``: per hidden unit (last dim; ``[B, T, D]`` sums over tokens); ``"channel"``: per
+    channel (dim 1; spatial dims summed; also used for any ``[B, C, H, W]`` output);
+    ``"heads:H"``: the last dim split into ``H`` equal heads, one unit per head; ``"total"``:
+    one unit, the module's whole relevance (e.g. one expert of a mixture-of-experts).
     """
+    if rule == "total":
+        return relevance.flatten(1).sum(1, keepdim=True)
+    if rule.startswith("heads:"):
+        heads = int(rule.split(":", 1)[1])
+        per_unit = reduce_units(relevance, "last")
+        if per_unit.shape[1] % heads:
+            raise AggregateError(f"{per_unit.shape[1]} units do not split into {heads} heads")
+        return per_unit.reshape(per_unit.shape[0], heads, -1).sum(2)
     if relevance.dim() == 2:
         return relevance
     if relevance.dim() >= 4 or rule == "channel":

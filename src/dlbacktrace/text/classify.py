@@ -114,10 +114,12 @@ def _class_names(model: torch.nn.Module, given: Sequence[str] | None) -> list[st
 
 
 def _targets(target: Any, n: int, names: list[str] | None) -> Any:
-    if isinstance(target, str) and target not in ("positive", "negative"):
-        if not names or target not in names:
+    if isinstance(target, str):
+        if names and target in names:
+            return names.index(target)
+        if target not in ("positive", "negative"):  # single-logit keywords of the engine
             raise TargetError(f"unknown class name {target!r}; known: {names}")
-        return names.index(target)
+        return target
     if isinstance(target, (list, tuple)) and len(target) != n:
         raise TargetError(f"give one target per text ({n}), got {len(target)}")
     if isinstance(target, (list, tuple)):

@@ -128,6 +128,20 @@ def _word_ids_from_markers(tokens: list[str], content: np.ndarray) -> np.ndarray
     return np.where(content, ids, -1).astype(np.int64)
 
 
+def _texts_from_offsets(
+    texts: list[str], spans: np.ndarray, content: np.ndarray, source: str
+) -> list[str]:
+    """Each content token's text from the source, with the whitespace before it (so that
+    WordPiece tokens keep their spaces); special and padding tokens keep their own text."""
+    out = list(texts)
+    prev = 0
+    for j in np.flatnonzero(content):
+        start, end = int(spans[j, 0]), int(spans[j, 1])
+        out[j] = source[min(prev, start) : end]
+        prev = max(prev, end)
+    return out
+
+
 def token_tables(
     tokenizer: Any,
     ids: torch.Tensor,
@@ -168,6 +182,8 @@ def token_tables(
             word_ids = _word_ids_from_markers(tokens, content)
         source = sources[b] if sources is not None else None
         spans = None if offsets is None else offsets[b]
+        if spans is not None and sources is not None:
+            texts = _texts_from_offsets(texts, spans, content, sources[b])
         tables.append(
             TokenTable(row, tokens, texts, spans, special, padding, word_ids, source)
         )

@@ -32,6 +32,7 @@ TEXT_METHODS = (
     "deeplift", "lime", "kernel-shap", "attention-rollout", "random",
 )  # fmt: skip
 COST_METHODS = IMAGE_METHODS
+TOKEN_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 
 
 @dataclass
@@ -48,6 +49,8 @@ class Task:
     feature_mask: torch.Tensor | None = None
     valid_elements: torch.Tensor | None = None
     steps: int = 20
+    fractions: tuple[float, ...] | None = None  # token tasks: a short grid, ERASER read off it
+    eraser_bins: tuple[float, ...] | None = None
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     limits: dict[str, int] = field(default_factory=dict)  # fewer instances for costly methods
     chunk: int = 64
@@ -78,7 +81,10 @@ class Task:
     def forward(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
         """The model as the metrics see it: ``[N, C]`` scores."""
         if self.tokens:
-            kwargs = {"use_cache": False} if hasattr(self.model, "generation_config") else {}
+            kwargs = (
+                {"use_cache": False, "logits_to_keep": 1}
+                if hasattr(self.model, "generation_config") else {}
+            )
             return logits_of(self.model(input_ids=x, attention_mask=extra[0], **kwargs))
         return logits_of(self.model(x))
 
@@ -153,7 +159,7 @@ def text_task(n: int, quick: bool, loaded: Any = None) -> Task:
     model, tokenizer, info = loaded or train_minilm_sentiment(
         n_per_class=150 if quick else 400, seed=0
     )
-    inputs = _encode(tokenizer, list(info["test_texts"][:n]), 40)
+    inputs = _encode(tokenizer, list(info["test_texts"][:n]), 32)
     special = torch.tensor(tokenizer.all_special_ids)
     valid = inputs["attention_mask"].bool() & ~torch.isin(inputs["input_ids"], special)
     mask_id = int(tokenizer.mask_token_id)
@@ -162,12 +168,13 @@ def text_task(n: int, quick: bool, loaded: Any = None) -> Task:
     return Task(
         "text", "tweets sentiment (neg/pos): real MiniLM-L6 encoder + mean pooling + linear head",
         model, inputs, _predicted(model, inputs), TEXT_METHODS, TOKEN_METRICS,
-        removal=mask_id, removal_note="[MASK] token", valid_elements=valid, steps=10,
+        removal=mask_id, removal_note="[MASK] token", valid_elements=valid,
+        fractions=TOKEN_FRACTIONS, eraser_bins=(0.1, 0.2, 0.5),
         options={"lime": {**opts, "n_samples": samples}, "kernel-shap": {**opts,
                  "n_samples": samples}, "integrated-gradients": {**opts, "n_steps": 20},
                  "deeplift": opts, "smoothgrad": {"n_samples": 10}},
-        limits={"lime": 8 if quick else 30, "kernel-shap": 8 if quick else 30},
-        chunk=16, info={"test_accuracy": float(info["accuracy"]), "max_tokens": 40},
+        limits={"lime": 2 if quick else 12, "kernel-shap": 2 if quick else 12},
+        chunk=16, info={"test_accuracy": float(info["accuracy"]), "max_tokens": 32},
     )  # fmt: skip
 
 
@@ -186,11 +193,12 @@ def generation_task(n: int, quick: bool, loaded: Any = None) -> Task:
     return Task(
         "generation", "SmolLM2-135M-Instruct next-token prediction on 100 fixed prompts",
         model, inputs, _predicted(model, inputs), methods, TOKEN_METRICS,
-        removal=int(pad), removal_note="pad token", valid_elements=valid, steps=10,
+        removal=int(pad), removal_note="pad token", valid_elements=valid,
+        fractions=TOKEN_FRACTIONS, eraser_bins=(0.1, 0.2, 0.5),
         options={"lime": {**opts, "n_samples": samples}, "kernel-shap": {**opts,
                  "n_samples": samples}, "integrated-gradients": {**opts, "n_steps": 16},
                  "smoothgrad": {"n_samples": 8}},
-        limits={"lime": 4 if quick else 20, "kernel-shap": 4 if quick else 20},
+        limits={"lime": 2 if quick else 10, "kernel-shap": 2 if quick else 10},
         chunk=8, info={"prompt_tokens": 12, "vocabulary": int(len(tokenizer))},
     )  # fmt: skip
 

@@ -73,6 +73,21 @@ class Curves:
     def abpc(self) -> torch.Tensor:
         return self.lerf_auc - self.deletion_auc
 
+    def eraser(self, bins: tuple[float, ...]) -> dict[str, torch.Tensor]:
+        """ERASER comprehensiveness / sufficiency read off the curves (no extra forwards):
+        every bin must be one of the curve's fractions."""
+        idx = []
+        for b in bins:
+            hit = torch.nonzero((self.fractions - b).abs() < 1e-9).flatten()
+            if hit.numel() == 0:
+                raise MetricError(f"bin {b} is not one of the curve fractions")
+            idx.append(int(hit[0]))
+        full = self.morf[:, :1]
+        return {
+            "comprehensiveness": (full - self.morf[:, idx]).mean(1),
+            "sufficiency": (full - self.insertion[:, idx]).mean(1),
+        }
+
 
 def _setup(x, attributions, feature_mask, valid_elements, removal):
     if attributions.shape != x.shape:

@@ -398,3 +398,142 @@ HF = {
     "llama_sdpa": llama_sdpa,
 }
 BUILDERS: dict[str, Callable[..., Case]] = {**FAST, **TORCHVISION, **HF}
+
+
+# ------------------------------------------------------------------------------------------
+# More transformer families (tests/test_transformer_families.py)
+# ------------------------------------------------------------------------------------------
+
+DECODER = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,  # grouped-query attention
+    max_position_embeddings=64,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+)
+# Hugging Face's default MoE kernel (grouped_mm) is float32/bf16 only on CPU; "batched_mm" runs
+# the same routing in any dtype and exports (see dlbacktrace.text.experts).
+MOE = dict(num_experts_per_tok=2, experts_implementation="batched_mm")
+
+
+def _decoder(cls: type, cfg: Any, impl: str, dtype: torch.dtype) -> Case:
+    model = _hf(cls, cfg, impl, dtype)
+    return Case(
+        model,
+        kwargs={"input_ids": _ids(), "attention_mask": _causal_mask(left=impl != "eager")},
+        options={"use_cache": False},
+        lm_target=7,
+        main_input="input_ids",
+    )
+
+
+def _encoder(cls: type, cfg: Any, impl: str, dtype: torch.dtype) -> Case:
+    model = _hf(cls, cfg, impl, dtype)
+    mask = torch.ones(BATCH, SEQ, dtype=torch.long)
+    mask[1, 5:] = 0  # right padding in row 1
+    ids = _ids()
+    ids[1, 5:] = cfg.pad_token_id
+    return Case(
+        model,
+        kwargs={"input_ids": ids, "attention_mask": mask},
+        targets=[2, 0, 1],
+        main_input="input_ids",
+    )
+
+
+def distilbert(impl: str, dtype: torch.dtype) -> Case:
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    cfg = DistilBertConfig(
+        vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+        max_position_embeddings=32, num_labels=3, pad_token_id=0,
+    )  # fmt: skip
+    return _encoder(DistilBertForSequenceClassification, cfg, impl, dtype)
+
+
+def roberta(impl: str, dtype: torch.dtype) -> Case:
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    cfg = RobertaConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=40, num_labels=3, pad_token_id=1,
+    )  # fmt: skip
+    return _encoder(RobertaForSequenceClassification, cfg, impl, dtype)
+
+
+def vit(impl: str, dtype: torch.dtype) -> Case:
+    from transformers import ViTConfig, ViTForImageClassification
+
+    cfg = ViTConfig(
+        image_size=16, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=4, intermediate_size=64, num_labels=3,
+    )  # fmt: skip
+    model = _hf(ViTForImageClassification, cfg, impl, dtype)
+    return Case(model, args=(torch.randn(BATCH, 3, 16, 16, dtype=dtype),), targets=[2, 0, 1])
+
+
+def qwen2(impl: str, dtype: torch.dtype) -> Case:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    return _decoder(Qwen2ForCausalLM, Qwen2Config(**DECODER), impl, dtype)
+
+
+def mistral(impl: str, dtype: torch.dtype) -> Case:
+    from transformers import MistralConfig, MistralForCausalLM
+
+    return _decoder(MistralForCausalLM, MistralConfig(**DECODER, sliding_window=4), impl, dtype)
+
+
+def gemma(impl: str, dtype: torch.dtype) -> Case:
+    from transformers import GemmaConfig, GemmaForCausalLM
+
+    return _decoder(GemmaForCausalLM, GemmaConfig(**DECODER, head_dim=8), impl, dtype)
+
+
+def mixtral(impl: str, dtype: torch.dtype) -> Case:
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    cfg = MixtralConfig(**DECODER, num_local_experts=4, **MOE)
+    return _decoder(MixtralForCausalLM, cfg, impl, dtype)
+
+
+def qwen2_moe(impl: str, dtype: torch.dtype) -> Case:
+    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
+
+    cfg = Qwen2MoeConfig(
+        **DECODER, num_experts=4, moe_intermediate_size=32,
+        shared_expert_intermediate_size=48, decoder_sparse_step=1, **MOE,
+    )  # fmt: skip
+    return _decoder(Qwen2MoeForCausalLM, cfg, impl, dtype)
+
+
+def olmoe(impl: str, dtype: torch.dtype) -> Case:
+    from transformers import OlmoeConfig, OlmoeForCausalLM
+
+    return _decoder(OlmoeForCausalLM, OlmoeConfig(**DECODER, num_experts=4, **MOE), impl, dtype)
+
+
+FAMILIES: dict[str, Callable[[str, torch.dtype], Case]] = {
+    "distilbert": distilbert,
+    "roberta": roberta,
+    "vit": vit,
+    "qwen2": qwen2,
+    "mistral": mistral,
+    "gemma": gemma,
+    "mixtral": mixtral,
+    "qwen2_moe": qwen2_moe,
+    "olmoe": olmoe,
+}
+MOE_FAMILIES = ("mixtral", "qwen2_moe", "olmoe")
+
+
+def family(name: str, impl: str, dtype: torch.dtype = torch.float64) -> Case:
+    """Build a family's tiny model under a fixed seed (global RNG untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(30 + sorted(FAMILIES).index(name))
+        return FAMILIES[name](impl, dtype)

@@ -117,11 +117,6 @@ def test_breast_cancer_onnx_route(cancer):
         assert not torch.allclose(via_prob.relevance[~calm], ref.relevance[~calm], atol=1e-4)
 
 
-@pytest.mark.xfail(
-    reason="engine: a bias added by a separate add (ONNX MatMul+Add) is split off before the "
-    "affine rule, unlike nn.Linear; requested from the engine (fuse bias-free op + bias add)",
-    strict=False,
-)
 @pytest.mark.parametrize("mode", ["default", "contrast"])
 def test_breast_cancer_direct_equals_onnx_route(cancer, mode):
     _, Xs, _, _, clf = cancer

@@ -44,6 +44,17 @@ def _as_tensor(value: Any) -> Any:
     return torch.from_numpy(value) if isinstance(value, np.ndarray) else value
 
 
+def _fresh(value: Any) -> Any:
+    """A float input copied into a new, aligned buffer.
+
+    BLAS kernels may choose a different summation order for unaligned data (slices, mmap'ed
+    files), which would break bit-identical reruns on equal values.
+    """
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.detach().clone(memory_format=torch.contiguous_format)
+    return value
+
+
 def _check_finite(flat: list[Any], names: list[str]) -> None:
     for name, value in zip(names, flat, strict=False):
         if isinstance(value, torch.Tensor) and value.is_floating_point():
@@ -152,7 +163,8 @@ class Backtrace:
         ``target``: class index (int or one per row), ``"positive"``/``"negative"`` for a single
         logit, None for the predicted class. ``seed``: a custom seed shaped like the output.
         ``output``: which model output to explain (a key such as ``"logits"`` or an index).
-        ``layers``: module names (or ``"all"``) whose output relevance to keep.
+        ``layers``: module names (or ``"all"``) whose output relevance to keep; graph node
+        names (``capture(...).nodes``) are accepted too.
         """
         mode = self._check_mode(mode or self.mode)
         options = RuleOptions(attention=self._check_attention(attention or self.attention))
@@ -160,7 +172,7 @@ class Backtrace:
         kwargs = {k: _as_tensor(v) for k, v in model_kwargs.items()}
         with _inference_state(self.model):
             g = self._captured(args, kwargs)
-            flat = self._flat_inputs(g, args, kwargs)
+            flat = [_fresh(v) for v in self._flat_inputs(g, args, kwargs)]
             _check_finite(flat, g.input_names)
             out_index = self._select_output(g, output if output is not None else self.output)
             out_node = g.output_nodes[out_index]
@@ -254,7 +266,13 @@ class Backtrace:
         if layers is None:
             return {}
         names = None if layers == "all" else ([layers] if isinstance(layers, str) else layers)
-        found = capture_mod.module_output_nodes(g, names)
+        # Names of graph nodes (``CapturedGraph.nodes``) are accepted too, for task helpers
+        # that need relevance inside a module (e.g. each routed expert's weighted output).
+        by_node = {n.name: n for n in g.nodes if n in g.data}
+        node_names = [n for n in names or [] if n in by_node]
+        module_names = None if names is None else [n for n in names if n not in by_node]
+        found = capture_mod.module_output_nodes(g, module_names) if module_names != [] else {}
+        found.update({name: by_node[name] for name in node_names})
         return {node: name for name, node in found.items()}
 
     @staticmethod

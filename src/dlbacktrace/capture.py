@@ -41,6 +41,11 @@ class CapturedGraph:
     gates: set[fx.Node] = field(default_factory=set)  # probability-like nodes (sigmoid/softmax)
     saturation: dict[fx.Node, tuple[float | None, float | None]] = field(default_factory=dict)
     relevant: dict[int, list[fx.Node]] = field(default_factory=dict)  # per output, checked
+    # Bias written as a separate op (``x @ W + b``, Keras Dense, ONNX MatMul+Add): the
+    # bias-free affine node -> the add/sub that applies its constant bias. The pair is
+    # explained as one affine op with that bias (DESIGN.md 2.1), like nn.Linear.
+    bias_add: dict[fx.Node, fx.Node] = field(default_factory=dict)
+    bias_source: dict[fx.Node, fx.Node] = field(default_factory=dict)  # add -> affine node
 
 
 def export_model(model: torch.nn.Module, args: tuple, kwargs: dict) -> CapturedGraph:
@@ -133,6 +138,7 @@ def analyse(program: ExportedProgram, args: tuple, kwargs: dict) -> CapturedGrap
     )
     _mark_data(captured)
     _mark_gates(captured)
+    _mark_bias_adds(captured)
     _mark_saturation(captured)
     return captured
 
@@ -213,20 +219,49 @@ def _mark_data(g: CapturedGraph) -> None:
 
 
 def _mark_gates(g: CapturedGraph) -> None:
-    """Probability-like tensors (sigmoid/softmax outputs, views of them, ``1 - gate``)."""
+    """Probability-like tensors: sigmoid/softmax outputs and what stays a gate (registry)."""
     gates: set[fx.Node] = set()
     for node in g.nodes:
         if node.op != "call_function":
             continue
-        if registry.is_gate_op(node.target):
-            gates.add(node)
-        elif node.target is operator.getitem or registry.is_movement(node.target):
-            first = node.args[0] if node.args else None
-            if isinstance(first, fx.Node) and first in gates:
-                gates.add(node)
-        elif registry.is_complement(node) and any(i in gates for i in input_nodes(node)):
+        if registry.is_gate_op(node.target) or registry.is_gate_preserving(node, gates, g.data):
             gates.add(node)
     g.gates = gates
+
+
+def _shape(node: Any) -> tuple | None:
+    vals = node_vals(node) if isinstance(node, fx.Node) else []
+    return tuple(vals[0].shape) if len(vals) == 1 and isinstance(vals[0], torch.Tensor) else None
+
+
+def _bias_free_affine(g: CapturedGraph, node: fx.Node) -> bool:
+    """An affine op with constant weights and no bias of its own."""
+    if node.op != "call_function" or node not in g.data or len(node.users) != 1:
+        return False
+    if not registry.accepts_bias_add(node):
+        return False
+    operands = [a for a in node.args[:2] if isinstance(a, fx.Node)]
+    return sum(a in g.data for a in operands) == 1
+
+
+def _mark_bias_adds(g: CapturedGraph) -> None:
+    """Find ``affine(x) + c`` with a constant ``c`` that keeps the affine output's shape."""
+    for node in g.nodes:
+        if node.op != "call_function" or not registry.is_bias_add_op(node):
+            continue
+        a, b = node.args[:2]
+        for affine, const in ((a, b), (b, a)):
+            if not isinstance(affine, fx.Node) or not _bias_free_affine(g, affine):
+                continue
+            if isinstance(const, fx.Node) and const in g.data:
+                continue
+            if registry.is_sub(node) and affine is not a:
+                continue  # c - affine(x) negates the weights: leave it to the add rule
+            if _shape(node) != _shape(affine):
+                continue
+            g.bias_add[affine] = node
+            g.bias_source[node] = affine
+            break
 
 
 def _mark_saturation(g: CapturedGraph) -> None:
@@ -242,8 +277,10 @@ def _mark_saturation(g: CapturedGraph) -> None:
             user = users[0]
             if user.op != "call_function":
                 break
-            if (user.target is operator.getitem and user.args[1] == 0) or registry.is_bijective(
-                user.target
+            if (
+                (user.target is operator.getitem and user.args[1] == 0)
+                or registry.is_bijective(user.target)
+                or g.bias_source.get(user) is current
             ):
                 current = user
                 continue

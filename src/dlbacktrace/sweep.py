@@ -27,7 +27,9 @@ class SweepResult:
     layers: dict[fx.Node, torch.Tensor] = field(default_factory=dict)
 
 
-def _free_plan(relevant: list[fx.Node]) -> dict[fx.Node, list[fx.Node]]:
+def _free_plan(
+    relevant: list[fx.Node], bias_add: dict[fx.Node, fx.Node]
+) -> dict[fx.Node, list[fx.Node]]:
     """After processing node X (in reverse order), which values can be dropped."""
     position = {n: i for i, n in enumerate(relevant)}
     readers: dict[fx.Node, list[fx.Node]] = {}
@@ -35,6 +37,11 @@ def _free_plan(relevant: list[fx.Node]) -> dict[fx.Node, list[fx.Node]]:
         readers.setdefault(node, []).append(node)
         for inp in node.all_input_nodes:
             readers.setdefault(inp, []).append(node)
+        fused = bias_add.get(node)
+        if fused is not None:  # the fused affine rule reads its add's output and bias
+            readers.setdefault(fused, []).append(node)
+            for inp in fused.all_input_nodes:
+                readers.setdefault(inp, []).append(node)
     plan: dict[fx.Node, list[fx.Node]] = {}
     for value, users in readers.items():
         last = min(users, key=lambda u: position[u])  # processed last in the reverse sweep
@@ -70,7 +77,7 @@ def sweep(
     dtype = seed.dtype
     absorbed: dict[str, float] = {}
     result = SweepResult(inputs={}, absorbed=absorbed)
-    plan = _free_plan(relevant)
+    plan = _free_plan(relevant, g.bias_add)
     wanted_layers = layer_nodes or set()
     with torch.no_grad():  # rules enable autograd only locally, for their transposed ops
         _run_sweep(g, env, relevant, store, result, plan, wanted_layers, options, dtype, abs_cache)
@@ -98,7 +105,21 @@ def _run_sweep(
                 env.pop(value, None)
 
 
+def _bias_value(g, env, add: fx.Node, affine: fx.Node) -> torch.Tensor:
+    """The constant that ``add`` adds to ``affine``'s output (negated for ``affine - c``)."""
+    a, b = add.args[:2]
+    const = b if a is affine else a
+    value = env[const] if isinstance(const, fx.Node) else const
+    out = env[add]
+    value = torch.as_tensor(value, dtype=out.dtype, device=out.device)
+    return -value if registry.is_sub(add) else value
+
+
 def _apply_rule(g, env, node, R, options, store, absorbed, dtype, abs_cache) -> None:
+    source = g.bias_source.get(node)
+    if source is not None:  # a fused bias add: its affine op's rule handles the bias
+        _accumulate(store, source, R)
+        return
     rule = registry.lookup(node.target)
     if rule is None:  # check_rules() runs first; this guards direct use of the sweep
         from .capture import describe_unsupported
@@ -106,11 +127,13 @@ def _apply_rule(g, env, node, R, options, store, absorbed, dtype, abs_cache) -> 
 
         raise UnsupportedOperationError(describe_unsupported(node))
     args, kwargs = fx.node.map_arg((node.args, node.kwargs), env.__getitem__)
+    fused = g.bias_add.get(node)
     call = Call(
         node=node,
         args=tuple(args),
         kwargs=dict(kwargs),
-        out=env[node],
+        out=env[node] if fused is None else env[fused],
+        bias_add=None if fused is None else _bias_value(g, env, fused, node),
         data=g.data,
         gates=g.gates,
         saturation=g.saturation.get(node),

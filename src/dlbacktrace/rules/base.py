@@ -53,6 +53,9 @@ class Call:
     saturation: tuple[float | None, float | None] | None
     options: RuleOptions
     abs_cache: AbsCache | None = None
+    # A constant bias applied by the following add (capture's ``bias_add``); ``out`` is then
+    # that add's output, the pre-activation value of the fused affine op.
+    bias_add: torch.Tensor | None = None
 
     def abs_of(self, t: torch.Tensor) -> torch.Tensor:
         return self.abs_cache.abs(t) if self.abs_cache is not None else t.detach().abs()

@@ -23,6 +23,10 @@ def _only_data(call: Call, index: int) -> None:
 
 
 def _run(call: Call, R, index: int, amap: AffineMap) -> Contribution:
+    if call.bias_add is not None:
+        if amap.bias is not None:
+            raise RuleError(f"internal: node '{call.node.name}' has a bias and a fused bias")
+        amap.bias = call.bias_add
     rho, absorbed = matrix_affine(call, R, call.args[index], amap)
     result = Contribution(absorbed=absorbed)
     result.add(call.arg_node(index), rho)

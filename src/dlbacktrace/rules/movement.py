@@ -38,6 +38,11 @@ def identity(call: Call, R) -> Contribution:
     return _first_input(call, R)
 
 
+def type_as(call: Call, R) -> Contribution:
+    """``type_as(x, other)``: the value is ``x``'s; ``other`` only lends its dtype."""
+    return _first_input(call, R)
+
+
 def dropout(call: Call, R) -> Contribution:
     train = call.arg(2, "train", False)
     if train:

@@ -6,6 +6,7 @@ Users extend the table with :func:`register_rule`.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -39,7 +40,7 @@ ACTIVATIONS = _packets(
     "clamp_max", "logit", "sign", "gelu_", "log1p", "expm1", "softsign", "threshold",
 )
 IDENTITY_MOVES = _packets(
-    "clone", "alias", "contiguous", "_to_copy", "to", "lift_fresh_copy", "detach", "type_as",
+    "clone", "alias", "contiguous", "_to_copy", "to", "lift_fresh_copy", "detach",
 )
 RESHAPES = _packets(
     "view", "_unsafe_view", "reshape", "squeeze", "unsqueeze", "flatten", "unflatten",
@@ -72,10 +73,13 @@ WEIGHT_FREE = _packets(
     "_upsample_bilinear2d_aa", "cumsum",
 )
 
+_SELECTION_SET = set(SELECTIONS)
+
 _register(ACTIVATIONS, movement.identity)
 _register(IDENTITY_MOVES, movement.identity)
 _register(RESHAPES, movement.reshape_like)
 _register(GENERIC_MOVES + SELECTIONS, movement.adjoint)
+_register(_packets("type_as"), movement.type_as)
 _register(_packets("dropout", "feature_dropout", "alpha_dropout"), movement.dropout)
 _register(_packets("permute"), movement.permute)
 _register(_packets("transpose", "t", "swapaxes"), movement.transpose)
@@ -107,7 +111,7 @@ AFFINE = set(
 )
 _MOVEMENT = set(IDENTITY_MOVES + RESHAPES + GENERIC_MOVES) | set(
     _packets("permute", "transpose", "t", "swapaxes", "expand", "expand_as", "broadcast_to",
-             "dropout")
+             "dropout", "type_as")
 )
 _BIJECTIVE = set(IDENTITY_MOVES + RESHAPES) | set(_packets("permute", "transpose", "t"))
 _GATES = set(_packets("sigmoid", "hardsigmoid", "_softmax", "softmax"))
@@ -157,6 +161,57 @@ def is_embedding(target: Any) -> bool:
 
 def is_gate_op(target: Any) -> bool:
     return _packet(target) in _GATES
+
+
+_BIAS_FREE = set(_packets("mm", "matmul", "bmm"))
+_WITH_OPTIONAL_BIAS = {aten.linear: 2, **{c: 2 for c in CONVOLUTIONS}}
+
+
+def accepts_bias_add(node: fx.Node) -> bool:
+    """A weight op without its own bias, whose bias may be applied by a following add."""
+    packet = _packet(node.target)
+    if packet in _BIAS_FREE:
+        return True
+    index = _WITH_OPTIONAL_BIAS.get(packet)
+    if index is None:
+        return False
+    bias = node.args[index] if len(node.args) > index else node.kwargs.get("bias")
+    return bias is None
+
+
+def is_bias_add_op(node: fx.Node) -> bool:
+    """``add(a, b)`` / ``sub(a, b)`` with the default ``alpha`` of 1."""
+    if _packet(node.target) not in (aten.add, aten.sub) or len(node.args) < 2:
+        return False
+    return node.kwargs.get("alpha", 1) == 1
+
+
+def is_sub(node: fx.Node) -> bool:
+    return _packet(node.target) is aten.sub
+
+
+def is_selection(target: Any) -> bool:
+    return _packet(target) in _SELECTION_SET
+
+
+def is_gate_preserving(node: fx.Node, gates: set[fx.Node], data: set[fx.Node]) -> bool:
+    """Values that stay probability-like when computed from a gate.
+
+    Moves and selections of a gate (MoE top-k routing weights, ``gather``), a gate divided by
+    anything (top-k weights renormalised by their sum) and a gate scaled by a constant (a
+    routing scale factor) are gates; ``1 − gate`` too (see :func:`is_complement`).
+    """
+    first = node.args[0] if node.args else None
+    if not isinstance(first, fx.Node) or first not in gates:
+        return is_complement(node) and any(i in gates for i in node.all_input_nodes)
+    packet = _packet(node.target)
+    if node.target is operator.getitem or packet in _MOVEMENT or packet in _SELECTION_SET:
+        return True
+    if packet is aten.div:
+        return True
+    if packet is aten.mul:
+        return not any(isinstance(a, fx.Node) and a in data for a in node.args[1:])
+    return False
 
 
 def is_affine(target: Any) -> bool:

@@ -43,6 +43,25 @@ def test_demo_writes_files_and_summary(demo_run):
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_demo_report_and_audit_log(demo_run):
+    from dlbacktrace.audit import AuditStore, verify_chain, verify_record
+
+    out, summary, _, _ = demo_run
+    html = (out / summary["files"]["report"]).read_text(encoding="utf-8")
+    assert html.count('class="figure heatmap"') == N_EXAMPLES
+    assert html.count('class="figure contrast"') == N_EXAMPLES
+    assert "Conservation ledger" in html and "http://" not in html and "https://" not in html
+    assert summary["audit_records"] == [1, 2]
+    with AuditStore(out / summary["files"]["audit"]) as store:
+        assert verify_chain(store).ok
+        modes = [store.get(i).content["options"]["mode"] for i in summary["audit_records"]]
+        assert modes == ["default", "contrast"]
+        spec = store.get(2).content["model"]["spec"]
+        assert spec["source"] == "dlbacktrace.demo:DigitsCNN"
+        result = verify_record(store, 2)  # reloads the model from the stored spec
+        assert result.identical and result.fingerprint_match, result.message
+
+
 def test_demo_accuracy_and_conservation(demo_run):
     _, summary, _, _ = demo_run
     assert summary["accuracy"] > 0.9
@@ -73,6 +92,7 @@ def test_cli_demo(tmp_path):
     assert (tmp_path / "summary.json").is_file()
     assert (tmp_path / "default_relevance.png").is_file()
     assert (tmp_path / "contrast_relevance.png").is_file()
+    assert (tmp_path / "report.html").is_file() and "report.html" in result.output
     assert len(json.loads((tmp_path / "summary.json").read_text())["examples"]) == 2
 
 

@@ -206,8 +206,14 @@ def explain(
     drop: Annotated[list[str] | None, typer.Option(
         "--drop", help="Column to leave out, e.g. a label (repeatable).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Rows per explanation call.")] = 32,
+    max_new_tokens: Annotated[int, typer.Option(
+        min=1, help="causal-lm: tokens to generate and explain.")] = 16,
 ) -> None:
-    """Explain a model's predictions on input files or texts."""
+    """Explain a model's predictions on input files or texts.
+
+    With a causal language model (--task causal-lm) each --text is a prompt: the model
+    generates --max-new-tokens greedily and every generated token is explained.
+    """
     from rich.progress import Progress
 
     from .server.service import ExplainService
@@ -218,6 +224,10 @@ def explain(
         raise typer.BadParameter("--mode must be default or contrast")
     with _errors():
         loaded = _load(model, task, weights, factory)
+        if loaded.task == "causal-lm":
+            _explain_generation(loaded, list(text or []), list(inputs or []), mode=mode,
+                                fmt=fmt, out=out, max_new_tokens=max_new_tokens)
+            return
         batches = _read_batches(loaded, list(inputs or []), list(text or []), kind=kind,
                                 image_mode=image_mode, columns=columns, drop=drop,
                                 batch_size=batch_size)
@@ -256,6 +266,53 @@ def explain(
     if store is not None:
         ids = [str(r.record_id) for r in results]
         err_console.print(f"Audit records {', '.join(ids)} in {audit}")
+
+
+def _explain_generation(loaded: Any, texts: list[str], files: list[Path], *, mode: str,
+                        fmt: str, out: Path | None, max_new_tokens: int) -> None:
+    """Generate from each prompt and explain every generated token (dlbacktrace.text)."""
+    from .inputs import texts_from_file
+    from .report import write_html
+    from .report.results import generation_report
+    from .text import explain_generation
+
+    prompts = texts + [t for p in files for t in texts_from_file(p)]
+    if not prompts:
+        raise typer.BadParameter("give a prompt with --text or a .txt/.jsonl file")
+    results = []
+    with console.status(f"Generating and explaining {len(prompts)} prompt(s)..."):
+        for prompt in prompts:
+            results.append(explain_generation(loaded.model, loaded.tokenizer, prompt,
+                                              max_new_tokens=max_new_tokens, mode=mode))
+    if fmt == "report":
+        path = out or Path("report.html")
+        write_html(generation_report(results), path)
+        console.print(f"Report written to [bold]{path}[/bold]")
+        return
+    data = [{
+        "prompt": g.prompt_text, "generated": g.generated_text, "mode": g.mode,
+        "conservation_error": g.conservation_error,
+        "steps": [{"token": tok, "p": float(g.probabilities[k]),
+                   "top": [{"token": t.token, "relevance": t.relevance}
+                           for t in g.top_contributors(k, 5)]}
+                  for k, tok in enumerate(g.generated_tokens)],
+    } for g in results]
+    if fmt == "json":
+        payload = json.dumps(data[0] if len(data) == 1 else data, indent=2)
+        if out:
+            out.write_text(payload + "\n", encoding="utf-8")
+        else:
+            sys.stdout.write(payload + "\n")
+        return
+    table = Table(title="Generated tokens and their top contributors")
+    for col in ("prompt", "step", "token", "p", "top contributors"):
+        table.add_column(col)
+    for item in data:
+        for k, step in enumerate(item["steps"]):
+            top = ", ".join(f"{t['token']} ({t['relevance']:.3g})" for t in step["top"][:3])
+            table.add_row(item["prompt"][:30] if k == 0 else "", str(k), step["token"],
+                          f"{step['p']:.3f}", top)
+    console.print(table)
 
 
 def _merged_report(results: list[Any]) -> str:
@@ -448,6 +505,105 @@ def audit_export(
         err_console.print(f"{len(lines)} records written to {out}")
     else:
         sys.stdout.write(text)
+
+
+# ---- aggregate -----------------------------------------------------------------------------
+
+
+@app.command()
+def aggregate(
+    data: Annotated[Path, typer.Argument(help="A table (.csv/.parquet) or a tensor (.npy).")],
+    model: ModelOpt = ...,
+    task: TaskOpt = None,
+    weights: WeightsOpt = None,
+    factory: FactoryOpt = None,
+    label_column: Annotated[str | None, typer.Option(
+        help="Column with the true class (left out of the features).")] = None,
+    drop: Annotated[list[str] | None, typer.Option("--drop", help="Column to leave out.")]
+    = None,
+    target: Annotated[str | None, typer.Option(
+        help="None: predicted class; 'label': the true class; or a class index.")] = None,
+    mode: Annotated[str, typer.Option(help="default or contrast.")] = "default",
+    batch_size: Annotated[int, typer.Option(min=1)] = 256,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Save the global explanation (.npz).")] = None,
+    report_path: Annotated[Path | None, typer.Option("--report", help="Write an HTML report.")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON summary.")] = False,
+) -> None:
+    """Global explanation of a data set: per-class relevance statistics per feature."""
+    from .aggregate import aggregate as run_aggregate
+    from .inputs import InputFileError, read_input
+
+    with _errors():
+        loaded = _load(model, task, weights, factory)
+        labels = None
+        if data.suffix.lower() in (".csv", ".parquet"):
+            from .inputs import read_frame
+
+            frame = read_frame(data)
+            if label_column is not None:
+                if label_column not in frame.columns:
+                    raise InputFileError(f"label column {label_column!r} not found")
+                labels = frame[label_column].to_numpy()
+            batch = read_input(data, loaded, kind="table",
+                               drop=[*(drop or []), *([label_column] if label_column else [])])
+        else:
+            batch = read_input(data, loaded)
+        parsed = target if target in (None, "label") else _parse_target(target)
+        g = run_aggregate(loaded.model, batch.args[0], target=parsed, mode=mode, labels=labels,
+                          batch_size=batch_size, feature_names=batch.feature_names,
+                          class_names=loaded.labels, progress=True)
+        if out:
+            g.save(out)
+        if report_path:
+            from .report import write_html
+            from .report.results import global_report
+
+            write_html(global_report(g), report_path)
+    if as_json:
+        sys.stdout.write(json.dumps(g.to_json(), indent=2) + "\n")
+        return
+    table = Table(title=f"Mean relevance per feature ({g.rows} rows, {mode} mode)")
+    table.add_column("feature")
+    for cls in ["all", *g.class_names]:
+        table.add_column(str(cls), justify="right")
+    features = g.to_json().get("features") or []
+    by_feature: dict[str, dict[str, float]] = {}
+    for f in features:
+        by_feature.setdefault(f["feature"], {})[str(f["class"])] = f["mean"]
+    for name, values in sorted(by_feature.items(), key=lambda kv: -abs(kv[1].get("all", 0))):
+        table.add_row(name, *(f"{values[str(c)]:.4g}" if str(c) in values else "-"
+                              for c in ["all", *g.class_names]))
+    console.print(table)
+    for path, what in ((out, "Global explanation"), (report_path, "Report")):
+        if path:
+            console.print(f"{what} written to [bold]{path}[/bold]")
+
+
+# ---- benchmark -----------------------------------------------------------------------------
+
+
+@app.command()
+def benchmark(
+    quick: Annotated[bool, typer.Option("--quick", help="Few instances (minutes).")] = False,
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("benchmark-results"),
+    tasks: Annotated[list[str] | None, typer.Option("--task", help="Task (repeatable).")]
+    = None,
+    instances: Annotated[int | None, typer.Option(help="Instances per task.")] = None,
+) -> None:
+    """DLBacktrace against other attribution methods on real data; writes tables, plots and
+    an HTML report (report.html) into --out."""
+    from .benchmark import run_benchmark
+    from .report import write_html
+    from .report.results import benchmark_report
+
+    with _errors(), console.status("Benchmark starting...") as status:
+        results = run_benchmark(quick, out, tasks, instances,
+                                lambda message: status.update(f"Benchmark: {message}"))
+        path = write_html(benchmark_report(results, str(out)), out / "report.html")
+    console.print(f"Results in [bold]{out}[/bold] (results.md, results.json); report: "
+                  f"[bold]{path}[/bold]")
 
 
 # ---- demo ----------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ __all__ = [
     "detect_kind",
     "image_batch",
     "load_image",
+    "read_frame",
     "read_input",
     "table_batch",
     "tensor_batch",
@@ -287,7 +288,8 @@ def _is_numeric(series: Any) -> bool:
     return bool(pd.api.types.is_numeric_dtype(series)) and not pd.api.types.is_bool_dtype(series)
 
 
-def _read_frame(path: Path) -> Any:
+def read_frame(path: Path) -> Any:
+    """A ``.csv`` or ``.parquet`` file as a pandas DataFrame (clear errors, no guessing)."""
     try:
         import pandas as pd
     except ImportError as exc:
@@ -363,7 +365,7 @@ def read_input(
             texts_from_file(path), getattr(loaded, "tokenizer", None), max_length=max_length
         )
     if kind == "table":
-        return table_batch(_read_frame(path), columns=columns, drop=drop)
+        return table_batch(read_frame(path), columns=columns, drop=drop)
     if kind == "tensor":
         return tensor_batch(path)
     raise InputFileError(f"unknown input kind {kind!r}; choose one of {KINDS}")

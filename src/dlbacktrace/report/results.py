@@ -12,7 +12,13 @@ from typing import Any
 
 from .render import _common, _env, sections_report
 
-__all__ = ["generic_sections", "report_from_json"]
+__all__ = [
+    "benchmark_report",
+    "generation_report",
+    "generic_sections",
+    "global_report",
+    "report_from_json",
+]
 
 
 def _is_number(x: Any) -> bool:
@@ -69,3 +75,97 @@ def report_from_json(data: Any, title: str | None = None) -> str:
         data = {"result": data}
     kind = data.get("kind") or data.get("type") or "result"
     return sections_report(title or f"DLBacktrace {kind}", generic_sections(data))
+
+
+def global_report(g: Any, title: str = "DLBacktrace global explanation") -> str:
+    """A :class:`~dlbacktrace.aggregate.GlobalExplanation`: per-class feature importance."""
+    data = g.to_json()
+    sections: list[dict[str, Any]] = [{
+        "title": "Summary",
+        "kv": {"rows": data["rows"], "batches": data["batches"], "mode": data["mode"],
+               "target": data["target"], "classes": ", ".join(map(str, data["classes"]))},
+    }]
+    features = data.get("features") or []
+    for cls in ["all", *data["classes"]]:
+        items = [f for f in features if str(f.get("class")) == str(cls)]
+        if not items:
+            continue
+        items.sort(key=lambda f: -abs(f["mean"]))
+        sections.append({
+            "title": "All rows" if cls == "all" else f"Class {cls}",
+            "text": f"mean relevance per row ({items[0]['count']} rows)",
+            "bars": [{"feature": f["feature"], "relevance": f["mean"]} for f in items[:30]],
+        })
+    if features:
+        sections.append({"title": "Feature statistics", "table": features})
+    for cls, words in (data.get("top_words") or {}).items():
+        sections.append({"title": f"Top words for {cls}", "table": words})
+    if data.get("layers"):
+        sections.append({"title": "Layer units", "table": data["layers"][:500]})
+    return sections_report(title, sections, config={"fingerprint": g.fingerprint})
+
+
+def generation_report(gens: Any, title: str = "DLBacktrace generation") -> str:
+    """One or more :class:`~dlbacktrace.text.GenerationExplanation`: what each generated token
+    used of the tokens before it."""
+    from markupsafe import Markup
+
+    gens = gens if isinstance(gens, (list, tuple)) else [gens]
+    sections: list[dict[str, Any]] = []
+    for n, gen in enumerate(gens, start=1):
+        label = f"Prompt {n}: " if len(gens) > 1 else ""
+        sections.append({"title": f"{label}prompt and answer", "kv": {
+            "prompt": gen.prompt_text, "generated": gen.generated_text,
+            "mode": gen.mode, "attention": gen.attention,
+            "conservation error": f"{gen.conservation_error:.2e}"}})
+        # The text package's own display; it escapes every token itself.
+        sections.append({"title": f"{label}relevance of earlier tokens per generated token",
+                         "html": Markup(gen.to_html())})
+        rows = []
+        for step, token in enumerate(gen.generated_tokens):
+            top = gen.top_contributors(step, 5)
+            rows.append({"step": step, "token": token, "p": float(gen.probabilities[step]),
+                         "top contributors": ", ".join(f"{t.token} ({t.relevance:.3g})"
+                                                       for t in top)})
+        sections.append({"title": f"{label}generated tokens", "table": rows})
+    return sections_report(title, sections)
+
+
+def benchmark_report(results: dict[str, Any], folder: str | None = None) -> str:
+    """The benchmark's ``results.json`` (plus its curve plots from ``folder``, embedded)."""
+    import base64
+    import csv
+    from pathlib import Path
+
+    sections: list[dict[str, Any]] = [{
+        "title": "Summary",
+        "kv": {"mode": results.get("mode"), "wall time (s)": results.get("wall_s"),
+               **{f"machine {k}": v for k, v in (results.get("machine") or {}).items()}},
+    }]
+    table = Path(folder) / "results.csv" if folder else None
+    if table is not None and table.is_file():
+        with table.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        for task in dict.fromkeys(r["task"] for r in rows):
+            task_rows = [{k: _number(v) for k, v in r.items() if k != "task"}
+                         for r in rows if r["task"] == task]
+            section: dict[str, Any] = {"title": f"Task {task}", "table": task_rows}
+            plot = Path(folder) / f"curves_{task}.png"
+            if plot.is_file():
+                section["images"] = ["data:image/png;base64,"
+                                     + base64.b64encode(plot.read_bytes()).decode()]
+            sections.append(section)
+    else:
+        sections += generic_sections({"tasks": results.get("tasks", {})})
+    return sections_report("DLBacktrace benchmark", sections,
+                           config={"higher_is_better": results.get("higher_is_better")})
+
+
+def _number(text: str) -> Any:
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text

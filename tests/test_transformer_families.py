@@ -111,6 +111,21 @@ def test_expert_relevance_adds_up(name: str) -> None:
     assert (zeros >= 2).all()
 
 
+def test_default_moe_kernel_is_switched_for_export_and_restored() -> None:
+    """HF's default CPU kernel (grouped_mm) does not export; explain_experts switches."""
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        cfg = MixtralConfig(**am.DECODER, num_local_experts=4, num_experts_per_tok=2)
+        model = MixtralForCausalLM._from_config(cfg).eval()
+    before = model.get_experts_implementation()
+    ids = torch.randint(3, am.VOCAB, (1, am.SEQ))
+    exp, reports = explain_experts(model, input_ids=ids, use_cache=False)
+    assert exp.conservation_error <= 1e-4 and len(reports) == 2
+    assert model.get_experts_implementation() == before
+
+
 def test_dense_model_has_no_experts() -> None:
     case = am.family("qwen2", "sdpa")
     with pytest.raises(Exception, match="no mixture-of-experts layers"):

@@ -14,6 +14,8 @@ Model-family knowledge (what an experts module looks like) lives here, not in th
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +27,30 @@ from ..backtrace import Backtrace
 from ..errors import UnsupportedOperationError
 from ..explanation import Explanation
 
-__all__ = ["ExpertRelevance", "explain_experts", "find_expert_modules"]
+__all__ = ["ExpertRelevance", "explain_experts", "exportable_experts", "find_expert_modules"]
+
+EXPORTABLE = "batched_mm"
+
+
+@contextmanager
+def exportable_experts(model: nn.Module) -> Iterator[nn.Module]:
+    """Run a Hugging Face MoE model with the exportable ``batched_mm`` experts kernel.
+
+    The model's own setting is restored on exit. Models without experts pass through.
+    """
+    getter = getattr(model, "get_experts_implementation", None)
+    if getter is None or not find_expert_modules(model):
+        yield model
+        return
+    before = getter()
+    if all(v == EXPORTABLE for v in before.values() if v is not None):
+        yield model
+        return
+    model.set_experts_implementation(EXPORTABLE)
+    try:
+        yield model
+    finally:
+        model.set_experts_implementation(before)
 
 
 @dataclass
@@ -129,14 +154,19 @@ def explain_experts(
 
     ``inputs`` are the model's keyword inputs (``input_ids``, ``attention_mask``,
     ``use_cache=False``, ...). Returns the explanation and one :class:`ExpertRelevance` per MoE
-    layer, in model order. Raises :class:`UnsupportedOperationError` for a model without
-    experts modules.
+    layer, in model order. Runs under :func:`exportable_experts`. Raises
+    :class:`UnsupportedOperationError` for a model without experts modules.
     """
     experts = find_expert_modules(model)
     if not experts:
         raise UnsupportedOperationError(
             f"{type(model).__name__} has no mixture-of-experts layers (no experts modules found)"
         )
+    with exportable_experts(model):
+        return _explain_experts(model, experts, backtrace, target, mode, inputs)
+
+
+def _explain_experts(model, experts, backtrace, target, mode, inputs):
     bt = backtrace if backtrace is not None else Backtrace(model)
     graph = bt.capture(**inputs)
     weighted = {name: _weighted_output_node(graph, name) for name in experts}

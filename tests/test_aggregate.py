@@ -263,3 +263,13 @@ def test_progress_bar_and_bad_layer_rules(cancer):
         aggregate(bt, X, batch_size=100, layers=["1"], layer_units={"1": "rows"})
     with pytest.raises(ValueError, match="no module"):
         aggregate(bt, X, batch_size=100, layers=["nope"])
+
+
+def test_optional_dependencies_are_not_imported_up_front():
+    import subprocess
+    import sys
+
+    code = ("import sys, dlbacktrace.aggregate, dlbacktrace.viz.global_plots; "
+            "print(sorted(m for m in ('ray', 'pandas', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -73,8 +73,17 @@ def throughput(name, model, x, batch_size, ray_ok: bool) -> list[str]:
     t0 = time.perf_counter()
     local = aggregate(bt, x, batch_size=batch_size)
     t_local = time.perf_counter() - t0
-    lines.append(f"| {name} | local | {len(x)} | {batch_size} | {len(x) / t_local:,.0f} | "
-                 f"{t_local:.2f} s | capture {capture:.2f} s |")
+    lines.append(f"| {name} | local, {torch.get_num_threads()} threads | {len(x)} | {batch_size} "
+                 f"| {len(x) / t_local:,.0f} | {t_local:.2f} s | capture {capture:.2f} s |")
+    threads = torch.get_num_threads()
+    if threads > 1:  # the same work on one thread (what each Ray worker gets)
+        torch.set_num_threads(1)
+        t0 = time.perf_counter()
+        aggregate(bt, x, batch_size=batch_size)
+        t_one = time.perf_counter() - t0
+        torch.set_num_threads(threads)
+        lines.append(f"| {name} | local, 1 thread | {len(x)} | {batch_size} | "
+                     f"{len(x) / t_one:,.0f} | {t_one:.2f} s | |")
     if ray_ok:
         import ray
 

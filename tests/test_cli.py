@@ -178,6 +178,12 @@ def test_audit_commands_and_reports(a, tmp_path):
     assert "no audit record with id 9" in run("audit", "verify", "9", "--db", db, code=2).output
 
 
+def test_serve_refuses_other_hosts_without_token(a, tmp_path):
+    result = run("serve", *iris_model(a), "--host", "0.0.0.0", "--audit", tmp_path / "s.db",
+                 code=2)
+    assert "ServerConfigError" in result.output and "token" in result.output
+
+
 def test_report_from_saved_json(a, tmp_path):
     res = tmp_path / "res.json"
     run("explain", a.iris_csv, *iris_model(a), "--drop", "species", "--format", "json",

@@ -8,8 +8,10 @@ archive), a tiny random BERT classifier folder with MiniLM's real tokenizer, and
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +124,7 @@ def _hf(root: Path) -> Path | None:
 @functools.lru_cache(maxsize=1)
 def assets() -> Assets:
     root = Path(tempfile.mkdtemp(prefix="dlbt-cli-assets-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     iris_weights, iris_csv, iris_x = _train_iris(root)
     digits_weights, pt2, pngs, digits_x = _digits(root)
     (root / "texts.jsonl").write_text(

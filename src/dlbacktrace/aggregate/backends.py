@@ -93,6 +93,7 @@ def ray_partials(
     try:
         task = ray.remote(num_cpus=1)(_explain_remote)
         model_box = [ray.put(model)]  # boxed: tasks fetch it only when not cached
+        spec_ref = ray.put(spec)  # sent once (a text spec holds the whole vocabulary)
         done: dict[int, GlobalExplanation] = {}
         next_index = start
         batches = source.batches(start)
@@ -103,7 +104,7 @@ def ray_partials(
                 if batch is None:
                     exhausted = True
                     break
-                pending[task.remote(model_key, model_box, spec, batch)] = batch.index
+                pending[task.remote(model_key, model_box, spec_ref, batch)] = batch.index
             if not pending:
                 break
             ready, _ = ray.wait(list(pending), num_returns=1)

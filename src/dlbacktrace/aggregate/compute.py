@@ -112,7 +112,6 @@ def explain_batch(bt: Backtrace, batch: Batch, spec: AggSpec) -> GlobalExplanati
                 value, mask, exp.total_by_name[name] if spec.mode == "default"
                 else exp.net_by_name[name], classes, spec.text, n_classes,
             )
-            part.text_spec = spec.text
             continue
         if not (isinstance(value, torch.Tensor) and value.is_floating_point()):
             continue  # masks, ids without a text spec, positions

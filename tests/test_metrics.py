@@ -304,3 +304,22 @@ def test_every_metric_declares_its_direction():
 def test_shape_mismatch_is_a_clear_error():
     with pytest.raises(M.MetricError, match="shaped like"):
         M.curves(linear_forward, torch.ones(1, 4), torch.ones(1, 3), torch.tensor([0]))
+
+
+def test_morf_curve_matches_quantus_pixel_flipping():
+    quantus = pytest.importorskip("quantus")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                            nn.Linear(64, 3)).eval()
+    gen = torch.Generator().manual_seed(5)
+    x = torch.rand(3, 1, 4, 4, generator=gen)
+    x[:, 0, 0, 0] = 0.0  # so that Quantus's "black" (the minimum) is 0 as well
+    attr = torch.randn(3, 1, 4, 4, generator=gen)  # no ties
+    y = net(x).argmax(-1)
+    metric = quantus.PixelFlipping(features_in_step=1, perturb_baseline="black",
+                                   disable_warnings=True)
+    theirs = np.array(metric(model=net, x_batch=x.numpy(), y_batch=y.numpy(),
+                             a_batch=attr.numpy(), softmax=True, device="cpu"))
+    ours = M.curves(net, x, attr, y, steps=16)
+    assert ours.morf[:, 1:].numpy() == pytest.approx(theirs, abs=1e-5)

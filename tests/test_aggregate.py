@@ -164,6 +164,10 @@ def test_images_give_class_maps_channel_means_and_conv_channels(digits_cnn):
         np.testing.assert_allclose(maps[k], R[cls == k].mean(0), rtol=1e-6, atol=1e-12)
     channel = g.channel_means()
     np.testing.assert_allclose(channel[:, 0], maps.reshape(10, -1).sum(1), rtol=1e-12)
+    counts = g.class_counts()
+    records = g.to_json()["features"]  # classes without rows are left out, not NaN
+    assert len(records) == 64 * (int((counts > 0).sum()) + 1)
+    assert all(r["mean"] is not None for r in records)
     # Conv output [B, 4, 8, 8] reduces to 4 channels (spatial sums).
     conv = exp.layers["0"].double().numpy().sum(axis=(2, 3))
     assert g.layers["0"].sums["sum"].shape == (10, 4)

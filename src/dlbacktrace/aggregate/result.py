@@ -240,6 +240,7 @@ class GlobalExplanation:
             table = self.inputs if kind == "features" else self.layers
             if table:
                 frame = self.to_dataframe(kind)
+                frame = frame[frame["count"] > 0]  # a class nobody was explained as: no stats
                 out[kind] = json.loads(frame.to_json(orient="records"))
         if self.tokens is not None and self.text_spec is not None:
             out["top_words"] = {

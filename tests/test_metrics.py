@@ -323,3 +323,20 @@ def test_morf_curve_matches_quantus_pixel_flipping():
                              a_batch=attr.numpy(), softmax=True, device="cpu"))
     ours = M.curves(net, x, attr, y, steps=16)
     assert ours.morf[:, 1:].numpy() == pytest.approx(theirs, abs=1e-5)
+
+
+def test_eraser_read_off_curves_on_a_decimal_grid():
+    x = torch.ones(1, 10, dtype=torch.float64)
+    w = torch.arange(10, dtype=torch.float64)
+
+    def lin(z):
+        return torch.stack([z @ w, 0 * z[:, 0]], 1)
+
+    c = M.curves(lin, x, w[None] * x, torch.tensor([0]), fractions=(0.0, 0.1, 0.2, 0.5, 1.0),
+                 output="logit")
+    scores = c.eraser((0.1, 0.2, 0.5))
+    # top-10% = {9}, top-20% = {9, 8}, top-50% = {9..5}: removed sums 9, 17, 35
+    assert float(scores["comprehensiveness"][0]) == pytest.approx((9 + 17 + 35) / 3)
+    assert float(scores["sufficiency"][0]) == pytest.approx((45 - 9 + 45 - 17 + 45 - 35) / 3)
+    with pytest.raises(M.MetricError, match="not one of"):
+        c.eraser((0.3,))

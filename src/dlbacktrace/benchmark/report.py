@@ -142,6 +142,16 @@ def plot_curves(task_name: str, task: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One results dictionary from runs of different tasks (later parts win per task)."""
+    merged = dict(parts[0])
+    merged["tasks"] = {}
+    for part in parts:
+        merged["tasks"].update(part["tasks"])
+    merged["wall_s"] = sum(p.get("wall_s", 0.0) for p in parts)
+    return merged
+
+
 def write_outputs(results: dict[str, Any], out: Path) -> None:
     out = Path(out)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float))

@@ -128,8 +128,11 @@ def curves(
     """MoRF, LeRF deletion and MoRF insertion curves at ``steps + 1`` equally spaced
     fractions of the features (or the given ``fractions``), for every input row."""
     mask, scores, valid, base = _setup(x, attributions, feature_mask, valid_elements, removal)
-    fr = torch.linspace(0, 1, steps + 1) if fractions is None else torch.as_tensor(fractions)
-    fr = fr.to(torch.float64)
+    fr = (
+        torch.linspace(0, 1, steps + 1, dtype=torch.float64)
+        if fractions is None
+        else torch.as_tensor(fractions, dtype=torch.float64)
+    )
     removed = torch.cat(
         [
             _removed(scores, valid, fr, descending=True),

@@ -82,6 +82,20 @@ def _variants(order: np.ndarray) -> list[np.ndarray]:
     return [order[: int(round(f * n))] for f in STEPS]
 
 
+def _unique_rows(owners: list[int], rows: list[torch.Tensor]) -> tuple[list[int], list[int]]:
+    """Indices of the distinct (owner, row) pairs, and for every pair its distinct index: short
+    inputs and shared orders repeat the same deletion many times; each is run once."""
+    seen: dict[tuple, int] = {}
+    first, where = [], []
+    for n, (owner, row) in enumerate(zip(owners, rows, strict=True)):
+        key = (owner, tuple(row.tolist()))
+        if key not in seen:
+            seen[key] = len(first)
+            first.append(n)
+        where.append(seen[key])
+    return first, where
+
+
 def _auc(curve: np.ndarray) -> float:
     return float(np.trapezoid(curve, STEPS)) if hasattr(np, "trapezoid") else float(
         np.trapz(curve, STEPS)
@@ -149,23 +163,23 @@ def minilm_study(n: int, batch: int = 8) -> dict:
                     row[torch.as_tensor(deleted, dtype=torch.long)] = tok.mask_token_id
                     rows.append(row)
                     owners.append((i, kind))
-        x = torch.stack(rows)
-        m = mask[[o[0] for o in owners]]
+        first, where = _unique_rows([o[0] for o in owners], rows)
+        x = torch.stack([rows[n] for n in first])
+        own = torch.tensor([owners[n][0] for n in first])
+        m = mask[own]
         probs = []
         with torch.no_grad():
             for s in range(0, len(x), 128):
                 p = torch.softmax(model(input_ids=x[s:s + 128], attention_mask=m[s:s + 128]), -1)
-                probs.append(p)
-        p = torch.cat(probs)
-        tgt = targets[[o[0] for o in owners]]
-        values = p[torch.arange(len(p)), tgt].numpy().reshape(-1, len(STEPS))
+                probs.append(p[torch.arange(len(p)), targets[own[s:s + 128]]])
+        values = torch.cat(probs)[torch.tensor(where)].numpy().reshape(-1, len(STEPS))
         curves[name] = {"morf": list(values[0::2]), "lerf": list(values[1::2])}
     return {"summary": _summary(curves), "curves": curves, "accuracy": info["accuracy"],
             "n": len(texts)}
 
 
 # ---- SmolLM2 -----------------------------------------------------------------------------------
-def smollm2_study(n: int, cache: str | None, batch: int = 8, width: int = 16) -> dict:
+def smollm2_study(n: int, cache: str | None, batch: int = 8, width: int = 10) -> dict:
     from dlbacktrace.zoo import load_smollm2
 
     model, tok = load_smollm2(cache)
@@ -217,17 +231,19 @@ def smollm2_study(n: int, cache: str | None, batch: int = 8, width: int = 16) ->
                     row[torch.as_tensor(deleted, dtype=torch.long)] = 0
                     masks.append(row)
                     owners.append(i)
-        m = torch.stack(masks)
-        x = ids[owners]
+        first, where = _unique_rows(owners, masks)
+        m = torch.stack([masks[n] for n in first])
+        own = torch.tensor([owners[n] for n in first])
+        x = ids[own]
         probs = []
         with torch.no_grad():
             for s in range(0, len(x), 64):
-                out = model(input_ids=x[s:s + 64], attention_mask=m[s:s + 64],
-                            use_cache=False).logits
-                o = torch.tensor(owners[s:s + 64])
-                probs.append(torch.softmax(out[torch.arange(len(o)), last[o]], -1)
-                             [torch.arange(len(o)), next_tok[o]])
-        values = torch.cat(probs).numpy().reshape(-1, len(STEPS))
+                o = own[s:s + 64]
+                hidden = model.model(input_ids=x[s:s + 64], attention_mask=m[s:s + 64],
+                                     use_cache=False).last_hidden_state
+                logits = model.lm_head(hidden[torch.arange(len(o)), last[o]])
+                probs.append(torch.softmax(logits, -1)[torch.arange(len(o)), next_tok[o]])
+        values = torch.cat(probs)[torch.tensor(where)].numpy().reshape(-1, len(STEPS))
         curves[name] = {"morf": list(values[0::2]), "lerf": list(values[1::2])}
     return {"summary": _summary(curves), "curves": curves, "n": len(enc)}
 

@@ -15,6 +15,7 @@ from dlbacktrace.text import (
     explain_generation,
     explain_text,
 )
+from dlbacktrace.text.runner import backtrace_for
 
 TEXTS = ["Hello world, what an unbelievably nice day!", "bad"]
 
@@ -58,7 +59,7 @@ def test_padding_gets_zero_and_conservation(text_exp) -> None:
 def test_matches_direct_engine_call_unpadded(text_exp, tiny_text_classifier) -> None:
     model, tok = tiny_text_classifier
     bt = Backtrace(model)
-    for i, text in enumerate(TEXTS):
+    for i, text in [(1, TEXTS[1])]:  # the short text: 3 tokens padded to 16, in a batch of 2
         enc = tok(text, return_tensors="pt")
         exp = bt.explain(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                          token_type_ids=enc["token_type_ids"])
@@ -109,28 +110,26 @@ def test_targets_by_name_and_contrast(tiny_text_classifier) -> None:
     assert float(con.relevance.min()) < 0 < float(con.relevance.max())
 
 
-def test_one_capture_per_bucket(tiny_text_classifier) -> None:
+def test_one_capture_per_bucket(text_exp, tiny_text_classifier) -> None:
     model, tok = tiny_text_classifier
-    bt = Backtrace(model)
-    explain_text(model, tok, ["short text", "another one here"], backtrace=bt)
-    explain_text(model, tok, ["a somewhat longer text, still under sixteen", "x"], backtrace=bt)
-    assert len(bt._cache) == 1  # same 16-token bucket, same batch size: one capture
-    explain_text(model, tok, ["one"], backtrace=bt)
-    assert len(bt._cache) == 2  # batch of 1 is its own signature
+    bt = backtrace_for(model)  # the cached Backtrace that text_exp used
+    before = len(bt._cache)
+    explain_text(model, tok, ["short text", "another one here"])
+    explain_text(model, tok, ["a longer text, but still under sixteen tokens", "x"])
+    assert len(bt._cache) == before  # same 16-token bucket, same batch size: no new capture
 
 
 # ---- explain_generation ------------------------------------------------------------------------
 def _direct_rows(model, ids: torch.Tensor, prompt_length: int) -> torch.Tensor:
-    """Reference: one engine call per generated token on the unpadded prefix."""
+    """Reference: one plain engine call per generated token on the unpadded sequence (batch 1,
+    full logits, the default one-hot seed at the predicting position)."""
     bt = Backtrace(model)
+    seq = ids[None]
     rows = []
     for k in range(ids.numel() - prompt_length):
-        prefix = ids[None, : prompt_length + k]
-        exp = bt.explain(input_ids=prefix, attention_mask=torch.ones_like(prefix),
-                         use_cache=False, target=int(ids[prompt_length + k]))
-        row = torch.zeros(ids.numel())
-        row[: prefix.shape[1]] = exp.relevance_by_name["input_ids"][0]
-        rows.append(row)
+        exp = bt.explain(input_ids=seq, attention_mask=torch.ones_like(seq), use_cache=False,
+                         position=prompt_length + k - 1, target=int(ids[prompt_length + k]))
+        rows.append(exp.relevance_by_name["input_ids"][0])
     return torch.stack(rows)
 
 
@@ -182,9 +181,9 @@ def test_buckets_and_batch_sizes_do_not_change_it(gen_exp, tiny_causal_lm) -> No
 
 def test_continuation_text_and_contrast(tiny_causal_lm) -> None:
     model, tok = tiny_causal_lm
-    exp = explain_continuation(model, tok, "The capital of France is", " Paris.",
-                               mode="contrast")
-    cont = tok(" Paris.", add_special_tokens=False)["input_ids"]
+    answer = " Paris. It is a city"  # 6 tokens: the capture of gen_exp is reused
+    exp = explain_continuation(model, tok, "The capital of France is", answer, mode="contrast")
+    cont = tok(answer, add_special_tokens=False)["input_ids"]
     assert exp.generated_ids.tolist() == cont
     torch.testing.assert_close(exp.positive - exp.negative, exp.matrix, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(exp.positive + exp.negative, exp.total, rtol=1e-5, atol=1e-7)
@@ -194,9 +193,9 @@ def test_continuation_text_and_contrast(tiny_causal_lm) -> None:
 def test_sampling_is_seeded_and_leaves_global_rng(tiny_causal_lm) -> None:
     model, tok = tiny_causal_lm
     state = torch.get_rng_state()
-    a = explain_generation(model, tok, "Once upon a", max_new_tokens=3, do_sample=True, seed=1)
-    b = explain_generation(model, tok, "Once upon a", max_new_tokens=3, do_sample=True, seed=1)
-    c = explain_generation(model, tok, "Once upon a", max_new_tokens=3, do_sample=True, seed=2)
+    a = explain_generation(model, tok, "Once upon a", max_new_tokens=5, do_sample=True, seed=1)
+    b = explain_generation(model, tok, "Once upon a", max_new_tokens=5, do_sample=True, seed=1)
+    c = explain_generation(model, tok, "Once upon a", max_new_tokens=5, do_sample=True, seed=2)
     assert torch.equal(torch.get_rng_state(), state)
     assert torch.equal(a.ids, b.ids) and torch.equal(a.matrix, b.matrix)
     assert not torch.equal(a.ids, c.ids)  # a random tiny model samples near-uniformly
@@ -229,7 +228,7 @@ def test_model_flags_restored(tiny_causal_lm) -> None:
     model, tok = tiny_causal_lm
     model.train()
     try:
-        explain_generation(model, tok, "Hi", max_new_tokens=1)
+        explain_generation(model, tok, "Hi", max_new_tokens=5)  # the capture of gen_exp
         assert model.training and all(m.training for m in model.modules())
     finally:
         model.eval()

@@ -22,7 +22,7 @@ def text_exp(tiny_text_classifier):
 @pytest.fixture(scope="module")
 def gen_exp(tiny_causal_lm):
     model, tok = tiny_causal_lm
-    return explain_continuation(model, tok, "The capital of France is", " Paris.\nYes")
+    return explain_continuation(model, tok, "The capital of France is", " Paris.\nYes, it is")
 
 
 def test_colours_hand_values() -> None:
@@ -54,7 +54,7 @@ class _Collect(html.parser.HTMLParser):
 def test_text_html(text_exp, tmp_path) -> None:
     doc = text_exp.to_html()
     assert doc == text_exp._repr_html_()
-    assert "<b>bold" not in doc and "&lt;b&gt;bold" in doc  # the text is escaped
+    assert "<b>" not in doc and "&lt;" in doc and "&amp;" in doc  # the text is escaped
     parser = _Collect()
     parser.feed(doc)
     rows = [r for r in text_exp.tokens(0) if not r.padding]
@@ -76,7 +76,7 @@ def test_text_rich(text_exp) -> None:
 
     console = Console(record=True, width=200, color_system="truecolor")
     console.print(text_exp)
-    out = console.export_text()
+    out = console.export_text(clear=False)
     assert "fine" in out and "sad" in out and "[PAD]" not in out
     styled = console.export_html(inline_styles=True)
     assert "#ff3737" in styled  # rgb(255,55,55): the strongest token of a row
@@ -108,7 +108,7 @@ def test_generation_plot(tiny_causal_lm, gen_exp, mode) -> None:
     exp = gen_exp
     if mode == "contrast":
         model, tok = tiny_causal_lm
-        exp = explain_continuation(model, tok, "The capital of France is", " Paris.\nYes",
+        exp = explain_continuation(model, tok, "The capital of France is", " Paris.\nYes, it is",
                                    mode="contrast")
     fig = exp.plot()
     assert isinstance(fig, Figure)

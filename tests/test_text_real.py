@@ -25,8 +25,8 @@ CLEAR = [
 @pytest.fixture(scope="module")
 def france(smollm2):
     model, tok = smollm2
-    return explain_generation(model, tok, "The capital of France is", max_new_tokens=4,
-                              batch_size=4)
+    return explain_generation(model, tok, "The capital of France is", max_new_tokens=2,
+                              batch_size=2)
 
 
 def test_paris_from_france(france) -> None:

@@ -194,19 +194,20 @@ def explain_text(
     target = _targets(target, n, names)
     bt = backtrace_for(model, backtrace)
     options = model_options(model)
+    device = next(iter(model.parameters()), torch.empty(0)).device
     totals, nets, logits, targets, errors = [], [], [], [], []
     start = 0
     for size in batch_sizes(n, batch_size):
         rows = torch.arange(start, start + size).clamp(max=n - 1)  # pad with the last row
         real = min(size, n - start)
-        inputs = {"input_ids": ids[rows], "attention_mask": mask[rows]}
+        inputs = {"input_ids": ids[rows].to(device), "attention_mask": mask[rows].to(device)}
         if types is not None:
-            inputs["token_type_ids"] = types[rows]
+            inputs["token_type_ids"] = types[rows].to(device)
         chunk_target = target
         if isinstance(target, (list, tuple)):
             chunk_target = [target[int(r)] for r in rows]
         elif isinstance(target, torch.Tensor) and target.dim() == 1:
-            chunk_target = target[rows]
+            chunk_target = target[rows.to(target.device)]
         exp = bt.explain(
             target=chunk_target, mode=mode, attention=attention, **inputs, **options
         )
@@ -216,10 +217,10 @@ def explain_text(
                 f"returns {tuple(exp.output.shape)} (for a causal LM use explain_generation)"
             )
         maps = exp.relevance_by_name
-        totals.append(exp.total_by_name["input_ids"][:real])
-        nets.append(maps["input_ids"][:real])
-        logits.append(exp.output[:real])
-        targets.append(exp.target[:real])
+        totals.append(exp.total_by_name["input_ids"][:real].cpu())
+        nets.append(maps["input_ids"][:real].cpu())
+        logits.append(exp.output[:real].cpu())
+        targets.append(exp.target[:real].cpu())
         errors.append(exp.conservation_error)
         start += size
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from dlbacktrace import Backtrace, Explanation
+from dlbacktrace import Backtrace, Explanation, InputError
 from dlbacktrace.baselines import (
     METHODS,
     SIGNED,
@@ -199,14 +199,17 @@ def test_feature_masks():
     assert torch.equal(m[:, 0], m[:, 2])  # shared over channels
     assert int(default_mask(img).max()) == 63  # small images: pixels
     assert default_mask(torch.rand(3, 7)).tolist()[0] == list(range(7))
-    big = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    big = torch.zeros(1, 3, 48, 48)
+    big[:, 0, :24] = 1.0  # four coloured quadrants with a ramp: several superpixels
+    big[:, 1, :, :24] = 1.0
+    big[:, 2] = torch.linspace(0, 1, 48)
     sp = default_mask(big)  # superpixels
     assert sp.shape == big.shape and 5 <= int(sp.max()) + 1 <= 80
 
 
 def test_bad_inputs():
     model = nn.Linear(3, 2)
-    with pytest.raises(MethodError, match="input_ids"):
+    with pytest.raises(InputError, match="input_ids"):
         explain(model, {"x": torch.ones(1, 3)}, "saliency")
     with pytest.raises(ValueError, match="NaN"):
         explain(model, torch.tensor([[float("nan"), 0.0, 1.0]]), "saliency")

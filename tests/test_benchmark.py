@@ -33,8 +33,8 @@ def _fake_results() -> dict:
 def test_report_marks_best_non_random_and_failures(tmp_path):
     results = _fake_results()
     text = markdown(results)
-    assert "| dlb | unsigned | 3 | **0.800 ± 0.100** | **0.200** |" in text
-    assert "| random | unsigned | 3 | 0.900 ± 0.100 | 0.100 |" in text  # never bold
+    assert "| dlb | unsigned | 3 | **0.200** | **0.800 ± 0.100** |" in text
+    assert "| random | unsigned | 3 | 0.100 | 0.900 ± 0.100 |" in text  # never bold
     assert "| lime | failed: boom |" in text
     write_outputs(results, tmp_path)
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))

@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 TASKS = ("tabular", "image", "text", "generation", "resnet18-cost")
 # Text and generation are explained through the whole transformer: every perturbed copy is a
 # full forward pass, so fewer instances there (the results say how many).
-FULL_INSTANCES = {"tabular": 200, "image": 200, "text": 32, "generation": 24}
+FULL_INSTANCES = {"tabular": 200, "image": 200, "text": 16, "generation": 8}
 QUICK_INSTANCES = {"tabular": 16, "image": 16, "text": 4, "generation": 2}
 
 

@@ -208,7 +208,7 @@ class _Runner:
             res["randomisation_layers"] = {k: float(v.mean()) for k, v in sims.items()}
         return res
 
-    def run(self) -> dict[str, Any]:
+    def run(self, on_method: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         task = self.task
         result: dict[str, Any] = {
             "description": task.description,
@@ -231,6 +231,8 @@ class _Runner:
                 logger.warning("%s / %s failed: %s", task.name, method, exc)
                 result["methods"][method] = {"error": f"{type(exc).__name__}: {exc}"}
             result["methods"][method]["wall_s"] = time.perf_counter() - t0
+            if on_method is not None:
+                on_method(result)
         return result
 
 
@@ -282,7 +284,12 @@ def run_benchmark(
         progress(f"{name}: preparing ({n} instances)")
         t0 = time.perf_counter()
         task = _build(name, n, quick, models or {})
-        results["tasks"][name] = _Runner(task, quick, progress).run()
+
+        def partial(task_result: dict[str, Any], name: str = name) -> None:
+            results["tasks"][name] = task_result  # every finished method is on disk at once
+            write_outputs(results, out)
+
+        results["tasks"][name] = _Runner(task, quick, progress).run(partial)
         results["tasks"][name]["wall_s"] = time.perf_counter() - t0
         results["wall_s"] = time.perf_counter() - started
         write_outputs(results, out)  # partial results survive an interrupted run

@@ -29,8 +29,9 @@ browser: $(BROWSER_STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/dlbacktrace demo --out demo-output
 
+# Two test processes (one per core, one torch thread each); each test file runs in one process.
 test: $(STAMP) $(BROWSER_STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider tests
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -173,7 +173,10 @@ class _SameModelNCHW(nn.Module):
         self.w, self.b = w, b
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.nn.functional.conv2d(x, self.kernel, padding=1) + self.conv_bias
+        # Keras adds the conv bias channels-last, after permuting the conv output back; the
+        # engine fuses a bias add only directly after the affine op, so mirror that order.
+        h = torch.nn.functional.conv2d(x, self.kernel, padding=1).permute(0, 2, 3, 1)
+        h = (h + self.conv_bias.view(-1)).permute(0, 3, 1, 2)
         h = torch.relu((h - self.mean) * self.scale + self.beta)
         h = torch.nn.functional.max_pool2d(h, 2)
         h = h.permute(0, 2, 3, 1).reshape(x.shape[0], -1)  # Keras flattens channels-last

@@ -44,15 +44,21 @@ def _as_tensor(value: Any) -> Any:
     return torch.from_numpy(value) if isinstance(value, np.ndarray) else value
 
 
-def _fresh(value: Any) -> Any:
-    """A float input copied into a new, aligned buffer.
+def _fresh(value: Any, node: fx.Node) -> Any:
+    """A float input copied into a new, aligned buffer with the strides it was exported with.
 
     BLAS kernels may choose a different summation order for unaligned data (slices, mmap'ed
-    files), which would break bit-identical reruns on equal values.
+    files), which would break bit-identical reruns on equal values; and the exported graph may
+    rely on the capture-time strides (a ``view`` after a permute of a channels-last tensor).
     """
-    if isinstance(value, torch.Tensor) and value.is_floating_point():
+    if not (isinstance(value, torch.Tensor) and value.is_floating_point()):
+        return value
+    example = node.meta.get("val")
+    strides = example.stride() if isinstance(example, torch.Tensor) else None
+    if strides is None or tuple(example.shape) != tuple(value.shape):
         return value.detach().clone(memory_format=torch.contiguous_format)
-    return value
+    fresh = torch.empty_strided(value.shape, strides, dtype=value.dtype, device=value.device)
+    return fresh.copy_(value.detach())
 
 
 def _check_finite(flat: list[Any], names: list[str]) -> None:
@@ -172,7 +178,8 @@ class Backtrace:
         kwargs = {k: _as_tensor(v) for k, v in model_kwargs.items()}
         with _inference_state(self.model):
             g = self._captured(args, kwargs)
-            flat = [_fresh(v) for v in self._flat_inputs(g, args, kwargs)]
+            given = self._flat_inputs(g, args, kwargs)
+            flat = [_fresh(v, n) for v, n in zip(given, g.user_inputs, strict=True)]
             _check_finite(flat, g.input_names)
             out_index = self._select_output(g, output if output is not None else self.output)
             out_node = g.output_nodes[out_index]

@@ -234,9 +234,14 @@ def _shape(node: Any) -> tuple | None:
     return tuple(vals[0].shape) if len(vals) == 1 and isinstance(vals[0], torch.Tensor) else None
 
 
+def _consumers(g: CapturedGraph, node: fx.Node) -> list[fx.Node]:
+    """Users that read the value (metadata checks such as _assert_tensor_metadata do not)."""
+    return [u for u in node.users if u.op == "output" or u in g.data]
+
+
 def _bias_free_affine(g: CapturedGraph, node: fx.Node) -> bool:
     """An affine op with constant weights and no bias of its own."""
-    if node.op != "call_function" or node not in g.data or len(node.users) != 1:
+    if node.op != "call_function" or node not in g.data or len(_consumers(g, node)) != 1:
         return False
     if not registry.accepts_bias_add(node):
         return False
@@ -271,7 +276,7 @@ def _mark_saturation(g: CapturedGraph) -> None:
             continue
         current = node
         while True:
-            users = list(current.users)
+            users = _consumers(g, current)
             if len(users) != 1:
                 break
             user = users[0]

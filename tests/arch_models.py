@@ -342,14 +342,7 @@ def _llama(impl: str, dtype: torch.dtype) -> Case:
         eos_token_id=2,
         pad_token_id=0,
     )
-    model = _hf(LlamaForCausalLM, cfg, impl, dtype)
-    return Case(
-        model,
-        kwargs={"input_ids": _ids(), "attention_mask": _causal_mask(left=impl != "eager")},
-        options={"use_cache": False},
-        lm_target=7,
-        main_input="input_ids",
-    )
+    return _decoder(LlamaForCausalLM, cfg, impl, dtype)
 
 
 @_seeded(20)

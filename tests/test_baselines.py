@@ -16,7 +16,9 @@ from dlbacktrace.baselines import (
     explain,
     patch_mask,
     rollout_matrix,
+    slic_mask,
 )
+from dlbacktrace.baselines.unshare import unshare_modules
 from dlbacktrace.demo import DigitsCNN
 
 pytest.importorskip("captum")
@@ -215,3 +217,41 @@ def test_bad_inputs():
         explain(model, torch.tensor([[float("nan"), 0.0, 1.0]]), "saliency")
     with pytest.raises(ValueError, match="out of range"):
         explain(model, torch.ones(1, 3), "saliency", target=5)
+
+
+def test_superpixels_fall_back_to_patches_when_slic_finds_one_segment():
+    # uniform noise: SLIC merges everything into one segment
+    images = torch.rand((2, 3, 48, 48), generator=torch.Generator().manual_seed(0))
+    images[1] = 0.5
+    images[1, 0, :24] = 1.0  # the second image has structure
+    ids = slic_mask(images)
+    assert torch.equal(ids[0, 0], patch_mask(images[:1], 6)[0, 0])  # 8x8 grid of patches
+    assert int(ids[1].max()) >= 1 and not torch.equal(ids[1, 0], ids[0, 0])  # SLIC kept
+
+
+class _ReusedReLU(nn.Module):
+    """A residual block calling one in-place ReLU twice, as torchvision's ResNets do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 3)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.relu(self.a(x))
+        return self.b(self.relu(h + x))
+
+
+def test_deeplift_handles_a_reused_activation_and_keeps_the_model():
+    torch.manual_seed(0)
+    model = _ReusedReLU().eval()
+    x = torch.randn(5, 4)
+    exp = explain(model, x, "deeplift", target=1)
+    # DeepLift's summation to delta: Σ attributions = f(x) − f(0) for the Rescale rule
+    with torch.no_grad():
+        delta = model(x)[:, 1] - model(torch.zeros_like(x))[:, 1]
+    assert torch.allclose(_map(exp, False).sum(1), delta, atol=1e-5)
+    assert model.relu.inplace and [n for n, _ in model.named_modules()] == ["", "a", "b", "relu"]
+    plain = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    assert unshare_modules(plain) is plain  # nothing reused: the model itself

@@ -16,8 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._model import TOKEN_KEY, MethodError, Prepared
+from ._model import TOKEN_KEY, MethodError, Prepared, prepare
 from .masks import default_mask
+from .unshare import unshare_modules
 
 
 def _captum() -> Any:
@@ -122,6 +123,10 @@ def smoothgrad(prep: Prepared, target: torch.Tensor, **options: Any):
 def deeplift(prep: Prepared, target: torch.Tensor, **options: Any):
     """DeepLift (Shrikumar et al., Rescale rule) against the same reference as IG."""
     model = _forward_module(prep)
+    if prep.kind == "tensor":  # one module per call (e.g. ResNet's reused ReLU)
+        unshared = unshare_modules(prep.model)
+        if unshared is not prep.model:
+            model = _Forward(prepare(unshared, prep.x, **prep.model_kwargs))
     try:
         a = _captum().DeepLift(model).attribute(
             prep.x,

@@ -60,6 +60,12 @@ def slic_mask(x: torch.Tensor, n_segments: int = 50, compactness: float = 10.0) 
         )
         masks.append(seg)
     ids = torch.from_numpy(np.stack(masks)).to(device=x.device, dtype=torch.long)
+    # SLIC can return a single segment (flat or noise-like images): one feature gives LIME and
+    # KernelSHAP nothing to fit (KernelSHAP returns NaN), so such images get the patch grid.
+    single = ids.flatten(1).amax(1) == 0
+    if bool(single.any()):
+        grid = patch_mask(x[:1], max(1, min(x.shape[-2:]) // 8))[0, 0]
+        ids = torch.where(single[:, None, None], grid, ids)
     return ids[:, None].expand(x.shape).clone()
 
 

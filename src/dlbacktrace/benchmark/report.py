@@ -13,7 +13,7 @@ COLUMNS = (
     "deletion_auc", "insertion_auc", "lerf_auc", "abpc", "comprehensiveness", "sufficiency",
     "faithfulness_correlation", "infidelity", "max_sensitivity", "avg_sensitivity",
     "randomisation_similarity", "sparseness", "entropy", "determinism", "run_variance",
-    "conservation_error", "time_per_instance_ms", "peak_memory_mb",
+    "conservation_error", "completeness_error", "time_per_instance_ms", "peak_memory_mb",
 )  # fmt: skip
 SHORT = {
     "deletion_auc": "MoRF AUC", "insertion_auc": "insertion AUC", "lerf_auc": "LeRF AUC",
@@ -22,6 +22,7 @@ SHORT = {
     "max_sensitivity": "max-sens.", "avg_sensitivity": "avg-sens.",
     "randomisation_similarity": "rand. sim.", "sparseness": "Gini", "entropy": "entropy",
     "determinism": "determ.", "run_variance": "run var.", "conservation_error": "cons. err.",
+    "completeness_error": "compl. err.",
     "time_per_instance_ms": "ms/inst.", "peak_memory_mb": "peak MB",
 }  # fmt: skip
 

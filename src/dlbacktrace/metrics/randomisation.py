@@ -37,8 +37,8 @@ def parameter_layers(model: nn.Module) -> list[str]:
     ]
 
 
-def _reinit(module: nn.Module, gen: torch.Generator) -> None:
-    for p in module.parameters(recurse=False):
+def _reinit(module: nn.Module, gen: torch.Generator, recurse: bool) -> None:
+    for p in module.parameters(recurse=recurse):
         std = float(p.detach().std()) if p.numel() > 1 else 1.0
         with torch.no_grad():
             p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * (std or 0.1))
@@ -54,7 +54,10 @@ def cascading_randomisation(
     """``{layer: [B] similarity}`` after randomising that layer and every layer above it.
 
     ``explain_fn(model)`` returns the maps of the fixed inputs and targets for ``model``.
-    Parameters are redrawn from a normal with each tensor's own standard deviation.
+    Parameters are redrawn from a normal with each tensor's own standard deviation, in place
+    (a wrapper built once around the copy sees every step). ``layers``: module names, input →
+    output, each re-initialised whole (e.g. transformer blocks); by default every module that
+    owns parameters directly.
     """
     names = parameter_layers(model) if layers is None else list(layers)
     original = explain_fn(model)
@@ -63,7 +66,7 @@ def cascading_randomisation(
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, torch.Tensor] = {}
     for name in reversed(names):
-        _reinit(modules[name], gen)
+        _reinit(modules[name], gen, recurse=layers is not None)
         maps = explain_fn(work)
         out[name] = spearman(original.abs(), maps.abs())
     return out

@@ -226,6 +226,18 @@ def _proc_status_kb(key: str) -> int:
     raise KeyError(key)
 
 
+def _release_freed_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc ``malloc_trim``) so a call's peak is not
+    inflated by memory an earlier, larger call freed but the allocator kept resident."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to release
+        pass
+
+
 class _CpuMeter:
     """Peak RSS of one call: kernel high-water mark reset (exact) or a sampling thread."""
 
@@ -251,6 +263,7 @@ class _CpuMeter:
         if self.method == "none":
             fn()
             return None
+        _release_freed_heap()
         if self.method.startswith("VmHWM"):
             with open("/proc/self/clear_refs", "w") as fh:
                 fh.write("5")

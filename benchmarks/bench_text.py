@@ -5,8 +5,8 @@
   (a) explaining one generated token (the last one, w.r.t. all 143 tokens before it; batch 1)
       / one forward + input-gradient pass over the same 144 tokens (gradient of that token's
       logit w.r.t. ``inputs_embeds``; target ≤ 3×);
-  (b) explaining all 16 generated tokens (``explain_sequence``: one batched pass, chunks of 8
-      rows) / ``model.generate`` of those 16 tokens;
+  (b) explaining all 16 generated tokens (``explain_sequence`` with its default chunks of 2
+      rows; also with chunks of 8) / ``model.generate`` of those 16 tokens;
   (c) peak memory of (a) and (b) / peak memory of the forward+gradient pass (target ≤ 2×).
 * **MiniLM** (real all-MiniLM-L6-v2 encoder, masked mean pooling, a linear head): 8 texts of
   128 tokens through ``explain_text`` / forward + gradient w.r.t. ``inputs_embeds``.
@@ -17,7 +17,8 @@ every callable gets one warm-up and ``--repeats`` interleaved timed runs; median
 Peak memory: the kernel's peak-RSS counter is reset (``/proc/self/clear_refs``) right before
 one steady-state call and ``VmHWM`` read after it (the method of ``bench_core.py``); the figure
 is that peak minus the RSS before the model was loaded (weights + inputs + engine state +
-transients), so both sides of the ratio include the weights.
+transients), so both sides of the ratio include the weights. Before each measurement freed heap
+is returned to the OS (``malloc_trim``), so an earlier, larger call does not inflate a peak.
 
 Run: ``python benchmarks/bench_text.py [--repeats 5] [--smollm2-cache DIR] [--json PATH]``.
 """
@@ -41,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_core import _CpuMeter  # noqa: E402
 
+from dlbacktrace._seeding import seeded  # noqa: E402
 from dlbacktrace.text import explain_text  # noqa: E402
 from dlbacktrace.text.generation import explain_sequence  # noqa: E402
 
@@ -109,16 +111,23 @@ def bench_smollm2(repeats: int, cache: str | None, meter: _CpuMeter) -> dict[str
         return explain_sequence(model, tok, full, L - 1, batch_size=1, bucket=16)
 
     def explain_all() -> Any:
+        return explain_sequence(model, tok, full, PROMPT_TOKENS, bucket=16)
+
+    def explain_all_8() -> Any:
         return explain_sequence(model, tok, full, PROMPT_TOKENS, batch_size=8, bucket=16)
 
     first_one = _timed(explain_one)
     first_all = _timed(explain_all)
-    _log(f"smollm2 first calls (capture): one {first_one:.1f}s, all {first_all:.1f}s")
+    first_all_8 = _timed(explain_all_8)
+    _log(f"smollm2 first calls (capture): one {first_one:.1f}s, all {first_all:.1f}s, "
+         f"all in chunks of 8 {first_all_8:.1f}s")
     check = explain_all()
-    times = _interleaved({"forward_grad": forward_grad, "explain_one": explain_one,
-                          "generate": generate, "explain_all": explain_all}, repeats)
     one_peak = meter.peak_of(explain_one)
     all_peak = meter.peak_of(explain_all)
+    all_8_peak = meter.peak_of(explain_all_8)
+    times = _interleaved({"forward_grad": forward_grad, "explain_one": explain_one,
+                          "generate": generate, "explain_all": explain_all,
+                          "explain_all_8": explain_all_8}, repeats)
     med = {k: statistics.median(v) for k, v in times.items()}
     low = {k: min(v) for k, v in times.items()}
     def mem(p: int | None) -> float | None:
@@ -127,7 +136,7 @@ def bench_smollm2(repeats: int, cache: str | None, meter: _CpuMeter) -> dict[str
         return (p - rss0) / (base_peak - rss0)
 
     return {
-        "sequence": L, "first_call_s": {"one": first_one, "all": first_all},
+        "sequence": L, "first_call_s": {"one": first_one, "all": first_all, "all_8": first_all_8},
         "median_s": med, "min_s": low,
         "a_one_token_over_fwd_grad": med["explain_one"] / med["forward_grad"],
         "a_min_ratio": low["explain_one"] / low["forward_grad"],
@@ -136,9 +145,11 @@ def bench_smollm2(repeats: int, cache: str | None, meter: _CpuMeter) -> dict[str
         "b_all_tokens_over_fwd_grad": med["explain_all"] / med["forward_grad"],
         "c_memory_one_over_fwd_grad": mem(one_peak),
         "c_memory_all_over_fwd_grad": mem(all_peak),
+        "b_all_tokens_chunks_of_8_over_generate": med["explain_all_8"] / med["generate"],
+        "c_memory_all_chunks_of_8_over_fwd_grad": mem(all_8_peak),
         "peak_mb": {k: None if v is None or rss0 is None else (v - rss0) / 2**20
                     for k, v in (("forward_grad", base_peak), ("explain_one", one_peak),
-                                 ("explain_all", all_peak))},
+                                 ("explain_all", all_peak), ("explain_all_8", all_8_peak))},
         "conservation_error": check.conservation_error,
     }
 
@@ -148,8 +159,7 @@ def bench_minilm(repeats: int, meter: _CpuMeter) -> dict[str, Any]:
 
     rss0 = meter.current()
     encoder, tok = load_minilm()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    with seeded(0):
         model = SentenceClassifier(encoder, 2).eval()
     words = "the quick brown fox jumps over the lazy dog while people watch " * 20
     texts = [f"{i} " + words for i in range(8)]
@@ -232,6 +242,10 @@ def main() -> None:
             f"{f(s['c_memory_one_over_fwd_grad'])} | | ≤ 2× |",
             f"| SmolLM2 (c) peak memory 16 tokens / fwd+grad | "
             f"{f(s['c_memory_all_over_fwd_grad'])} | | ≤ 2× |",
+            f"| SmolLM2 (b) 16 tokens in chunks of 8 / generate 16 | "
+            f"{f(s['b_all_tokens_chunks_of_8_over_generate'])} | | — |",
+            f"| SmolLM2 (c) peak memory 16 tokens in chunks of 8 / fwd+grad | "
+            f"{f(s['c_memory_all_chunks_of_8_over_fwd_grad'])} | | — |",
         ]
     m = results.get("minilm")
     if m:

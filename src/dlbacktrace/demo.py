@@ -3,7 +3,7 @@
 Everything needed ships with the ``cli`` extra (scikit-learn bundles the digits data set, so no
 download happens). Training takes a few seconds on two CPU cores. The demo is deterministic for
 a given seed and leaves the caller's global random state untouched: the model is initialised
-inside ``torch.random.fork_rng`` and batches are shuffled with a local ``torch.Generator``.
+inside ``dlbacktrace._seeding.seeded`` and batches are shuffled with a local ``torch.Generator``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from ._seeding import seeded
 
 __all__ = ["DigitsCNN", "load_digits_split", "run_demo", "train_digits_cnn"]
 
@@ -92,11 +94,10 @@ def train_digits_cnn(
     two cores; the first optimizer in a process also imports ``torch._dynamo`` (a one-off cost
     that ``torch.export`` pays anyway). Returns the model in eval mode.
 
-    ``fork_rng`` saves and restores the global CPU RNG, so seeding the weight initialisation here
+    ``seeded`` saves and restores the global CPU RNG, so seeding the weight initialisation here
     does not change the user's random stream; shuffling uses its own generator.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = DigitsCNN()
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)

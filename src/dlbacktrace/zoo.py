@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._seeding import seeded
 from .errors import InputError
 
 __all__ = [
@@ -107,8 +108,7 @@ def _fit_head(
     head: nn.Linear, features: torch.Tensor, labels: torch.Tensor, seed: int, epochs: int
 ) -> None:
     """Full-batch L-BFGS on a frozen-feature linear head: deterministic and fast."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         head.reset_parameters()
     optimizer = torch.optim.LBFGS(head.parameters(), lr=0.5, max_iter=epochs)
     loss_fn = nn.CrossEntropyLoss()
@@ -207,8 +207,7 @@ def train_tabular_mlp(
     xt = torch.as_tensor(np.asarray(x), dtype=torch.float32)
     yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
     classes = int(n_classes if n_classes is not None else int(yt.max()) + 1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = TabularMLP(xt.shape[1], classes, hidden)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)

@@ -8,14 +8,13 @@ seeded random state: Captum samples from torch's global generator, so those call
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
+from .._seeding import seeded
 from ._model import TOKEN_KEY, MethodError, Prepared, prepare
 from .masks import default_mask
 from .unshare import unshare_modules
@@ -29,14 +28,6 @@ def _captum() -> Any:
             "this method needs Captum: pip install 'dlbacktrace[baselines]'"
         ) from exc
     return attr
-
-
-@contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Seed torch's global CPU generator for the duration only (state restored after)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
 
 
 def _baseline(prep: Prepared, baseline: Any) -> torch.Tensor:
@@ -106,7 +97,7 @@ def smoothgrad(prep: Prepared, target: torch.Tensor, **options: Any):
     span = (x.amax() - x.amin()).item() or 1.0
     sigma = float(options.get("noise_level", 0.15)) * span
     tunnel = _captum().NoiseTunnel(_captum().Saliency(prep.forward))
-    with seeded(int(options.get("seed", 0))):
+    with seeded(int(options.get("seed", 0)), prep.x.device):
         a = tunnel.attribute(
             x,
             nt_type="smoothgrad",
@@ -219,7 +210,7 @@ def lime(prep: Prepared, target: torch.Tensor, **options: Any):
         interpretable_model=SkLearnRidge(alpha=1.0),
         similarity_func=_lime_kernel(prep, n_features),
     )
-    with seeded(int(options.get("seed", 0))):
+    with seeded(int(options.get("seed", 0)), prep.x.device):
         a = explainer.attribute(
             x,
             target=target,
@@ -236,7 +227,7 @@ def kernel_shap(prep: Prepared, target: torch.Tensor, **options: Any):
     """KernelSHAP (Lundberg & Lee): Shapley-kernel weighted regression on ``n_samples``
     (default 200) coalitions of the same feature groups as LIME."""
     x, forward, extra, base, mask = _perturbation_inputs(prep, options)
-    with seeded(int(options.get("seed", 0))):
+    with seeded(int(options.get("seed", 0)), prep.x.device):
         a = _captum().KernelShap(forward).attribute(
             x,
             target=target,

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._seeding import seeded
 from ..baselines._model import logits_of
 
 FLOAT_METRICS = (
@@ -225,8 +226,7 @@ def cost_task(quick: bool) -> Task:
     """torchvision resnet18 (random init, 1x3x224x224): time and memory only."""
     import torchvision
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    with seeded(0):
         model = torchvision.models.resnet18(weights=None).eval()
     gen = torch.Generator().manual_seed(0)
     x = torch.rand((1, 3, 224, 224), generator=gen)

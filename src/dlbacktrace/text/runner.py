@@ -47,7 +47,9 @@ def backtrace_for(model: torch.nn.Module, backtrace: Backtrace | None = None) ->
     if found is not None and found.model is model:
         _BACKTRACES.move_to_end(key)
         return found
-    bt = Backtrace(model)
+    # Language models: big weights, short inputs. Recomputing |w| per call costs little next to
+    # a sweep, while caching it would add most of the weights' size to resident memory.
+    bt = Backtrace(model, cache_abs_weights=False)
     _BACKTRACES[key] = bt
     while len(_BACKTRACES) > _CACHE_SIZE:
         _BACKTRACES.popitem(last=False)

@@ -232,3 +232,37 @@ def test_model_flags_restored(tiny_causal_lm) -> None:
         assert model.training and all(m.training for m in model.modules())
     finally:
         model.eval()
+
+
+def test_several_prompts_share_batches_and_match_single_calls(gen_exp, tiny_causal_lm) -> None:
+    model, tok = tiny_causal_lm
+    prompts = ["The capital of France is", "My favourite food is pasta with"]
+    bt = backtrace_for(model)
+    several = explain_generation(model, tok, prompts, max_new_tokens=3, batch_size=4)
+    captures = len(bt._cache)
+    assert isinstance(several, list) and len(several) == 2
+    # 6 rows in batches of 4: the first batch mixes rows of both prompts
+    for prompt, exp in zip(prompts, several, strict=True):
+        alone = explain_generation(model, tok, prompt, max_new_tokens=3, batch_size=4)
+        assert torch.equal(exp.ids, alone.ids) and exp.prompt_text == prompt
+        torch.testing.assert_close(exp.matrix, alone.matrix, rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(exp.probabilities, alone.probabilities, rtol=1e-4, atol=1e-6)
+        assert exp.conservation_error < 1e-5
+        assert exp.matrix.shape == (3, exp.prompt_length + 3)
+    torch.testing.assert_close(several[0].matrix[:, : several[0].ids.numel()],
+                               gen_exp.matrix[:3, : several[0].ids.numel()], rtol=1e-4, atol=1e-7)
+    # a left-padded batch encoding is the same request
+    tok.padding_side = "left"
+    try:
+        batch = tok(prompts, padding=True, return_tensors="pt")
+    finally:
+        tok.padding_side = "right"
+    again = explain_generation(model, tok, batch, max_new_tokens=3, batch_size=4)
+    assert len(bt._cache) == captures  # same bucket, same batch size: no new capture
+    for a, b in zip(several, again, strict=True):
+        assert torch.equal(a.ids, b.ids) and torch.equal(a.matrix, b.matrix)
+    # teacher forcing for several prompts: the same rows again
+    forced = explain_continuation(model, tok, prompts, [e.generated_ids for e in several],
+                                  batch_size=4)
+    for a, b in zip(several, forced, strict=True):
+        assert torch.equal(a.matrix, b.matrix)

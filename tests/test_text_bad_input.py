@@ -86,8 +86,10 @@ def test_right_padding_refused(tiny_causal_lm) -> None:
     with pytest.raises(PaddingError, match="gaps"):
         explain_generation(model, tok, {"input_ids": ids, "attention_mask": torch.tensor(
             [[1, 0, 1, 1]])}, max_new_tokens=1)
-    with pytest.raises(InputError, match="one prompt at a time"):
-        explain_generation(model, tok, torch.ones(2, 3, dtype=torch.long), max_new_tokens=1)
+    with pytest.raises(InputError, match="2 prompts need a list of 2 continuations"):
+        explain_continuation(model, tok, ["a b", "c d"], [" e"])
+    with pytest.raises(EmptyInputError):
+        explain_generation(model, tok, ["fine prompt", "  "], max_new_tokens=1)
 
 
 def test_bad_options(tiny_causal_lm, tiny_text_classifier) -> None:

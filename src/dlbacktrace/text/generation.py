@@ -40,7 +40,12 @@ from .checks import (
 from .runner import backtrace_for, batch_sizes, bucket_length, forward_accepts, pad_right
 from .tokens import TokenRelevance, TokenTable, token_tables
 
-__all__ = ["GenerationExplanation", "explain_continuation", "explain_generation"]
+__all__ = [
+    "GenerationExplanation",
+    "explain_continuation",
+    "explain_generation",
+    "explain_sequences",
+]
 
 Prompt = str | Sequence[Mapping[str, str]] | Mapping[str, Any] | torch.Tensor
 
@@ -208,87 +213,140 @@ def explain_sequence(
     ids: torch.Tensor,
     prompt_length: int,
     *,
+    prompt_text: str = "",
+    **options: Any,
+) -> GenerationExplanation:
+    """Explain tokens ``prompt_length..L-1`` of the sequence ``ids`` ``[L]`` (teacher forcing).
+    ``options``: ``mode``, ``attention``, ``batch_size``, ``bucket``, ``top_k``, ``backtrace``."""
+    return explain_sequences(model, tokenizer, [(ids, prompt_length, prompt_text)], **options)[0]
+
+
+def explain_sequences(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    sequences: Sequence[tuple[torch.Tensor, int, str]],
+    *,
     mode: str = "default",
     attention: str | None = None,
     batch_size: int = 2,
     bucket: int = 32,
     top_k: int = 5,
-    prompt_text: str = "",
     backtrace: Backtrace | None = None,
-) -> GenerationExplanation:
-    """Explain tokens ``prompt_length..L-1`` of the sequence ``ids`` ``[L]`` (teacher forcing)."""
+) -> list[GenerationExplanation]:
+    """Explain ``(ids [L], prompt_length, prompt_text)`` sequences together: one row per
+    explained token, rows of different sequences share batches (each row right-padded to the
+    longest sequence's bucket), so several prompts cost no extra capture."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    length, steps = ids.numel(), ids.numel() - prompt_length
-    if prompt_length < 1 or steps < 1:
-        raise EmptyInputError("need at least one prompt token and one token to explain")
+    if not sequences:
+        raise EmptyInputError("no sequences to explain")
+    for ids, prompt_length, _ in sequences:
+        if prompt_length < 1 or ids.numel() - prompt_length < 1:
+            raise EmptyInputError("need at least one prompt token and one token to explain")
     device = model.get_output_embeddings().weight.device
     vocab = model.get_output_embeddings().weight.shape[0]
-    width = bucket_length(length, bucket, context_length(model))
-    seq, mask = pad_right(ids[None].to(device), torch.ones(1, length, dtype=torch.long,
-                                                           device=device), width,
-                          tokenizer.pad_token_id or 0)
-    positions = torch.arange(prompt_length - 1, length - 1, device=device)  # predict ids[p + 1]
+    lengths = [ids.numel() for ids, _, _ in sequences]
+    width = bucket_length(max(lengths), bucket, context_length(model))
+    pad = tokenizer.pad_token_id or 0
+    padded = [
+        pad_right(ids[None].to(device), torch.ones(1, n, dtype=torch.long, device=device), width,
+                  pad)
+        for (ids, _, _), n in zip(sequences, lengths, strict=True)
+    ]  # fmt: skip
+    table_ids = torch.cat([i for i, _ in padded])
+    table_mask = torch.cat([m for _, m in padded])
+    # one row per explained token: its sequence, the position predicting it, the token
+    row_seq = torch.cat([torch.full((n - p,), k) for k, ((_, p, _), n) in
+                         enumerate(zip(sequences, lengths, strict=True))]).to(device)  # fmt: skip
+    row_pos = torch.cat([torch.arange(p - 1, n - 1) for (_, p, _), n in
+                         zip(sequences, lengths, strict=True)]).to(device)  # fmt: skip
+    row_tok = torch.cat([ids[p:] for ids, p, _ in sequences]).to(device)
+    rows = row_seq.numel()
     kwargs: dict[str, Any] = {"use_cache": False} if forward_accepts(model, "use_cache") else {}
     if forward_accepts(model, "logits_to_keep"):
-        kept = bucket_length(steps, 8, width)
-        keep = torch.cat([positions, positions[-1:].expand(kept - steps)])
-        kwargs["logits_to_keep"] = keep
-        out_pos = torch.arange(steps, device=device)  # logits row of each step
+        needed = torch.unique(row_pos)  # sorted; the same for every batch: one capture
+        kept = bucket_length(needed.numel(), 8, width)
+        kwargs["logits_to_keep"] = torch.cat([needed, needed[-1:].expand(kept - needed.numel())])
+        row_out = torch.searchsorted(needed, row_pos)  # logits row of each explained token
     else:
-        kept = width
-        out_pos = positions
-    target_ids = ids[prompt_length:].to(device)
+        kept, row_out = width, row_pos
     bt = backtrace_for(model, backtrace)
-    totals, nets, errors = [], [], []
-    logits_rows = None
+    totals, nets, probs = [], [], []
+    errors = torch.zeros(len(sequences), dtype=torch.float64)
     start = 0
-    for size in batch_sizes(steps, batch_size):
-        real = min(size, steps - start)
+    for size in batch_sizes(rows, batch_size):
+        real = min(size, rows - start)
+        part = slice(start, start + real)
+        batch_rows = torch.arange(start, start + size, device=device).clamp_max(rows - 1)
         seed = torch.zeros(size, kept, vocab, device=device)
-        rows = torch.arange(real, device=device)
-        seed[rows, out_pos[start : start + real], target_ids[start : start + real]] = 1.0
+        here = torch.arange(real, device=device)
+        seed[here, row_out[part], row_tok[part]] = 1.0  # padding rows (beyond real) stay 0
+        which = row_seq[batch_rows]
         exp = bt.explain(
-            input_ids=seq.expand(size, -1), attention_mask=mask.expand(size, -1), seed=seed,
-            mode=mode, attention=attention, **kwargs,
+            input_ids=table_ids[which], attention_mask=table_mask[which], seed=seed, mode=mode,
+            attention=attention, **kwargs,
         )  # fmt: skip
-        if logits_rows is None:
-            logits_rows = exp.output[0, out_pos].float()
-        totals.append(exp.total_by_name["input_ids"][:real, :length])
-        nets.append(exp.relevance_by_name["input_ids"][:real, :length])
-        errors.append(exp.conservation_error)
+        logits = exp.output[here, row_out[part]].float()
+        probs.append(torch.softmax(logits, -1).gather(1, row_tok[part, None])[:, 0])
+        totals.append(exp.total_by_name["input_ids"][:real])
+        nets.append(exp.relevance_by_name["input_ids"][:real])
+        for k in torch.unique(row_seq[part]).tolist():
+            errors[k] = max(float(errors[k]), exp.conservation_error)
         start += size
-    total = torch.cat(totals).float().cpu()
-    net = torch.cat(nets).float().cpu()
-    positive = negative = None
-    if mode == "contrast":
-        positive = ((total + net) / 2).clamp_min(0)
-        negative = ((total - net) / 2).clamp_min(0)
-    probs = torch.softmax(logits_rows, dim=-1).gather(1, target_ids[:, None])[:, 0].cpu()
-    ids_cpu = ids.cpu()
-    table = token_tables(tokenizer, ids_cpu[None])[0]
-    return GenerationExplanation(
-        ids=ids_cpu,
-        prompt_length=prompt_length,
-        table=table,
-        matrix=net if mode == "contrast" else total,
-        total=total,
-        positive=positive,
-        negative=negative,
-        probabilities=probs,
-        generated_text=tokenizer.decode(ids_cpu[prompt_length:], skip_special_tokens=True),
-        prompt_text=prompt_text or tokenizer.decode(ids_cpu[:prompt_length]),
-        mode=mode,
-        attention=attention or bt.attention,
-        conservation_error=max(errors),
-        top_k=top_k,
-    )
+    total, net = torch.cat(totals).float().cpu(), torch.cat(nets).float().cpu()
+    prob = torch.cat(probs).cpu()
+    row_seq = row_seq.cpu()
+    out = []
+    for k, ((ids, prompt_length, text), n) in enumerate(zip(sequences, lengths, strict=True)):
+        mine = row_seq == k
+        t, r = total[mine, :n], net[mine, :n]
+        positive = negative = None
+        if mode == "contrast":
+            positive = ((t + r) / 2).clamp_min(0)
+            negative = ((t - r) / 2).clamp_min(0)
+        ids_cpu = ids.cpu()
+        out.append(GenerationExplanation(
+            ids=ids_cpu,
+            prompt_length=prompt_length,
+            table=token_tables(tokenizer, ids_cpu[None])[0],
+            matrix=r if mode == "contrast" else t,
+            total=t,
+            positive=positive,
+            negative=negative,
+            probabilities=prob[mine],
+            generated_text=tokenizer.decode(ids_cpu[prompt_length:], skip_special_tokens=True),
+            prompt_text=text or tokenizer.decode(ids_cpu[:prompt_length]),
+            mode=mode,
+            attention=attention or bt.attention,
+            conservation_error=float(errors[k]),
+            top_k=top_k,
+        ))  # fmt: skip
+    return out
+
+
+def _several(prompt: Any) -> list[Any] | None:
+    """The prompts of a multi-prompt call, or None for one prompt: a list of strings, a list of
+    chat conversations, or a 2-D batch of ids / an encoding with more than one row."""
+    if isinstance(prompt, (list, tuple)) and prompt:
+        if all(isinstance(p, str) for p in prompt):
+            return list(prompt)
+        if all(isinstance(p, Sequence) and not isinstance(p, str) and p
+               and all(isinstance(m, Mapping) for m in p) for p in prompt):  # fmt: skip
+            return list(prompt)
+        return None
+    ids = prompt.get("input_ids") if isinstance(prompt, Mapping) else prompt
+    if isinstance(ids, torch.Tensor) and ids.dim() == 2 and ids.shape[0] > 1:
+        if isinstance(prompt, torch.Tensor):
+            return list(prompt)
+        return [{k: torch.as_tensor(v)[i] for k, v in prompt.items()}
+                for i in range(ids.shape[0])]  # fmt: skip
+    return None
 
 
 def explain_generation(
     model: torch.nn.Module,
     tokenizer: Any,
-    prompt: Prompt,
+    prompt: Prompt | Sequence[Prompt],
     max_new_tokens: int = 32,
     do_sample: bool = False,
     seed: int = 0,
@@ -301,41 +359,49 @@ def explain_generation(
     backtrace: Backtrace | None = None,
     check_vocabulary: bool = True,
     **generate_kwargs: Any,
-) -> GenerationExplanation:
+) -> GenerationExplanation | list[GenerationExplanation]:
     """Generate from ``prompt`` (greedy, or sampling seeded by ``seed``) and explain every
     generated token with respect to all tokens before it.
 
     ``prompt``: a string, chat messages (``[{"role": "user", "content": ...}]``, formatted with
     the tokenizer's chat template and a generation prompt), token ids or an encoding.
+    Several prompts (a list of strings or of conversations, or a left-padded batch) give a
+    list: each prompt is generated as if alone (same ``seed``), and all their tokens are
+    explained together in shared batches.
     ``generate_kwargs`` go to ``model.generate`` (e.g. ``temperature``, ``top_p``).
     """
     if max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    ids, text = _encode_prompt(tokenizer, prompt)
-    _check(model, tokenizer, ids, max_new_tokens, check_vocabulary)
+    prompts = _several(prompt)
+    encoded = [_encode_prompt(tokenizer, p) for p in (prompts or [prompt])]
+    for ids, _ in encoded:
+        _check(model, tokenizer, ids, max_new_tokens, check_vocabulary)
     device = model.get_output_embeddings().weight.device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    with _inference_state(model), torch.no_grad(), seeded(seed, device):  # streams restored
-        out = model.generate(
-            input_ids=ids[None].to(device),
-            attention_mask=torch.ones(1, ids.numel(), dtype=torch.long, device=device),
-            max_new_tokens=max_new_tokens,
-            do_sample=do_sample,
-            pad_token_id=pad,
-            **generate_kwargs,
-        )
-    full = out[0].cpu()
-    return explain_sequence(
-        model, tokenizer, full, ids.numel(), mode=mode, attention=attention,
-        batch_size=batch_size, bucket=bucket, top_k=top_k, prompt_text=text, backtrace=backtrace,
+    sequences = []
+    for ids, text in encoded:  # generation is sequential per token anyway; one prompt at a time
+        with _inference_state(model), torch.no_grad(), seeded(seed, device):  # streams restored
+            out = model.generate(
+                input_ids=ids[None].to(device),
+                attention_mask=torch.ones(1, ids.numel(), dtype=torch.long, device=device),
+                max_new_tokens=max_new_tokens,
+                do_sample=do_sample,
+                pad_token_id=pad,
+                **generate_kwargs,
+            )
+        sequences.append((out[0].cpu(), ids.numel(), text))
+    result = explain_sequences(
+        model, tokenizer, sequences, mode=mode, attention=attention, batch_size=batch_size,
+        bucket=bucket, top_k=top_k, backtrace=backtrace,
     )  # fmt: skip
+    return result if prompts is not None else result[0]
 
 
 def explain_continuation(
     model: torch.nn.Module,
     tokenizer: Any,
-    prompt: Prompt,
-    continuation: str | torch.Tensor,
+    prompt: Prompt | Sequence[Prompt],
+    continuation: str | torch.Tensor | Sequence[str | torch.Tensor],
     *,
     mode: str = "default",
     attention: str | None = None,
@@ -344,27 +410,44 @@ def explain_continuation(
     bucket: int = 32,
     backtrace: Backtrace | None = None,
     check_vocabulary: bool = True,
-) -> GenerationExplanation:
+) -> GenerationExplanation | list[GenerationExplanation]:
     """Explain a given answer to ``prompt`` (teacher forcing), without generating.
 
     A string ``continuation`` is tokenized on its own (no special tokens) and appended to the
-    prompt's tokens; pass token ids to control the split exactly.
+    prompt's tokens; pass token ids to control the split exactly. Several prompts take a list
+    of continuations of the same length and give a list.
     """
-    ids, text = _encode_prompt(tokenizer, prompt)
+    prompts = _several(prompt)
+    pairs = [(prompt, continuation)]
+    if prompts is not None:
+        if not isinstance(continuation, (list, tuple)) or len(continuation) != len(prompts):
+            raise InputError(
+                f"{len(prompts)} prompts need a list of {len(prompts)} continuations"
+            )
+        pairs = list(zip(prompts, continuation, strict=True))
+    sequences = []
+    for one_prompt, one_continuation in pairs:
+        ids, text = _encode_prompt(tokenizer, one_prompt)
+        cont_ids = _continuation_ids(tokenizer, one_continuation)
+        _check(model, tokenizer, ids, cont_ids.numel(), check_vocabulary)
+        if check_vocabulary:
+            check_tokenizer(model, tokenizer, cont_ids, causal=True)
+        sequences.append((torch.cat([ids, cont_ids]), ids.numel(), text))
+    result = explain_sequences(
+        model, tokenizer, sequences, mode=mode, attention=attention, batch_size=batch_size,
+        bucket=bucket, top_k=top_k, backtrace=backtrace,
+    )  # fmt: skip
+    return result if prompts is not None else result[0]
+
+
+def _continuation_ids(tokenizer: Any, continuation: str | torch.Tensor) -> torch.Tensor:
     if isinstance(continuation, str):
         if not continuation:
             raise EmptyInputError("the continuation is empty; there is nothing to explain")
-        cont = tokenizer(continuation, add_special_tokens=False, return_tensors="pt")
-        cont_ids = cont["input_ids"][0]
+        cont_ids = tokenizer(continuation, add_special_tokens=False, return_tensors="pt")
+        cont_ids = cont_ids["input_ids"][0]
     else:
         cont_ids = torch.as_tensor(continuation).reshape(-1).long()
     if cont_ids.numel() == 0:
         raise EmptyInputError("the continuation has no tokens")
-    _check(model, tokenizer, ids, cont_ids.numel(), check_vocabulary)
-    if check_vocabulary:
-        check_tokenizer(model, tokenizer, cont_ids, causal=True)
-    full = torch.cat([ids, cont_ids])
-    return explain_sequence(
-        model, tokenizer, full, ids.numel(), mode=mode, attention=attention,
-        batch_size=batch_size, bucket=bucket, top_k=top_k, prompt_text=text, backtrace=backtrace,
-    )  # fmt: skip
+    return cont_ids

@@ -74,9 +74,13 @@ def test_quick_benchmark_produces_every_table(tmp_path, minilm_sentiment, smollm
         assert methods["dlb-contrast"]["map"].startswith("signed (contrast net")
         assert "run_variance" in methods["lime"]["metrics"]
     assert "grad-cam" in results["tasks"]["image"]["methods"]
+    cost = results["tasks"]["resnet18-cost"]["methods"]
     assert "attention-rollout" in results["tasks"]["text"]["methods"]
     assert "randomisation_similarity" in results["tasks"]["tabular"]["methods"]["dlb"]["metrics"]
-    cost = results["tasks"]["resnet18-cost"]["methods"]
+    assert "randomisation_similarity" in results["tasks"]["text"]["methods"]["lime"]["metrics"]
+    ig = results["tasks"]["tabular"]["methods"]["integrated-gradients"]["metrics"]
+    assert ig["completeness_error"]["mean"] < 0.1  # IG's completeness axiom, 50 steps
+    assert cost["deeplift"]["metrics"]["time_per_instance_ms"]["mean"] > 0  # ResNet's reused ReLU
     assert cost["dlb"]["metrics"]["time_per_instance_ms"]["mean"] > 0
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert {r["task"] for r in rows} == set(TASKS)

@@ -210,6 +210,19 @@ def lime(prep: Prepared, target: torch.Tensor, **options: Any):
         interpretable_model=SkLearnRidge(alpha=1.0),
         similarity_func=_lime_kernel(prep, n_features),
     )
+    return _sampled(explainer, prep, target, options, x, extra, base, mask), True
+
+
+def kernel_shap(prep: Prepared, target: torch.Tensor, **options: Any):
+    """KernelSHAP (Lundberg & Lee): Shapley-kernel weighted regression on ``n_samples``
+    (default 200) coalitions of the same feature groups as LIME."""
+    x, forward, extra, base, mask = _perturbation_inputs(prep, options)
+    explainer = _captum().KernelShap(forward)
+    return _sampled(explainer, prep, target, options, x, extra, base, mask), True
+
+
+def _sampled(explainer, prep: Prepared, target, options, x, extra, base, mask) -> torch.Tensor:
+    """Run a sampling explainer (LIME, KernelSHAP) seeded, in batches of perturbations."""
     with seeded(int(options.get("seed", 0)), prep.x.device):
         a = explainer.attribute(
             x,
@@ -220,24 +233,7 @@ def lime(prep: Prepared, target: torch.Tensor, **options: Any):
             n_samples=int(options.get("n_samples", 200)),
             perturbations_per_eval=int(options.get("perturbations_per_eval", 64)),
         )
-    return _to_attr_space(prep, a.detach().to(torch.float32)), True
-
-
-def kernel_shap(prep: Prepared, target: torch.Tensor, **options: Any):
-    """KernelSHAP (Lundberg & Lee): Shapley-kernel weighted regression on ``n_samples``
-    (default 200) coalitions of the same feature groups as LIME."""
-    x, forward, extra, base, mask = _perturbation_inputs(prep, options)
-    with seeded(int(options.get("seed", 0)), prep.x.device):
-        a = _captum().KernelShap(forward).attribute(
-            x,
-            target=target,
-            baselines=base,
-            feature_mask=mask,
-            additional_forward_args=extra or None,
-            n_samples=int(options.get("n_samples", 200)),
-            perturbations_per_eval=int(options.get("perturbations_per_eval", 64)),
-        )
-    return _to_attr_space(prep, a.detach().to(torch.float32)), True
+    return _to_attr_space(prep, a.detach().to(torch.float32))
 
 
 def _to_attr_space(prep: Prepared, a: torch.Tensor) -> torch.Tensor:

@@ -325,10 +325,11 @@ def explain_sequences(
 
 
 def _several(prompt: Any) -> list[Any] | None:
-    """The prompts of a multi-prompt call, or None for one prompt: a list of strings, a list of
-    chat conversations, or a 2-D batch of ids / an encoding with more than one row."""
+    """The prompts of a multi-prompt call, or None for one prompt: a list of strings or of id
+    tensors, a list of chat conversations, or a 2-D batch of ids / an encoding with more than
+    one row."""
     if isinstance(prompt, (list, tuple)) and prompt:
-        if all(isinstance(p, str) for p in prompt):
+        if all(isinstance(p, (str, torch.Tensor)) for p in prompt):
             return list(prompt)
         if all(isinstance(p, Sequence) and not isinstance(p, str) and p
                and all(isinstance(m, Mapping) for m in p) for p in prompt):  # fmt: skip

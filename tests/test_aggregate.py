@@ -73,9 +73,11 @@ def test_contrast_mode_keeps_positive_and_negative_evidence(cancer):
     for k in range(2):
         np.testing.assert_allclose(g.class_maps(stat="pos")[k], pos[cls == k].mean(0), rtol=1e-6)
         np.testing.assert_allclose(g.class_maps(stat="neg")[k], neg[cls == k].mean(0), rtol=1e-6)
-    # signed mean = mean positive - mean negative
+    # signed mean = mean positive - mean negative, up to float32 rounding of the per-row maps
+    # (each stream is summed separately, so the difference is exact only to ~1e-7 of its scale)
+    scale = float(np.abs(g.class_maps(stat="pos")).max() + np.abs(g.class_maps(stat="neg")).max())
     np.testing.assert_allclose(g.class_maps(), g.class_maps(stat="pos") - g.class_maps(stat="neg"),
-                               atol=1e-12)
+                               rtol=1e-6, atol=1e-6 * scale)
     frame = g.to_dataframe()
     assert {"mean_positive", "mean_negative"} <= set(frame.columns)
 

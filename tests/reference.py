@@ -3,7 +3,9 @@
 Nothing here is efficient on purpose: for every sample the contribution matrix
 ``z_ji = W_ji·x_i`` is built explicitly, ``P``, ``N``, ``b⁺``, ``b⁻`` and ``T`` are formed
 from it, and the per-output shares ``c⁺_ji`` / ``c⁻_ji`` (and the bias share) are written out
-case by case (default, saturated high, saturated low, zero denominator).
+case by case (default, saturated high, saturated low, zero denominator). Contrast mode's signed
+shares ``z_ji/(T_j + ε·sign(T_j))`` (with the one-sided shares of saturated outputs) are written
+out the same way (:func:`signed_layer_shares`).
 
 The model is a chain of affine layers, each an explicit weight matrix ``W [out, in]`` and bias
 ``b [out]`` acting on the flattened sample, followed by an optional elementwise activation.
@@ -265,23 +267,63 @@ def layer_shares(W: torch.Tensor, b: torch.Tensor, x: torch.Tensor, act: Act) ->
     return LayerShares(z, P, N, b_pos, b_neg, T, c_pos, c_neg, c_bias, high, low)
 
 
+def signed_layer_shares(
+    W: torch.Tensor, b: torch.Tensor, x: torch.Tensor, act: Act, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Contrast mode (DESIGN.md 2.1, revised): signed shares ``c [out, in]`` and the absorbed
+    share per output (bias and stabiliser, or everything when nothing can take it)."""
+    z = W * x[None, :]
+    zp = z.clamp_min(0)
+    zn = (-z).clamp_min(0)
+    P, N = zp.sum(dim=1), zn.sum(dim=1)
+    T = z.sum(dim=1) + b
+    lo, hi = saturation_range(act)
+    n_out, n_in = z.shape
+    c = torch.zeros(n_out, n_in, dtype=DTYPE)
+    c_bias = torch.zeros(n_out, dtype=DTYPE)
+    for j in range(n_out):
+        if hi is not None and T[j] > hi:  # one-sided: positive contributors only
+            den = P[j] + b[j].clamp_min(0)
+            if den == 0:
+                c_bias[j] = 1.0
+            else:
+                c[j] = zp[j] / den
+                c_bias[j] = b[j].clamp_min(0) / den
+        elif lo is not None and T[j] < lo:  # negative contributors only
+            den = N[j] + (-b[j]).clamp_min(0)
+            if den == 0:
+                c_bias[j] = 1.0
+            else:
+                c[j] = zn[j] / den
+                c_bias[j] = (-b[j]).clamp_min(0) / den
+        else:
+            eps_j = eps if T[j] >= 0 else -eps
+            den = T[j] + eps_j
+            c[j] = z[j] / den
+            c_bias[j] = (b[j] + eps_j) / den
+    return c, c_bias
+
+
 @dataclass
 class ReferenceResult:
     """Reference relevance of the chain input (shaped like the input batch)."""
 
     output: torch.Tensor  # model output
     relevance: torch.Tensor  # default mode (from |seed|)
-    positive: torch.Tensor  # contrast ρ⁺
-    negative: torch.Tensor  # contrast ρ⁻
-    absorbed: list[float]  # per layer, default mode (= total stream of contrast)
-    absorbed_total_stream: list[float]  # per layer, from R⁺ + R⁻ of the contrast sweep
+    net: torch.Tensor  # contrast mode's signed relevance (from seed ⊙ output)
+    absorbed: list[float]  # per layer, default mode
+    absorbed_contrast: list[float]  # per layer, contrast mode (signed)
     saturated_high: int = 0  # outputs saturated high that carried relevance
     saturated_low: int = 0  # outputs saturated low that carried relevance
     shares: list[list[LayerShares]] = field(default_factory=list)  # [sample][layer]
 
     @property
-    def net(self) -> torch.Tensor:
-        return self.positive - self.negative
+    def positive(self) -> torch.Tensor:
+        return self.net.clamp_min(0)
+
+    @property
+    def negative(self) -> torch.Tensor:
+        return (-self.net).clamp_min(0)
 
 
 def forward_chain(layers: Sequence[AffineLayer], x: torch.Tensor) -> list[torch.Tensor]:
@@ -296,12 +338,12 @@ def forward_chain(layers: Sequence[AffineLayer], x: torch.Tensor) -> list[torch.
 
 
 def reference_chain(
-    layers: Sequence[AffineLayer], x: torch.Tensor, seed: torch.Tensor
+    layers: Sequence[AffineLayer], x: torch.Tensor, seed: torch.Tensor, eps: float = 1e-12
 ) -> ReferenceResult:
     """Default and contrast relevance of ``x`` for the chain, from a (possibly signed) seed.
 
-    Default mode starts from ``|seed|``; contrast from ``R⁺ = max(seed, 0)``,
-    ``R⁻ = max(−seed, 0)``.
+    Default mode starts from ``|seed|``; contrast mode from ``seed ⊙ output`` (it explains the
+    value of the selected outputs) and shares it by signed shares with stabiliser ``eps``.
     """
     B = x.shape[0]
     acts = forward_chain(layers, x)
@@ -309,43 +351,41 @@ def reference_chain(
     assert seed.shape == out.shape, (seed.shape, out.shape)
     seed = seed.to(DTYPE).reshape(B, -1)
 
+    out_flat = acts[-1].reshape(B, -1)
     rel = torch.zeros_like(acts[0])
-    pos = torch.zeros_like(acts[0])
-    neg = torch.zeros_like(acts[0])
+    net = torch.zeros_like(acts[0])
     absorbed = [0.0] * len(layers)
     absorbed_c = [0.0] * len(layers)
     n_high = n_low = 0
     all_shares: list[list[LayerShares]] = []
     for s in range(B):
         R = seed[s].abs()
-        Rp = seed[s].clamp_min(0)
-        Rn = (-seed[s]).clamp_min(0)
+        Rc = seed[s] * out_flat[s]
         sample_shares: list[LayerShares] = [None] * len(layers)  # type: ignore[list-item]
         for k in range(len(layers) - 1, -1, -1):
             layer = layers[k]
             # the activation after layer k is elementwise: relevance passes unchanged
             sh = layer_shares(layer.W, layer.b, acts[k][s], layer.act)
             sample_shares[k] = sh
-            n_high += int((sh.high & ((Rp + Rn) > 0)).sum())
-            n_low += int((sh.low & ((Rp + Rn) > 0)).sum())
+            n_high += int((sh.high & (R > 0)).sum())
+            n_low += int((sh.low & (R > 0)).sum())
             # default: ρ_i = Σ_j R_j (c⁺_ji + c⁻_ji)
             R_new = (R[:, None] * (sh.c_pos + sh.c_neg)).sum(dim=0)
             absorbed[k] += float((R * sh.c_bias).sum())
-            # contrast: ρ⁺ = Σ_j (R⁺ c⁺ + R⁻ c⁻), ρ⁻ = Σ_j (R⁺ c⁻ + R⁻ c⁺)
-            Rp_new = (Rp[:, None] * sh.c_pos + Rn[:, None] * sh.c_neg).sum(dim=0)
-            Rn_new = (Rp[:, None] * sh.c_neg + Rn[:, None] * sh.c_pos).sum(dim=0)
-            absorbed_c[k] += float(((Rp + Rn) * sh.c_bias).sum())
-            R, Rp, Rn = R_new, Rp_new, Rn_new
-        rel[s], pos[s], neg[s] = R, Rp, Rn
+            # contrast: ρ_i = Σ_j R_j c_ji with signed shares
+            c, c_bias = signed_layer_shares(layer.W, layer.b, acts[k][s], layer.act, eps)
+            Rc_new = (Rc[:, None] * c).sum(dim=0)
+            absorbed_c[k] += float((Rc * c_bias).sum())
+            R, Rc = R_new, Rc_new
+        rel[s], net[s] = R, Rc
         all_shares.append(sample_shares)
     shape = x.shape
     return ReferenceResult(
         output=out,
         relevance=rel.reshape(shape),
-        positive=pos.reshape(shape),
-        negative=neg.reshape(shape),
+        net=net.reshape(shape),
         absorbed=absorbed,
-        absorbed_total_stream=absorbed_c,
+        absorbed_contrast=absorbed_c,
         saturated_high=n_high,
         saturated_low=n_low,
         shares=all_shares,

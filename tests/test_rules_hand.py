@@ -68,76 +68,79 @@ def linear(weight, bias=None) -> nn.Linear:
 # 2.1 Affine rule: saturation high / low, thresholds of the activation table
 # =============================================================================================
 
-# (activation, W, b, x, default ρ, absorbed, ρ⁺, ρ⁻) with a seed of +1 on the single output.
+# (activation, W, b, x, default ρ, absorbed, signed shares) with a seed of +1 on the single
+# output. Contrast mode explains the output's value y = act(T): ρ = y · signed shares, where the
+# shares are z/T (LRP-ε, ε = 1e-12 in float64) in range, z⁺/(P + b⁺) saturated high and
+# z⁻/(N + b⁻) saturated low (non-negative: the sign of y is kept).
 SATURATION_CASES = {
     # z = [4, −1], T = 3.5 > 2: saturated high, P = 4, b⁺ = 0.5
     "tanh_high": (
         nn.Tanh(), [[2.0, -1.0]], [0.5], [2.0, 1.0],
-        [4 / 4.5, 0.0], 0.5 / 4.5, [4 / 4.5, 0.0], [0.0, 0.0],
+        [4 / 4.5, 0.0], 0.5 / 4.5, [4 / 4.5, 0.0],
     ),
     # same pre-activation, no activation: D = P + N + |b| = 5.5
     "identity_same_T": (
         None, [[2.0, -1.0]], [0.5], [2.0, 1.0],
-        [4 / 5.5, 1 / 5.5], 0.5 / 5.5, [4 / 5.5, 0.0], [0.0, 1 / 5.5],
+        [4 / 5.5, 1 / 5.5], 0.5 / 5.5, [4 / 3.5, -1 / 3.5],
     ),
     # sigmoid saturates only beyond ±4: T = 3.5 is in range, default formula
     "sigmoid_in_range": (
         nn.Sigmoid(), [[2.0, -1.0]], [0.5], [2.0, 1.0],
-        [4 / 5.5, 1 / 5.5], 0.5 / 5.5, [4 / 5.5, 0.0], [0.0, 1 / 5.5],
+        [4 / 5.5, 1 / 5.5], 0.5 / 5.5, [4 / 3.5, -1 / 3.5],
     ),
     # z = [−4, 1], T = −3.5 < −2: saturated low, N = 4, b⁻ = 0.5; R⁺ goes to ρ⁻
     "tanh_low": (
         nn.Tanh(), [[-2.0, 1.0]], [-0.5], [2.0, 1.0],
-        [4 / 4.5, 0.0], 0.5 / 4.5, [0.0, 0.0], [4 / 4.5, 0.0],
+        [4 / 4.5, 0.0], 0.5 / 4.5, [4 / 4.5, 0.0],
     ),
     # sigmoid: z = [−5, 0.5], T = −4.75 < −4 (low); N = 5, b⁻ = 0.25
     "sigmoid_low": (
         nn.Sigmoid(), [[-2.5, 0.5]], [-0.25], [2.0, 1.0],
-        [5 / 5.25, 0.0], 0.25 / 5.25, [0.0, 0.0], [5 / 5.25, 0.0],
+        [5 / 5.25, 0.0], 0.25 / 5.25, [5 / 5.25, 0.0],
     ),
     # inactive ReLU that is the explained output: z = [−4, 1], b = 0.3, T = −2.7 < 0;
     # N = 4, b⁻ = 0: nothing absorbed, all to the negative contributor
     "relu_inactive_output": (
         nn.ReLU(), [[-2.0, 1.0]], [0.3], [2.0, 1.0],
-        [1.0, 0.0], 0.0, [0.0, 0.0], [1.0, 0.0],
+        [1.0, 0.0], 0.0, [1.0, 0.0],
     ),
     # hardtanh(−1, 1): z = [1.5, −0.5], T = 1.25 > 1, P = 1.5, b⁺ = 0.25
     "hardtanh_high": (
         nn.Hardtanh(), [[1.5, -0.5]], [0.25], [1.0, 1.0],
-        [1.5 / 1.75, 0.0], 0.25 / 1.75, [1.5 / 1.75, 0.0], [0.0, 0.0],
+        [1.5 / 1.75, 0.0], 0.25 / 1.75, [1.5 / 1.75, 0.0],
     ),
     # tanh with the same numbers is in range (u = 2): D = 2.25
     "tanh_in_range": (
         nn.Tanh(), [[1.5, -0.5]], [0.25], [1.0, 1.0],
-        [1.5 / 2.25, 0.5 / 2.25], 0.25 / 2.25, [1.5 / 2.25, 0.0], [0.0, 0.5 / 2.25],
+        [1.5 / 2.25, 0.5 / 2.25], 0.25 / 2.25, [1.5 / 1.25, -0.5 / 1.25],
     ),
     # hardtanh(−0.5, 3) with its own arguments: T = −0.75 < −0.5 (low): z = [0.25, −1]
     # N = 1, b⁻ = 0 (b = 0): all to x1
     "hardtanh_args_low": (
         nn.Hardtanh(-0.5, 3.0), [[0.25, -1.0]], [0.0], [1.0, 1.0],
-        [0.0, 1.0], 0.0, [0.0, 0.0], [0.0, 1.0],
+        [0.0, 1.0], 0.0, [0.0, 1.0],
     ),
     # relu6: z = [8, −1], b = −0.5, T = 6.5 > 6 (high): P = 8, b⁺ = 0
     "relu6_high": (
         nn.ReLU6(), [[4.0, -1.0]], [-0.5], [2.0, 1.0],
-        [1.0, 0.0], 0.0, [1.0, 0.0], [0.0, 0.0],
+        [1.0, 0.0], 0.0, [1.0, 0.0],
     ),
     # silu: z = [−8, 1], b = −3, T = −10 < −6 (low): N = 8, b⁻ = 3
     "silu_low": (
         nn.SiLU(), [[-4.0, 1.0]], [-3.0], [2.0, 1.0],
-        [8 / 11, 0.0], 3 / 11, [0.0, 0.0], [8 / 11, 0.0],
+        [8 / 11, 0.0], 3 / 11, [8 / 11, 0.0],
     ),
     # gelu has no upper bound: T = 10 uses the default formula, D = 12 + 1 + 1 = 14
     "gelu_no_upper": (
         nn.GELU(), [[6.0, -1.0]], [-1.0], [2.0, 1.0],
-        [12 / 14, 1 / 14], 1 / 14, [12 / 14, 0.0], [0.0, 1 / 14],
+        [12 / 14, 1 / 14], 1 / 14, [12 / 10, -1 / 10],
     ),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(SATURATION_CASES), ids=list(SATURATION_CASES))
 def test_saturation_linear_2_to_1(case):
-    act, W, b, x, rho, absorbed, pos, neg = SATURATION_CASES[case]
+    act, W, b, x, rho, absorbed, shares = SATURATION_CASES[case]
     mods = [linear(W, b)] + ([act] if act is not None else [])
     model = nn.Sequential(*mods).eval()
     x = t([x])
@@ -147,16 +150,19 @@ def test_saturation_linear_2_to_1(case):
     assert abs(absorbed_sum(exp) - absorbed) < TOL
     conserved(exp, 1.0)
 
+    with torch.no_grad():
+        y = float(model(x))
+    signed = y * t([shares])
     exp_c = explain(model, x, mode="contrast")
-    close(exp_c.positive, [pos], "positive")
-    close(exp_c.negative, [neg], "negative")
-    close(exp_c.relevance, t([pos]) - t([neg]), "net")
-    close(exp_c.total, [rho], "total")
+    close(exp_c.relevance, signed, "signed", atol=1e-10)
+    close(exp_c.positive, signed.clamp_min(0), "positive", atol=1e-10)
+    close(exp_c.negative, (-signed).clamp_min(0), "negative", atol=1e-10)
+    assert abs(float(exp_c.relevance.sum()) + absorbed_sum(exp_c) - y) < 1e-10
+    assert exp_c.conservation_error < 1e-10
 
-    # a negative seed swaps the streams (R⁺ = 0, R⁻ = 1): ρ⁺ and ρ⁻ trade places
+    # a negative seed explains −y: every value flips sign
     exp_n = explain(model, x, mode="contrast", seed=t([[-1.0]]))
-    close(exp_n.positive, [neg], "positive, negative seed")
-    close(exp_n.negative, [pos], "negative, negative seed")
+    close(exp_n.relevance, -signed, "negative seed", atol=1e-10)
     exp_nd = explain(model, x, seed=t([[-1.0]]))
     close(exp_nd.relevance, [rho], "default relevance from |seed|")
 
@@ -165,7 +171,7 @@ def test_saturation_cases_agree_with_reference():
     """The hand numbers above are the formulas of tests/reference.py (both must agree)."""
     names = {nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.ReLU: "relu", nn.SiLU: "silu"}
     names.update({nn.GELU: "gelu", nn.ReLU6: "relu6"})
-    for act, W, b, x, rho, absorbed, pos, neg in SATURATION_CASES.values():
+    for act, W, b, x, rho, absorbed, shares in SATURATION_CASES.values():
         if isinstance(act, nn.Hardtanh) and not isinstance(act, nn.ReLU6):
             spec = ("hardtanh", act.min_val, act.max_val)
         else:
@@ -173,8 +179,7 @@ def test_saturation_cases_agree_with_reference():
         layer = affine_layer_from_module(linear(W, b), (2,), act=spec)
         ref = reference_chain([layer], t([x]), t([[1.0]]))
         close(ref.relevance, [rho])
-        close(ref.positive, [pos])
-        close(ref.negative, [neg])
+        close(ref.net, float(ref.output) * t([shares]), atol=1e-10)
         assert abs(sum(ref.absorbed) - absorbed) < TOL
 
 
@@ -213,12 +218,13 @@ def test_bias_absorption_two_layers():
     close(t(vals), sorted([absorbed_l1, absorbed_l2]), "absorbed per node")
     conserved(exp, 1.0)
 
-    # contrast: h2 = −1 times −2 is a positive contribution, so R⁺_h2 = 2/6.5;
-    # in row 2, x1 contributes −1 (negative) and x2 contributes +1 (positive)
+    # contrast explains y = 6.5 with signed shares z/T: layer 2 gives R_h = [3.5, 2], absorbed
+    # 1; row 1 (T = 3.5): [1, 2], absorbed 0.5; row 2 (T = −1): 2·[−1, 1]/(−1) = [2, −2],
+    # absorbed 2·(−1)/(−1) = 2. x2's evidence cancels exactly.
     exp_c = explain(model, x, mode="contrast")
-    close(exp_c.positive, [[1 / 6.5, 2 / 6.5 + 2 / 19.5]])
-    close(exp_c.negative, [[2 / 19.5, 0.0]])
-    assert abs(absorbed_sum(exp_c) - (absorbed_l1 + absorbed_l2)) < TOL
+    close(exp_c.relevance, [[3.0, 0.0]], atol=1e-10)
+    assert abs(absorbed_sum(exp_c) - 3.5) < 1e-10
+    assert abs(float(exp_c.relevance.sum()) + absorbed_sum(exp_c) - 6.5) < 1e-10
 
 
 def test_zero_denominator_absorbs_everything():
@@ -249,11 +255,12 @@ def test_grouped_conv1d_by_hand():
     seed = t([[0.5, -1.0, 2.0, 1.5, -0.25, 1.0]])  # flattened (c, p)
     Rabs = seed.abs().reshape(2, L_out)
     rho = torch.zeros(2, 5, dtype=D64)
-    pos = torch.zeros(2, 5, dtype=D64)
-    neg = torch.zeros(2, 5, dtype=D64)
+    net = torch.zeros(2, 5, dtype=D64)
     absorbed = 0.0
     w = conv.weight.detach()
     b = conv.bias.detach()
+    with torch.no_grad():
+        y = conv(x).reshape(2, L_out)
     for c in range(2):
         for p in range(L_out):
             contrib = []
@@ -262,17 +269,12 @@ def test_grouped_conv1d_by_hand():
                 if 0 <= i < 5:
                     contrib.append((i, float(w[c, 0, k] * x[0, c, i])))
             D = sum(abs(z) for _, z in contrib) + abs(float(b[c]))
+            T = sum(z for _, z in contrib) + float(b[c])
             R = float(Rabs[c, p])
-            s = float(seed.reshape(2, L_out)[c, p])
-            Rp, Rn = max(s, 0.0), max(-s, 0.0)
+            Rc = float(seed.reshape(2, L_out)[c, p]) * float(y[c, p])  # seed ⊙ output
             for i, z in contrib:
                 rho[c, i] += R * abs(z) / D
-                if z > 0:
-                    pos[c, i] += Rp * z / D
-                    neg[c, i] += Rn * z / D
-                else:
-                    pos[c, i] += Rn * -z / D
-                    neg[c, i] += Rp * -z / D
+                net[c, i] += Rc * z / T
             absorbed += R * abs(float(b[c])) / D
     # spot check of the index arithmetic: x[0, 0, 4] = 3 is never read (only 2p ± 1 ≤ 3)
     assert rho[0, 4] == 0 and rho[0, 0] == 0 and rho[0, 2] == 0
@@ -281,14 +283,12 @@ def test_grouped_conv1d_by_hand():
     close(exp.relevance, rho[None], "grouped conv default")
     assert abs(absorbed_sum(exp) - absorbed) < TOL
     exp_c = explain(model, x, seed=seed, mode="contrast")
-    close(exp_c.positive, pos[None], "grouped conv positive")
-    close(exp_c.negative, neg[None], "grouped conv negative")
+    close(exp_c.relevance, net[None], "grouped conv signed", atol=1e-10)
 
     # the Jacobian reference gives the same numbers
     ref = reference_chain([affine_layer_from_module(conv, (2, 5))], x, seed.reshape(1, 2, 3))
     close(ref.relevance, rho[None])
-    close(ref.positive, pos[None])
-    close(ref.negative, neg[None])
+    close(ref.net, net[None], atol=1e-10)
 
 
 def test_grouped_conv2d_against_jacobian_reference():
@@ -330,12 +330,12 @@ def test_max_pool_routes_to_argmax():
     exp = explain(model, x, seed=seed)
     close(exp.relevance, want)
     exp_c = explain(model, x, seed=seed, mode="contrast")
-    pos = want.clone()
-    pos[0, 0, 1, 3] = 0.0  # the window whose seed is −1
-    neg = torch.zeros(1, 1, 4, 4, dtype=D64)
-    neg[0, 0, 1, 3] = 1.0
-    close(exp_c.positive, pos, "positive")
-    close(exp_c.negative, neg, "negative")
+    # contrast routes seed ⊙ output: 0.5·5, −1·7, 2·(−0.5), 0.25·8
+    net = torch.zeros(1, 1, 4, 4, dtype=D64)
+    net[0, 0, 0, 1], net[0, 0, 1, 3], net[0, 0, 3, 1], net[0, 0, 3, 2] = 2.5, -7.0, -1.0, 2.0
+    close(exp_c.relevance, net, "signed")
+    close(exp_c.positive, net.clamp_min(0), "positive")
+    close(exp_c.negative, (-net).clamp_min(0), "negative")
 
 
 def test_max_pool_overlapping_windows_accumulate():
@@ -414,8 +414,10 @@ def test_data_movement_routes_exactly():
     assert abs(absorbed_sum(exp)) < TOL
 
     exp_c = explain(model, x, seed=seed, mode="contrast")
-    close(exp_c.positive, _routed(x, y, seed.clamp_min(0)), "positive")
-    close(exp_c.negative, _routed(x, y, (-seed).clamp_min(0)), "negative")
+    net = _routed(x, y, seed * y)  # contrast routes seed ⊙ output
+    close(exp_c.relevance, net, "signed")
+    close(exp_c.positive, net.clamp_min(0), "positive")
+    close(exp_c.negative, (-net).clamp_min(0), "negative")
     # elements that were sliced away get exactly nothing
     used = _routed(x, y, torch.ones_like(seed)) > 0
     assert not used.all()
@@ -456,8 +458,9 @@ def test_embedding_relevance_per_token_is_sum_over_dim():
     exp = explain(nn.Sequential(emb).eval(), ids, seed=seed)
     close(exp.relevance, seed.abs().sum(dim=-1), "per token")
     exp_c = explain(nn.Sequential(emb).eval(), ids, seed=seed, mode="contrast")
-    close(exp_c.positive, seed.clamp_min(0).sum(-1), "positive per token")
-    close(exp_c.negative, (-seed).clamp_min(0).sum(-1), "negative per token")
+    with torch.no_grad():
+        y = emb(ids)
+    close(exp_c.relevance, (seed * y).sum(-1), "signed per token")
 
 
 def test_embedding_then_linear():
@@ -585,9 +588,9 @@ def test_products(kind):
     close(exp.relevance, torch.cat([share_a * seed.abs(), share_g * seed.abs()], 1), kind)
     conserved(exp, float(seed.abs().sum()))
     exp_c = explain(model, x, seed=seed, mode="contrast")
-    sp, sn = seed.clamp_min(0), (-seed).clamp_min(0)
-    close(exp_c.positive, torch.cat([share_a * sp, share_g * sp], 1), kind + " positive")
-    close(exp_c.negative, torch.cat([share_a * sn, share_g * sn], 1), kind + " negative")
+    with torch.no_grad():
+        Rc = seed * model(x)  # contrast explains seed ⊙ output, split by the same shares
+    close(exp_c.relevance, torch.cat([share_a * Rc, share_g * Rc], 1), kind + " signed")
 
 
 class BroadcastProduct(nn.Module):
@@ -716,15 +719,22 @@ def _attention_input(seed: int):
     return x, s
 
 
+def _signed_value_relevance(A, V, seed):
+    """Contrast, value mode: ``O = A·V`` explained at ``seed ⊙ O`` with shares ``A_ts·V_se/O_te``
+    gives ``ρ_V[s, e] = V_se · Σ_t A_ts·seed_te`` (ε = 1e-12 is below the tolerance)."""
+    return V * (A.transpose(-2, -1) @ seed)
+
+
 def _expected_value_mode(model: EagerAttention, x, seed):
     with torch.no_grad():
         A = model.probabilities(x)
     V = x[..., 2 * DH :]
-    rho_v, pos_v, neg_v = _value_relevance(A[:, None], V[:, None], seed[:, None])
+    rho_v, _, _ = _value_relevance(A[:, None], V[:, None], seed[:, None])
+    net_v = _signed_value_relevance(A, V, seed)
     out = []
-    for r in (rho_v, pos_v, neg_v):
+    for r in (rho_v[:, 0], net_v):
         full = torch.zeros_like(x)
-        full[..., 2 * DH :] = r[:, 0]
+        full[..., 2 * DH :] = r
         out.append(full)
     return out
 
@@ -734,7 +744,7 @@ def test_eager_attention_value_mode(mask_kind):
     mask = _pad_mask() if mask_kind == "padding" else _causal_mask()
     model = EagerAttention(mask).eval()
     x, seed = _attention_input(21)
-    rho, pos, neg = _expected_value_mode(model, x, seed)
+    rho, net = _expected_value_mode(model, x, seed)
 
     exp = explain(model, x, seed=seed)  # attention="value"
     close(exp.relevance, rho, "value mode")
@@ -744,13 +754,11 @@ def test_eager_attention_value_mode(mask_kind):
     close(exp_default.relevance, rho, "default attention option")
 
     exp_c = explain(model, x, seed=seed, mode="contrast")
-    close(exp_c.positive, pos, "value mode positive")
-    close(exp_c.negative, neg, "value mode negative")
+    close(exp_c.relevance, net, "value mode signed", atol=1e-10)
 
     if mask_kind == "padding":
         assert (exp.relevance[1, T_LEN - 1] == 0).all(), "a masked key gets exactly 0"
-        assert (exp_c.positive[1, T_LEN - 1] == 0).all()
-        assert (exp_c.negative[1, T_LEN - 1] == 0).all()
+        assert (exp_c.relevance[1, T_LEN - 1] == 0).all()
         assert (exp.relevance[0, T_LEN - 1, 2 * DH :] > 0).all()  # unmasked in sample 0
     else:
         # a seed on the first query only: causal attention sees key 0 alone
@@ -774,14 +782,13 @@ def test_sdpa_matches_eager_value_mode(variant):
     x, seed = _attention_input(22)
     with torch.no_grad():
         torch.testing.assert_close(sdpa(x), eager(x), atol=1e-12, rtol=0)
-    rho, pos, neg = _expected_value_mode(eager, x, seed)
+    rho, net = _expected_value_mode(eager, x, seed)
 
     for model, name in ((eager, "eager"), (sdpa, "sdpa")):
         exp = explain(model, x, seed=seed)
         close(exp.relevance, rho, f"{name} value mode")
         exp_c = explain(model, x, seed=seed, mode="contrast")
-        close(exp_c.positive, pos, f"{name} positive")
-        close(exp_c.negative, neg, f"{name} negative")
+        close(exp_c.relevance, net, f"{name} signed", atol=1e-10)
     if variant != "is_causal":
         assert (explain(sdpa, x, seed=seed).relevance[1, T_LEN - 1] == 0).all()
 
@@ -833,7 +840,8 @@ def test_gqa_sdpa_matches_eager_and_formula():
     _, _, v = eager.split(x)
     v_rep = v.repeat_interleave(HQ // HKV, dim=1)  # query head h reads kv head h // 2
     seed_h = seed.reshape(B, T, HQ, DG).transpose(1, 2)
-    rho_h, pos_h, neg_h = _value_relevance(A, v_rep, seed_h)  # [B, HQ, T, DG]
+    rho_h, _, _ = _value_relevance(A, v_rep, seed_h)  # [B, HQ, T, DG]
+    net_h = _signed_value_relevance(A, v_rep, seed_h)
 
     def to_input(r):
         kv = r.reshape(B, HKV, HQ // HKV, T, DG).sum(2)  # sum over the sharing query heads
@@ -841,13 +849,12 @@ def test_gqa_sdpa_matches_eager_and_formula():
         full[..., (HQ + HKV) * DG :] = kv.transpose(1, 2).reshape(B, T, HKV * DG)
         return full
 
-    rho, pos, neg = to_input(rho_h), to_input(pos_h), to_input(neg_h)
+    rho, net = to_input(rho_h), to_input(net_h)
     for model, name in ((eager, "eager"), (sdpa, "sdpa")):
         exp = explain(model, x, seed=seed)
         close(exp.relevance, rho, f"{name} gqa")
         exp_c = explain(model, x, seed=seed, mode="contrast")
-        close(exp_c.positive, pos, f"{name} gqa positive")
-        close(exp_c.negative, neg, f"{name} gqa negative")
+        close(exp_c.relevance, net, f"{name} gqa signed", atol=1e-10)
 
 
 @pytest.mark.parametrize("kind", ["eager_padding", "eager_causal", "sdpa_mask", "sdpa_causal"])
@@ -871,5 +878,59 @@ def test_split_mode_reaches_q_and_k_and_conserves(kind):
     assert float(rel[..., 2 * DH :].sum()) < float(exp_v.relevance[..., 2 * DH :].sum()) - 1e-6
 
     exp_c = explain(model, x, seed=seed, attention="split", mode="contrast")
-    close(exp_c.positive + exp_c.negative, exp.relevance, "contrast total = default", 1e-10)
-    conserved(exp_c, float(seed.abs().sum()))
+    assert torch.equal(exp_c.positive - exp_c.negative, exp_c.relevance)
+    assert float(exp_c.relevance[..., :DH].abs().sum()) > 1e-3, "Q gets signed relevance"
+    assert float(exp_c.relevance[..., DH : 2 * DH].abs().sum()) > 1e-3, "K gets signed relevance"
+    assert exp_c.conservation_error < 1e-10
+    with torch.no_grad():
+        explained = float((seed * model(x)).sum())
+    assert abs(float(exp_c.relevance.sum()) + absorbed_sum(exp_c) - explained) < 1e-9
+    if "padding" in kind or "mask" in kind:
+        # a masked key: its K and V get exactly 0 (its query still attends to the others)
+        assert (exp_c.relevance[1, T_LEN - 1, DH:] == 0).all(), "a masked key gets exactly 0"
+
+
+@pytest.mark.parametrize("variant", ["padding", "causal", "gqa"])
+def test_contrast_split_eager_and_sdpa_agree(variant):
+    """Eager attention (matmul → softmax → matmul) and SDPA give the same signed maps."""
+    if variant == "gqa":
+        g = torch.Generator().manual_seed(25)
+        x = torch.randn(2, 4, (HQ + 2 * HKV) * DG, generator=g, dtype=D64) * 1.5
+        seed = torch.randn(2, 4, HQ * DG, generator=g, dtype=D64)
+        eager, sdpa = GqaAttention(False).eval(), GqaAttention(True).eval()
+    else:
+        mask = _pad_mask() if variant == "padding" else _causal_mask()
+        eager = EagerAttention(mask).eval()
+        sdpa = SdpaAttention(mask, causal=False).eval()
+        x, seed = _attention_input(26)
+    a = Backtrace(eager, mode="contrast").explain(x, seed=seed)  # contrast default: split
+    b = Backtrace(sdpa, mode="contrast").explain(x, seed=seed)
+    close(a.relevance, b.relevance, "eager vs sdpa", atol=1e-9)
+    assert abs(absorbed_sum(a) - absorbed_sum(b)) < 1e-9
+
+
+def test_softmax_rule_by_hand():
+    """``y = softmax(s)·v`` with s, v data, split mode, one query, a padded key.
+
+    Hand numbers: s = [1, 2, −inf (padded)], A = softmax = [e/(e+e²), e²/(e+e²), 0],
+    v = [3, −1, 5] (one value dim), O = Σ A·v; R = seed·O = O (seed 1).
+    V half: ρ_v = ½·A·v·R/O = ½·A·v; A half: R_A = ½·A·v (same numbers, per key);
+    softmax rule: R_s = s ⊙ (R_A − A·ΣR_A); the padded key gets exactly 0.
+    """
+
+    class OneQuery(nn.Module):
+        def forward(self, x):  # x [1, 6]: s = x[:, :3], v = x[:, 3:]
+            s = x[:, :3].masked_fill(torch.tensor([[False, False, True]]), float("-inf"))
+            A = torch.softmax(s, dim=-1)
+            return (A.unsqueeze(1) @ x[:, 3:].unsqueeze(-1)).reshape(1, 1)
+
+    x = t([[1.0, 2.0, 0.7, 3.0, -1.0, 5.0]])
+    e1, e2 = math.exp(1.0), math.exp(2.0)
+    A = [e1 / (e1 + e2), e2 / (e1 + e2), 0.0]
+    v = [3.0, -1.0, 5.0]
+    half = [0.5 * a * b for a, b in zip(A, v, strict=True)]
+    total_a = sum(half)
+    R_s = [1.0 * (half[0] - A[0] * total_a), 2.0 * (half[1] - A[1] * total_a), 0.0]
+    exp = Backtrace(OneQuery(), mode="contrast").explain(x, target=0)
+    close(exp.relevance, [R_s + half], "softmax rule", atol=1e-10)
+    assert exp.relevance[0, 2] == 0 and exp.relevance[0, 5] == 0

@@ -16,12 +16,19 @@ from .capture import CapturedGraph
 from .errors import InputError, RuleError, TargetError
 from .explanation import Explanation
 from .record import needed_values, record
-from .rules.base import AbsCache, RuleOptions
+from .rules.base import AbsCache, RuleOptions, default_epsilon
 from .sweep import sweep
 from .targets import Target, make_seed
 
 MODES = ("default", "contrast")
 ATTENTION = ("value", "split")
+# The attention rule each mode uses unless told otherwise (DESIGN.md 2.2: contrast splits, the
+# measured winner; default mode keeps relevance on the values).
+DEFAULT_ATTENTION = {"default": "value", "contrast": "split"}
+NORM_RULES = ("centre", "identity")
+# The rule set this library computes; audit records carry it (a change of rules means a
+# recorded explanation cannot re-verify bit for bit).
+RULE_SET = "2"
 
 
 @contextlib.contextmanager
@@ -85,21 +92,35 @@ class Backtrace:
     The model is captured lazily, once per input signature (shapes, dtypes, devices, keyword
     names and non-tensor arguments), and explained in eval mode; the user's flags are restored.
     ``cache_abs_weights=False`` recomputes ``|w|`` on every call instead of keeping a copy.
+
+    ``attention``: ``"value"`` or ``"split"``; None uses each mode's default (default mode
+    ``"value"``, contrast ``"split"``). ``norm``: how layer/group norm's centring is explained,
+    ``"centre"`` (an affine op, DESIGN.md 2.3) or ``"identity"``; None: ``"centre"``.
+    ``epsilon``: the stabiliser of contrast mode's signed shares (None: 1e-6, or 1e-12 when
+    the relevance is float64).
     """
 
     def __init__(
         self,
         model: torch.nn.Module,
         mode: str = "default",
-        attention: str = "value",
+        attention: str | None = None,
         output: str | int | None = None,
         cache_abs_weights: bool = True,
+        norm: str | None = None,
+        epsilon: float | None = None,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"Backtrace needs a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.mode = self._check_mode(mode)
-        self.attention = self._check_attention(attention)
+        self.attention = None if attention is None else self._check_attention(attention)
+        if norm is not None and norm not in NORM_RULES:
+            raise ValueError(f"norm must be one of {NORM_RULES}, got {norm!r}")
+        self.norm = norm
+        if epsilon is not None and not epsilon > 0:
+            raise ValueError(f"epsilon must be positive, got {epsilon!r}")
+        self.epsilon = epsilon
         self.output = output
         self._cache: dict[tuple, CapturedGraph] = {}
         # |w| of each parameter, kept between calls: one weight-sized copy buys ~2x speed on
@@ -111,6 +132,22 @@ class Backtrace:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         return mode
+
+    def attention_for(self, mode: str | None = None, attention: str | None = None) -> str:
+        """The attention rule an explanation in ``mode`` uses (explicit, then set, then default)."""
+        if attention is not None:
+            return self._check_attention(attention)
+        if self.attention is not None:
+            return self.attention
+        return DEFAULT_ATTENTION[self._check_mode(mode or self.mode)]
+
+    def _options(self, mode: str, attention: str | None, dtype: torch.dtype) -> RuleOptions:
+        return RuleOptions(
+            attention=self.attention_for(mode, attention),
+            signed=mode == "contrast",
+            epsilon=self.epsilon if self.epsilon is not None else default_epsilon(dtype),
+            centring=(self.norm or "centre") == "centre",
+        )
 
     @staticmethod
     def _check_attention(attention: str) -> str:
@@ -171,9 +208,15 @@ class Backtrace:
         ``output``: which model output to explain (a key such as ``"logits"`` or an index).
         ``layers``: module names (or ``"all"``) whose output relevance to keep; graph node
         names (``capture(...).nodes``) are accepted too.
+
+        Contrast mode explains the *value* of the selected outputs: the relevance placed on the
+        output is ``seed ⊙ output`` (one-hot × logit for a class), so the signed map is an
+        additive decomposition of the explained logit (``Σ relevance + Σ absorbed = logit``)
+        and positive relevance always means "pushes the output up", whatever its sign.
         """
         mode = self._check_mode(mode or self.mode)
-        options = RuleOptions(attention=self._check_attention(attention or self.attention))
+        if attention is not None:
+            self._check_attention(attention)
         args = tuple(_as_tensor(a) for a in inputs)
         kwargs = {k: _as_tensor(v) for k, v in model_kwargs.items()}
         with _inference_state(self.model):
@@ -204,10 +247,12 @@ class Backtrace:
             dtype = out_value.dtype if out_value.dtype in (torch.float32, torch.float64) else (
                 torch.float32
             )
-            streams = [signed_seed.abs()]
+            options = self._options(mode, attention, dtype)
             if mode == "contrast":
-                streams.append(signed_seed)
-            seed_streams = torch.stack(streams).to(dtype)
+                signed_seed = signed_seed * out_value.detach()
+            else:
+                signed_seed = signed_seed.abs()
+            seed_streams = signed_seed.unsqueeze(0).to(dtype)
             result = sweep(
                 g, env, relevant, out_node, seed_streams, options, set(layer_map), self._abs_weights
             )
@@ -284,6 +329,8 @@ class Backtrace:
 
     @staticmethod
     def _explanation(g, flat, result, mode, seed, target, out_value, layer_map, single, dtype):
+        # Contrast mode carries one signed map: ``net`` is it, ``total = |net|`` (= positive +
+        # negative). Default mode's map is ``total``.
         total: dict[str, torch.Tensor] = {}
         net: dict[str, torch.Tensor] | None = {} if mode == "contrast" else None
         names: list[str] = []
@@ -293,15 +340,18 @@ class Backtrace:
             names.append(name)
             R = result.inputs.get(node)
             if R is None:
-                R = torch.zeros((2 if mode == "contrast" else 1, *value.shape), dtype=dtype,
-                                device=value.device)
-            total[name] = R[0]
+                R = torch.zeros((1, *value.shape), dtype=dtype, device=value.device)
             if net is not None:
-                net[name] = R[1]
-        layers = {layer_map[n]: r[0] for n, r in result.layers.items()}
-        layers_net = (
-            {layer_map[n]: r[1] for n, r in result.layers.items()} if mode == "contrast" else {}
-        )
+                net[name] = R[0]
+                total[name] = R[0].abs()
+            else:
+                total[name] = R[0]
+        if mode == "contrast":
+            layers = {layer_map[n]: r[0].abs() for n, r in result.layers.items()}
+            layers_net = {layer_map[n]: r[0] for n, r in result.layers.items()}
+        else:
+            layers = {layer_map[n]: r[0] for n, r in result.layers.items()}
+            layers_net = {}
         return Explanation(
             mode=mode,
             input_names=names,

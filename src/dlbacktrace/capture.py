@@ -39,6 +39,9 @@ class CapturedGraph:
     out_spec: pytree.TreeSpec
     data: set[fx.Node] = field(default_factory=set)  # nodes that can carry relevance
     gates: set[fx.Node] = field(default_factory=set)  # probability-like nodes (sigmoid/softmax)
+    # Softmax outputs, and data movement of them, that feed a product of two data tensors
+    # (attention probabilities; DESIGN.md 2.2): the nodes the softmax rule applies to.
+    attention_probs: set[fx.Node] = field(default_factory=set)
     saturation: dict[fx.Node, tuple[float | None, float | None]] = field(default_factory=dict)
     relevant: dict[int, list[fx.Node]] = field(default_factory=dict)  # per output, checked
     # Bias written as a separate op (``x @ W + b``, Keras Dense, ONNX MatMul+Add): the
@@ -138,6 +141,7 @@ def analyse(program: ExportedProgram, args: tuple, kwargs: dict) -> CapturedGrap
     )
     _mark_data(captured)
     _mark_gates(captured)
+    _mark_attention_probs(captured)
     _mark_bias_adds(captured)
     _mark_saturation(captured)
     return captured
@@ -227,6 +231,28 @@ def _mark_gates(g: CapturedGraph) -> None:
         if registry.is_gate_op(node.target) or registry.is_gate_preserving(node, gates, g.data):
             gates.add(node)
     g.gates = gates
+
+
+def _mark_attention_probs(g: CapturedGraph) -> None:
+    """Softmax nodes whose output reaches a data·data matrix product through moves only."""
+    found: set[fx.Node] = set()
+    for node in g.nodes:
+        if node.op != "call_function" or not registry.is_softmax(node.target):
+            continue
+        chain, frontier, feeds = {node}, [node], False
+        while frontier:
+            current = frontier.pop()
+            for user in current.users:
+                if user.op != "call_function" or user not in g.data:
+                    continue
+                if registry.is_data_product(user, g.data):
+                    feeds = True
+                elif registry.is_movement(user.target) and user.args[0] is current:
+                    chain.add(user)
+                    frontier.append(user)
+        if feeds:
+            found |= chain
+    g.attention_probs = found
 
 
 def _shape(node: Any) -> tuple | None:

@@ -21,10 +21,12 @@ class Explanation:
     """Relevance of every input for one (batched) explained output.
 
     ``mode="default"``: ``relevance`` is the unsigned relevance (how strongly each feature
-    influenced the output, in either direction). ``mode="contrast"``: ``positive`` (evidence
-    for) and ``negative`` (evidence against) are non-negative, ``relevance`` is their
-    difference (the signed map) and ``total`` their sum, which equals the default-mode map.
-    Integer token-id inputs get one value per token.
+    influenced the output, in either direction). ``mode="contrast"``: ``relevance`` is the
+    signed map (signed shares, DESIGN.md 2.1), ``positive = max(relevance, 0)`` (evidence for)
+    and ``negative = max(−relevance, 0)`` (evidence against), so ``relevance = positive −
+    negative`` exactly, and ``total = positive + negative = |relevance|``.
+    ``seed`` is the relevance placed on the output (contrast: the selection times the
+    output's value). Integer token-id inputs get one value per token.
     """
 
     mode: str
@@ -61,10 +63,7 @@ class Explanation:
     def _half(self, sign: float) -> dict[str, torch.Tensor] | None:
         if self.net_by_name is None:
             return None
-        return {
-            n: ((self.total_by_name[n] + sign * self.net_by_name[n]) / 2).clamp_min(0)
-            for n in self.input_names
-        }
+        return {n: (sign * self.net_by_name[n]).clamp_min(0) for n in self.input_names}
 
     @property
     def positive(self) -> torch.Tensor | tuple[torch.Tensor, ...] | None:
@@ -83,14 +82,20 @@ class Explanation:
 
     @property
     def total_input_relevance(self) -> float:
-        return float(sum(float(t.sum(dtype=torch.float64)) for t in self.total_by_name.values()))
+        """``Σ relevance`` over every input (signed in contrast mode)."""
+        maps = self.relevance_by_name.values()
+        return float(sum(float(t.sum(dtype=torch.float64)) for t in maps))
 
     @property
     def conservation_error(self) -> float:
-        """``|Σ input relevance + Σ absorbed − Σ|seed|| / Σ|seed|`` (DESIGN.md 2.4)."""
-        expected = float(self.seed.abs().sum(dtype=torch.float64))
+        """``|Σ relevance + Σ absorbed − Σ seed| / Σ|seed|`` (DESIGN.md 2.4).
+
+        Default mode's seed is non-negative; contrast mode's is signed (seed ⊙ output).
+        """
+        expected = float(self.seed.sum(dtype=torch.float64))
+        scale = float(self.seed.abs().sum(dtype=torch.float64))
         got = self.total_input_relevance + self.total_absorbed
-        return abs(got - expected) / max(expected, 1e-300)
+        return abs(got - expected) / max(scale, 1e-300)
 
     # ---- conversion and storage -------------------------------------------------------------
     def to_numpy(self) -> dict[str, Any]:

@@ -139,6 +139,7 @@ def _apply_rule(g, env, node, R, options, store, absorbed, dtype, abs_cache) -> 
         saturation=g.saturation.get(node),
         options=options,
         abs_cache=abs_cache,
+        attention_probs=g.attention_probs,
     )
     contribution = rule(call, R)
     for inp, rho in contribution.inputs:

@@ -6,7 +6,9 @@ coefficients ``p_j`` (for positive contributions) and ``n_j`` (for negative ones
 with the op's transpose (its vector–Jacobian product):
 ``Σ_j (α_j·max(z_ji,0) + β_j·max(−z_ji,0)) = ½(|x| ⊙ f*_{|w|}(α+β) + x ⊙ f*_w(α−β))``.
 
-In stream form, total ``T`` uses ``α = T·p, β = T·n`` and net ``Δ`` uses ``α = Δ·p, β = −Δ·n``.
+Contrast mode (``options.signed``) shares one signed relevance by ``z_ji / (T_j + ε_j)``: where
+no output is saturated that is ``ρ = x ⊙ f*_w(R ⊘ (T + ε))``, one signed transposed op; saturated
+outputs keep their one-sided, non-negative shares (``α``/``β`` above, with ``R`` signed).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 import torch.fx as fx
 
 from ..errors import RuleError
-from .base import Call, Contribution, safe_reciprocal, sum_to, total
+from .base import Call, Contribution, safe_reciprocal, stabilised, sum_to, total
 
 
 @dataclass
@@ -123,6 +125,11 @@ class AffineMap:
     weights: list[torch.Tensor]
     bias: torch.Tensor | None = None
     transpose: Callable[..., torch.Tensor] | None = None
+    # The map with every weight replaced by its magnitude, on |x| (and its transpose), for
+    # maps whose weights are not parameters (centring: |δ_ik − 1/n|). Without it the map is
+    # run on |x| with ``|w|`` of each weight.
+    abs_forward: Callable[..., torch.Tensor] | None = None
+    abs_transpose: Callable[..., torch.Tensor] | None = None
 
 
 def _autograd_transpose(fn, x: torch.Tensor, weights: list[torch.Tensor]):
@@ -147,6 +154,8 @@ def matrix_affine(
     Returns ``(rho [S, *x.shape], absorbed)``. One forward on ``|x|, |w|`` and one transposed
     op per needed stream; the signed transpose only for contrast or saturated outputs.
     """
+    if call.options.signed:
+        return signed_matrix_affine(call, R, x, amap)
     streams = R.shape[0]
     T = R[0]
     y = call.out
@@ -155,7 +164,14 @@ def matrix_affine(
     absx = xd.abs()
     abs_w = [call.abs_of(w) for w in amap.weights]
     weights = [w.detach() for w in amap.weights]
-    if amap.transpose is not None:
+    if amap.abs_forward is not None:
+        A = amap.abs_forward(absx)
+        S = y - bias if bias is not None else y
+        t_abs = amap.abs_transpose
+
+        def t_sgn(g):
+            return amap.transpose(g, *weights)
+    elif amap.transpose is not None:
         A = amap.forward(absx, *abs_w)
         S = None
         if call.saturation is not None:
@@ -176,7 +192,8 @@ def matrix_affine(
     absorbed = absorbed_by_bias(T, c, bias, Tp)
     pushed = t_abs(T * (c.p + c.n) / 2 if c.saturated else Tp)
     # Closed-form transposes return fresh tensors; autograd may hand back views of its input.
-    rho = [pushed.mul_(absx) if amap.transpose is not None else pushed * absx]
+    closed = amap.transpose is not None or amap.abs_forward is not None
+    rho = [pushed.mul_(absx) if closed else pushed * absx]
     if c.saturated:
         rho[0] = rho[0] + xd * t_sgn(T * (c.p - c.n) / 2)
     if streams == 2:
@@ -204,11 +221,13 @@ def elementwise_affine(
     by summing each term's relevance back to its input's shape. Covers add/sub of data,
     adding or multiplying by constants, eval BatchNorm and the affine part of normalisations.
     """
-    T = R[0]
     y = call.out
-    shape = y.shape
     if bias is not None and not isinstance(bias, torch.Tensor):
         bias = torch.full((), float(bias), dtype=y.dtype, device=y.device)
+    if call.options.signed:
+        return signed_elementwise_affine(call, R, terms, bias)
+    T = R[0]
+    shape = y.shape
     magnitudes = [s.abs() for _, s, _ in terms]
     A = functools.reduce(torch.add, magnitudes).expand(shape)
     S = None
@@ -229,4 +248,169 @@ def elementwise_affine(
             if R.shape[0] == 2:
                 rho.append(R[1] * c.p * s)
         result.add(node, sum_to(_streams(rho).to(R.dtype), in_shape))
+    return result
+
+
+# ---- contrast mode: signed shares (DESIGN.md 2.1, revised) --------------------------------------
+
+
+@dataclass
+class SignedShares:
+    """Per-output multipliers of the signed rule: ``ρ_i = Σ_j α_j z⁺_ji + β_j z⁻_ji``.
+
+    Unsaturated outputs have ``α = G``, ``β = −G`` with ``G = R/(T + ε_j)`` (so the share is
+    ``G·z``); saturated ones their one-sided non-negative shares. ``absorbed`` is the
+    ledger entry of the node (bias, stabiliser and dead outputs), in float64.
+    """
+
+    G: torch.Tensor  # R/(T+ε), the multiplier of z where no output is saturated
+    alpha: torch.Tensor | None  # None when nothing saturated carries relevance
+    beta: torch.Tensor | None
+    absorbed: torch.Tensor
+
+
+def _saturation_masks(call: Call, y: torch.Tensor, R: torch.Tensor):
+    if call.saturation is None:
+        return None, None
+    low, high = call.saturation
+    carries = R != 0
+    hi = (y > high) & carries if high is not None else None
+    lo = (y < low) & carries if low is not None else None
+    if hi is not None and not bool(hi.any()):
+        hi = None
+    if lo is not None and not bool(lo.any()):
+        lo = None
+    return hi, lo
+
+
+def signed_shares(
+    call: Call,
+    R: torch.Tensor,
+    y: torch.Tensor,
+    bias: torch.Tensor | None,
+    positive_negative: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+) -> SignedShares:
+    """Shares of one stream ``R`` (shaped like ``y``, the pre-activation output ``T``).
+
+    ``positive_negative()`` returns ``(P, N)`` and is called only if a saturated output
+    carries relevance (it costs a forward on ``|x|, |w|``).
+    """
+    eps = call.options.epsilon
+    den = stabilised(y, eps)
+    G = R / den
+    b = bias if bias is not None else torch.zeros((), dtype=y.dtype, device=y.device)
+    hi, lo = _saturation_masks(call, y, R)
+    if hi is None and lo is None:
+        absorbed = total(G * (b + (den - y)))
+        return SignedShares(G=G, alpha=None, beta=None, absorbed=absorbed)
+    P, N = positive_negative()
+    zero = torch.zeros_like(G)
+    alpha, beta = G, -G
+    absorbed_map = G * (b + (den - y))
+    for mask, side, bside in ((hi, P, b.clamp_min(0)), (lo, N, (-b).clamp_min(0))):
+        if mask is None:
+            continue
+        d = side + bside
+        share = R * safe_reciprocal(d)
+        if mask is hi:
+            alpha, beta = torch.where(mask, share, alpha), torch.where(mask, zero, beta)
+        else:
+            alpha, beta = torch.where(mask, zero, alpha), torch.where(mask, share, beta)
+        taken = torch.where(d == 0, R, share * bside)  # bias share, or all if nothing to share
+        absorbed_map = torch.where(mask, taken, absorbed_map)
+    return SignedShares(G=G, alpha=alpha, beta=beta, absorbed=total(absorbed_map))
+
+
+def signed_matrix_affine(
+    call: Call, R: torch.Tensor, x: torch.Tensor, amap: AffineMap
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Contrast mode's rule for a matrix-like affine map: ``ρ = x ⊙ f*_w(R ⊘ (T + ε))``.
+
+    One signed transposed op per stream; outputs saturated by the following activation (and
+    carrying relevance) add the ``|x| ⊙ f*_{|w|}`` term of the efficient form.
+    """
+    y = call.out
+    bias = amap.bias
+    xd = x.detach()
+    weights = [w.detach() for w in amap.weights]
+    if amap.transpose is not None:
+
+        def t_sgn(g):
+            return amap.transpose(g, *weights)
+    else:
+        _, t_sgn = _autograd_transpose(amap.forward, xd.clone(), weights)
+
+    def t_abs(g):
+        absx = xd.abs()
+        if amap.abs_forward is not None:
+            return amap.abs_transpose(g)
+        abs_w = [call.abs_of(w) for w in amap.weights]
+        if amap.transpose is not None:
+            return amap.transpose(g, *abs_w)
+        _, t = _autograd_transpose(amap.forward, absx.clone(), abs_w)
+        return t(g)
+
+    def positive_negative():
+        absx = xd.abs()
+        if amap.abs_forward is not None:
+            A = amap.abs_forward(absx)
+        else:
+            A = amap.forward(absx, *[call.abs_of(w) for w in amap.weights])
+        S = y - bias if bias is not None else y
+        return ((A + S) / 2).clamp_min(0), ((A - S) / 2).clamp_min(0)
+
+    streams = []
+    absorbed = torch.zeros((), dtype=torch.float64, device=y.device)
+    for k in range(R.shape[0]):
+        sh = signed_shares(call, R[k], y, bias, positive_negative)
+        if k == 0:
+            absorbed = sh.absorbed
+        if sh.alpha is None:
+            rho = xd * t_sgn(sh.G)
+        else:  # ½(|x| ⊙ f*_{|w|}(α+β) + x ⊙ f*_w(α−β)), G folded into α − β
+            rho = (xd.abs() * t_abs(sh.alpha + sh.beta) + xd * t_sgn(sh.alpha - sh.beta)) / 2
+        streams.append(rho)
+    return torch.stack(streams).to(R.dtype), absorbed
+
+
+def signed_elementwise_affine(
+    call: Call,
+    R: torch.Tensor,
+    terms: list[tuple[fx.Node, torch.Tensor, torch.Size]],
+    bias: torch.Tensor | None,
+) -> Contribution:
+    """Contrast mode's rule for ``y = Σ_k s_k + c`` (elementwise terms): shares ``s_k/(y+ε)``.
+
+    A single term without a bias (a scale by a constant, a cast) passes relevance unchanged:
+    its share is exactly 1 wherever the output is not zero.
+    """
+    y = call.out
+    shape = y.shape
+    if len(terms) == 1 and bias is None:
+        node, _, in_shape = terms[0]
+        dead = y == 0
+        result = Contribution(absorbed=total(torch.where(dead, R[0], 0.0)))
+        result.add(node, sum_to(torch.where(dead, 0.0, R), in_shape))
+        return result
+
+    def positive_negative():
+        P = functools.reduce(torch.add, [s.clamp_min(0) for _, s, _ in terms]).expand(shape)
+        N = functools.reduce(torch.add, [(-s).clamp_min(0) for _, s, _ in terms]).expand(shape)
+        return P, N
+
+    per_term: list[list[torch.Tensor]] = [[] for _ in terms]
+    absorbed = torch.zeros((), dtype=torch.float64, device=y.device)
+    for k in range(R.shape[0]):
+        sh = signed_shares(call, R[k], y, bias, positive_negative)
+        if k == 0:
+            absorbed = sh.absorbed
+        for t, (_, s, _) in enumerate(terms):
+            if sh.alpha is None:
+                rho = sh.G * s
+            else:
+                rho = sh.alpha * s.clamp_min(0) + sh.beta * (-s).clamp_min(0)
+            per_term[t].append(rho)
+    result = Contribution(absorbed=absorbed)
+    for (node, _, in_shape), parts in zip(terms, per_term, strict=True):
+        result.add(node, sum_to(torch.stack(parts).to(R.dtype), in_shape))
     return result

@@ -1,9 +1,11 @@
-"""``scaled_dot_product_attention`` as one op (DESIGN.md 2.2).
+"""Attention (DESIGN.md 2.2): ``scaled_dot_product_attention`` as one op, and the softmax rule.
 
 The attention probabilities are recomputed exactly as the op computes them — scale, boolean
 or additive mask, causal mask, grouped-query heads — and relevance goes to V by the affine
 rule with A as weights (``attention="value"``), or half of it also through A to Q and K
-(``attention="split"``).
+(``attention="split"``). In contrast mode the part reaching A passes the softmax by the
+first-order rule ``R_s = s ⊙ (R_A − A ⊙ Σ R_A)`` (:func:`softmax_relevance`), exactly as the
+eager graph (matmul → softmax → matmul) is explained op by op, so both give the same maps.
 """
 
 from __future__ import annotations
@@ -14,8 +16,34 @@ import torch
 
 from ..errors import RuleError
 from .affine import AffineMap, matrix_affine
-from .base import Call, Contribution, safe_reciprocal, sum_to, total
-from .products import _magnitude_share
+from .base import Call, Contribution, safe_reciprocal, stabilised, sum_to, total
+from .movement import identity
+from .products import _magnitude_share, signed_share
+
+
+def softmax_relevance(R_A: torch.Tensor, A: torch.Tensor, logits: torch.Tensor, dim: int):
+    """First-order (Taylor) softmax rule per row: ``logits ⊙ (R_A − A ⊙ Σ_k R_A,k)``.
+
+    Positions with ``A == 0`` (masked, or underflowed) get exactly 0. Returns the relevance of
+    the logits and what the rule does not pass on (absorbed, float64).
+    """
+    row = R_A.sum(dim=dim, keepdim=True)
+    R_s = torch.where(A == 0, 0.0, logits * (R_A - A * row)).to(R_A.dtype)
+    return R_s, total(R_A[0]) - total(R_s[0])
+
+
+def softmax(call: Call, R) -> Contribution:
+    """``softmax(x, dim)``: the Taylor rule for attention probabilities in contrast mode.
+
+    Elsewhere (a standalone softmax, default mode) relevance passes unchanged (DESIGN.md 2.3).
+    """
+    if not (call.options.signed and call.node in call.attention_probs):
+        return identity(call, R)
+    x, dim = call.args[0], call.args[1]
+    R_s, absorbed = softmax_relevance(R, call.out, x, dim % x.dim() + 1)
+    result = Contribution(absorbed=absorbed)
+    result.add(call.arg_node(0), R_s)
+    return result
 
 
 def _repeat_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
@@ -65,6 +93,8 @@ def sdpa(call: Call, R) -> Contribution:
     attn = torch.nan_to_num(attn, nan=0.0)  # fully masked rows: the op returns zeros or NaN
 
     result = Contribution()
+    if call.options.signed and call.options.attention == "split":
+        return _signed_split(call, R, result, q, k, v, attn, scale, full, bias, heads)
     value_share = R if call.options.attention == "value" else R / 2
     if call.is_data(2):
         amap = AffineMap(lambda x, w: w @ _repeat_heads(x, heads), [attn])
@@ -98,4 +128,47 @@ def sdpa(call: Call, R) -> Contribution:
             result.add(call.arg_node(i), sum_to(part.to(R.dtype), call.args[i].shape))
         else:
             result.absorbed = result.absorbed + total(part[0])
+    return result
+
+
+def _signed_split(call, R, result, q, k, v, attn, scale, full, bias, heads) -> Contribution:
+    """Contrast mode, ``attention="split"``: the same rules as the eager graph, op by op.
+
+    ``O = A·V`` splits each contribution's signed share 50/50 between V and A; A's part passes
+    the softmax rule to the logits ``QKᵀ·scale + mask``; the mask (an additive constant)
+    absorbs its signed share; the scale passes; ``Q·Kᵀ`` splits 50/50 by signed shares.
+    """
+    out = call.out
+    absorbed = torch.zeros((), dtype=torch.float64, device=out.device)
+
+    def av(a, vv):
+        return a @ _repeat_heads(vv, heads)
+
+    (rho_a, rho_v), eps_part = signed_share(call, R / 2, av, attn, v, out)
+    absorbed = absorbed + 2 * eps_part
+    if call.is_data(2):
+        result.add(call.arg_node(2), rho_v.to(R.dtype))
+    else:
+        absorbed = absorbed + total(rho_v[0])
+    R_s, lost = softmax_relevance(rho_a, attn, full, rho_a.dim() - 1)
+    absorbed = absorbed + lost
+    unscaled = q @ _repeat_heads(k, heads).transpose(-2, -1)
+    if bias is not None:  # the mask's signed share, as ``add(scores, mask)`` in the eager graph
+        scores = unscaled * scale
+        den = stabilised(full, call.options.epsilon)
+        kept = torch.where(attn == 0, 0.0, R_s * (scores / den)).to(R.dtype)
+        absorbed = absorbed + total(R_s[0]) - total(kept[0])
+        R_s = kept
+
+    def qk(qq, kk):
+        return qq @ _repeat_heads(kk, heads).transpose(-2, -1)
+
+    (rho_q, rho_k), eps_part = signed_share(call, R_s / 2, qk, q, k, unscaled)
+    absorbed = absorbed + 2 * eps_part
+    for i, part in ((0, rho_q), (1, rho_k)):
+        if call.is_data(i):
+            result.add(call.arg_node(i), sum_to(part.to(R.dtype), call.args[i].shape))
+        else:
+            absorbed = absorbed + total(part[0])
+    result.absorbed = absorbed
     return result

@@ -1,9 +1,9 @@
 """What every rule sees (a recorded op call) and returns (relevance per data input + absorbed).
 
-Relevance tensors carry a leading *stream* dimension: stream 0 is the total relevance
-(``R⁺ + R⁻``, which is the default-mode relevance) and, in contrast mode, stream 1 is the net
-relevance (``R⁺ − R⁻``). Every rule is linear in the relevance it receives, so both streams can
-travel together; only affine rules treat them differently (DESIGN.md 2.1).
+Relevance tensors carry a leading *stream* dimension (today of size 1): unsigned relevance in
+default mode, one signed relevance in contrast mode (DESIGN.md 2.1). Every rule is linear in the
+relevance it receives, so several streams could travel together; ``RuleOptions.signed`` tells
+the affine, product and softmax rules which of the two rule sets to apply.
 """
 
 from __future__ import annotations
@@ -18,9 +18,27 @@ import torch.fx as fx
 import torch.utils._pytree as pytree
 
 
+# The LRP-ε stabiliser of contrast mode's signed shares ``z/(T + ε·sign(T))``, per relevance
+# dtype: about 10x float32's machine epsilon, and correspondingly small in float64.
+EPSILON = {torch.float64: 1e-12}
+DEFAULT_EPSILON = 1e-6
+
+
+def default_epsilon(dtype: torch.dtype) -> float:
+    return EPSILON.get(dtype, DEFAULT_EPSILON)
+
+
 @dataclass(frozen=True)
 class RuleOptions:
     attention: str = "value"  # "value" or "split" (DESIGN.md 2.2)
+    signed: bool = False  # contrast mode: signed shares (DESIGN.md 2.1)
+    epsilon: float = DEFAULT_EPSILON  # stabiliser of the signed shares
+    centring: bool = True  # layer/group norm: centring as an affine op (else identity)
+
+
+def stabilised(T: torch.Tensor, eps: float) -> torch.Tensor:
+    """``T + ε·sign(T)`` with sign(0) = +1: never zero, same sign as ``T``."""
+    return T + torch.where(T >= 0, eps, -eps).to(T.dtype)
 
 
 class AbsCache:
@@ -56,6 +74,9 @@ class Call:
     # A constant bias applied by the following add (capture's ``bias_add``); ``out`` is then
     # that add's output, the pre-activation value of the fused affine op.
     bias_add: torch.Tensor | None = None
+    # Attention probabilities: softmax outputs (and moves of them) that feed a product of two
+    # data tensors; only these are split with the softmax rule (DESIGN.md 2.2).
+    attention_probs: set[fx.Node] = field(default_factory=set)
 
     def abs_of(self, t: torch.Tensor) -> torch.Tensor:
         return self.abs_cache.abs(t) if self.abs_cache is not None else t.detach().abs()
@@ -77,6 +98,10 @@ class Call:
     def is_gate(self, i: int) -> bool:
         a = self.arg_node(i)
         return isinstance(a, fx.Node) and a in self.gates
+
+    def is_attention_probs(self, i: int) -> bool:
+        a = self.arg_node(i)
+        return isinstance(a, fx.Node) and a in self.attention_probs
 
 
 @dataclass

@@ -1,19 +1,23 @@
 """Normalisation layers (DESIGN.md 2.1 and 2.3).
 
-Eval BatchNorm is affine per channel, ``a·x + c``, so ``c`` absorbs its share. For LayerNorm,
-GroupNorm and RMSNorm the normalise step passes relevance unchanged and the affine part
-``γ·x̂ + β`` uses the affine rule with ``β`` absorbed.
+Eval BatchNorm is affine per channel, ``a·x + c``, so ``c`` absorbs its share. LayerNorm and
+GroupNorm are ``γ·(x − μ(x))/σ(x) + β`` with ``σ`` held constant: the affine part ``γ·x̂ + β``
+uses the affine rule with ``β`` absorbed, ``1/σ`` is a broadcast scale (relevance passes), and
+the centring ``x − μ(x)`` is an affine op over the normalised group (contributions
+``(δ_ik − 1/n)·x_k``) under the mode's affine rule (``RuleOptions.centring=False``: identity).
+RMSNorm has no centring.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import RuleError
-from .affine import elementwise_affine
+from .affine import AffineMap, elementwise_affine, matrix_affine
 from .base import Call, Contribution
 
 
@@ -74,13 +78,58 @@ def _affine_after_normalise(call, R, xhat, weight, bias, out) -> Contribution:
     )
 
 
+def centring_map(x: torch.Tensor, group_shape: tuple[int, ...]) -> AffineMap:
+    """``c = x − mean(x)`` over groups: ``x`` viewed as ``[-1, *group_shape]``, mean over the rest.
+
+    The map is self-adjoint; with magnitudes ``|δ_ik − 1/n|`` it is
+    ``|x| ↦ Σ|x|/n + (1 − 2/n)·|x|`` (also self-adjoint).
+    """
+    shape = x.shape
+    dims = tuple(range(1, 1 + len(group_shape)))
+    n = 1
+    for s in group_shape:
+        n *= s
+
+    def grouped(t):
+        return t.reshape(-1, *group_shape)
+
+    def centre(t, *_):
+        g = grouped(t)
+        return (g - g.mean(dims, keepdim=True)).reshape(shape)
+
+    def centre_abs(t):
+        g = grouped(t)
+        return (g.sum(dims, keepdim=True) / n + (1 - 2 / n) * g).reshape(shape)
+
+    return AffineMap(
+        forward=centre, weights=[], transpose=centre, abs_forward=centre_abs,
+        abs_transpose=centre_abs,
+    )
+
+
+def _normalised(call, R, xhat, weight, bias, out, group_shape) -> Contribution:
+    """``γ·x̂ + β`` by the affine rule, then (if centring) ``x − μ`` by the affine rule."""
+    result = _affine_after_normalise(call, R, xhat, weight, bias, out)
+    if not call.options.centring:
+        return result
+    x = call.args[0]
+    (node, rho_c), = result.inputs
+    amap = centring_map(x, group_shape)
+    centred = amap.forward(x.detach())
+    inner = dataclasses.replace(call, out=centred, saturation=None, bias_add=None)
+    rho, absorbed = matrix_affine(inner, rho_c, x, amap)
+    final = Contribution(absorbed=result.absorbed + absorbed)
+    final.add(node, rho)
+    return final
+
+
 def layer_norm(call: Call, R) -> Contribution:
     """``layer_norm`` / ``native_layer_norm(x, shape, w, b, eps)``."""
     x, shape, w, b = call.args[:4]
     eps = call.arg(4, "eps", 1e-5)
     xhat = F.layer_norm(x, shape, None, None, eps)
     out = call.out[0] if isinstance(call.out, (tuple, list)) else call.out
-    return _affine_after_normalise(call, R, xhat, w, b, out)
+    return _normalised(call, R, xhat, w, b, out, tuple(x.shape[x.dim() - len(shape):]))
 
 
 def group_norm(call: Call, R) -> Contribution:
@@ -96,7 +145,8 @@ def group_norm(call: Call, R) -> Contribution:
     out = call.out[0] if isinstance(call.out, (tuple, list)) else call.out
     w = w.reshape(shape) if w is not None else None
     b = b.reshape(shape) if b is not None else None
-    return _affine_after_normalise(call, R, xhat, w, b, out)
+    group = (x.shape[1] // groups, *x.shape[2:])
+    return _normalised(call, R, xhat, w, b, out, (math.prod(group),))
 
 
 def rms_norm(call: Call, R) -> Contribution:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from .affine import AffineMap, matrix_affine
-from .base import Call, Contribution, safe_reciprocal, sum_to, total
+from .base import Call, Contribution, safe_reciprocal, stabilised, sum_to, total
 
 
 def _is_broadcast(small: torch.Tensor, big: torch.Tensor) -> bool:
@@ -78,18 +78,49 @@ def _magnitude_share(call, R, fn, a, b, which: tuple[bool, bool]) -> tuple[list,
     return outs, dead
 
 
+def signed_share(call, R, fn, a, b, out) -> tuple[list, torch.Tensor]:
+    """Contrast mode's split of ``fn(a, b)`` (bilinear) over both operands by signed shares.
+
+    Each operand receives ``Σ R·z/(out + ε)`` over the contributions ``z = a_i·b_j`` it takes
+    part in: ``a ⊙ ∂⟨G, fn(a, b)⟩/∂a`` with ``G = R/(out + ε)`` (likewise ``b``). Returns the
+    relevance of both operands and the stabiliser's share of one operand (absorbed).
+    """
+    den = stabilised(out.detach(), call.options.epsilon)
+    G = R / den
+    absorbed = total(G[0] * (den - out.detach()))
+    la = a.detach().requires_grad_(True)
+    lb = b.detach().requires_grad_(True)
+    with torch.enable_grad():
+        y = fn(la, lb)
+    outs: list = [[], []]
+    for k in range(R.shape[0]):
+        with torch.enable_grad():
+            ga, gb = torch.autograd.grad(y, [la, lb], G[k].to(y.dtype),
+                                         retain_graph=k < R.shape[0] - 1)
+        outs[0].append(la.detach() * ga)
+        outs[1].append(lb.detach() * gb)
+    return [torch.stack(o) for o in outs], absorbed
+
+
 def matmul_of_data(call: Call, R) -> Contribution:
     """``a @ b`` with both operands data.
 
     If ``a`` is probability-like (attention weights) and attention="value", all relevance goes
     to ``b`` by the affine rule with ``a`` as weights. Otherwise it splits 50/50: each half is
-    shared over its operand by the magnitude of the contributions ``|a_ts·b_sd|``.
+    shared over its operand by the magnitude of the contributions ``|a_ts·b_sd|`` (contrast
+    mode: by their signed shares). In contrast mode only attention probabilities (a softmax
+    feeding the product) are split; other gates, such as routing weights, stay gates.
     """
     op = call.node.target
     a, b = call.args[0], call.args[1]
     result = Contribution()
     a_gate, b_gate = call.is_gate(0), call.is_gate(1)
-    if call.options.attention == "value" and (a_gate or b_gate):
+    as_weights = call.options.attention == "value"
+    if call.options.signed and not as_weights:
+        as_weights = (a_gate and not call.is_attention_probs(0)) or (
+            b_gate and not call.is_attention_probs(1)
+        )
+    if as_weights and (a_gate or b_gate):
         if a_gate:
             rho, absorbed = matrix_affine(call, R, b, AffineMap(lambda x, w: op(w, x), [a]))
             result.add(call.arg_node(1), rho)
@@ -99,7 +130,10 @@ def matmul_of_data(call: Call, R) -> Contribution:
         result.absorbed = absorbed
         return result
     half = R / 2
-    outs, dead = _magnitude_share(call, half, op, a, b, (True, True))
+    if call.options.signed:
+        outs, dead = signed_share(call, half, op, a, b, call.out)
+    else:
+        outs, dead = _magnitude_share(call, half, op, a, b, (True, True))
     result.add(call.arg_node(0), outs[0].to(R.dtype))
     result.add(call.arg_node(1), outs[1].to(R.dtype))
     result.absorbed = 2 * dead
@@ -113,7 +147,10 @@ def bilinear_linear(call: Call, R) -> Contribution:
 
         raise RuleError(f"{call.node.target} with data weight and a bias is not supported")
     fn = torch.nn.functional.linear
-    outs, dead = _magnitude_share(call, R / 2, fn, call.args[0], call.args[1], (True, True))
+    if call.options.signed:
+        outs, dead = signed_share(call, R / 2, fn, call.args[0], call.args[1], call.out)
+    else:
+        outs, dead = _magnitude_share(call, R / 2, fn, call.args[0], call.args[1], (True, True))
     result = Contribution(absorbed=2 * dead)
     result.add(call.arg_node(0), outs[0].to(R.dtype))
     result.add(call.arg_node(1), outs[1].to(R.dtype))

@@ -101,6 +101,7 @@ _register(_packets("layer_norm", "native_layer_norm"), norm.layer_norm)
 _register(_packets("group_norm", "native_group_norm"), norm.group_norm)
 _register(_packets("rms_norm"), norm.rms_norm)
 _register(_packets("scaled_dot_product_attention"), attention.sdpa)
+_register(_packets("_softmax", "softmax"), attention.softmax)
 
 AFFINE = set(
     CONVOLUTIONS + WEIGHT_FREE + _packets(
@@ -161,6 +162,20 @@ def is_embedding(target: Any) -> bool:
 
 def is_gate_op(target: Any) -> bool:
     return _packet(target) in _GATES
+
+
+def is_softmax(target: Any) -> bool:
+    return _packet(target) in (aten._softmax, aten.softmax)
+
+
+_DATA_PRODUCTS = set(_packets("mm", "matmul", "bmm"))
+
+
+def is_data_product(node: fx.Node, data: set[fx.Node]) -> bool:
+    """A matrix product of two data tensors (attention's ``A·V``)."""
+    if _packet(node.target) not in _DATA_PRODUCTS:
+        return False
+    return sum(isinstance(a, fx.Node) and a in data for a in node.args[:2]) == 2
 
 
 _BIAS_FREE = set(_packets("mm", "matmul", "bmm"))

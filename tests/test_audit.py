@@ -18,6 +18,7 @@ from test_cli_support import assets
 from dlbacktrace import Backtrace
 from dlbacktrace.audit import AuditError, AuditStore, verify_chain, verify_record
 from dlbacktrace.audit.chain import GENESIS, canonical_json, chain_hash
+from dlbacktrace.backtrace import RULE_SET
 from dlbacktrace.loading import load_model, parse_model_spec
 
 
@@ -57,7 +58,9 @@ def test_records_hold_the_context(filled, iris):
     assert set(c["versions"]) >= {"dlbacktrace", "torch", "python"}
     assert c["model"]["spec"] == iris[0].to_dict()
     assert len(c["model"]["fingerprint"]["graph"]) == 64
-    assert c["options"] == {"mode": "contrast", "target": [0, 2, 1], "attention": "value"}
+    # contrast mode's default attention rule is "split" (DESIGN.md 2.2)
+    assert c["options"] == {"mode": "contrast", "target": [0, 2, 1], "attention": "split"}
+    assert c["versions"]["rule_set"] == RULE_SET
     assert c["target"] == [0, 2, 1] and c["output"]["shape"] == [3, 3]
     exp = rec.explanation()
     assert exp.mode == "contrast" and exp.relevance.shape == (3, 4)
@@ -76,6 +79,19 @@ def test_verify_untouched_record_is_bit_identical(filled, iris):
         assert result.identical and result.fingerprint_match, result.message
         assert result.max_abs_diff == 0.0
         assert "bit-identical" in result.message
+
+
+def test_verify_names_a_changed_rule_set(filled, iris, monkeypatch):
+    """A record made by another rule set is reported as such, not as a plain difference."""
+    import dlbacktrace.backtrace as backtrace_module
+
+    store, ids = filled
+    monkeypatch.setattr(backtrace_module, "RULE_SET", "99")
+    result = verify_record(store, ids[0], iris[3])
+    assert result.stored_rule_set == RULE_SET and result.rule_set == "99"
+    assert f"recorded with rule set {RULE_SET}, this library computes rule set 99" in (
+        result.message
+    )
 
 
 def test_verify_reports_a_changed_model(filled, iris):

@@ -7,9 +7,12 @@ sdpa attention, in float64. One model per case and two captures (batch of 3, bat
 
 - default, contrast and ``attention="split"`` explanations conserve relevance (1e-5) and are
   finite; the main input gets relevance;
-- contrast identities: positive + negative = default map, positive − negative = net map;
-- determinism: a second call is bit-identical;
-- batch invariance: rows 0 and 1 (the padded row) explained alone equal their batch rows.
+- contrast identities: positive − negative = the signed map, positive + negative = |map|
+  (bit for bit), and the signed ledger balances;
+- determinism: a second call is bit-identical (default and contrast);
+- batch invariance: rows 0 and 1 (the padded row) explained alone equal their batch rows
+  (default and contrast);
+- the model (parameters and buffers) is bitwise unchanged.
 
 MoE layers: the per-expert relevance of ``dlbacktrace.text.experts`` adds up to the relevance
 at the experts module's output, and experts a token was not routed to get exactly zero.
@@ -57,6 +60,7 @@ def row(case: am.Case, i: int) -> dict:
 @pytest.mark.parametrize("name,impl", CASES, ids=[f"{n}-{i}" for n, i in CASES])
 def test_family(name: str, impl: str) -> None:
     case = am.family(name, impl)
+    state = {k: v.clone() for k, v in case.model.state_dict().items()}
     bt = Backtrace(case.model)
     target = case.batch_target
 
@@ -69,26 +73,31 @@ def test_family(name: str, impl: str) -> None:
     main = default.relevance_by_name[case.main_input] if case.main_input else default.relevance
     assert main.abs().sum() > 0
 
-    for d, p, n, net in zip(
-        maps(default.relevance), maps(contrast.positive), maps(contrast.negative),
-        maps(contrast.relevance), strict=True,
+    for p, n, net, tot in zip(
+        maps(contrast.positive), maps(contrast.negative), maps(contrast.relevance),
+        maps(contrast.total), strict=True,
     ):  # fmt: skip
         assert (p >= 0).all() and (n >= 0).all()
-        scale = max(p.abs().max().item(), n.abs().max().item())
-        close(p + n, d, "positive + negative vs default", scale)
-        close(p - n, net, "positive - negative vs net", scale)
+        assert torch.equal(p - n, net) and torch.equal(p + n, tot)
+    assert any(m.abs().sum() > 0 for m in maps(contrast.relevance))
 
-    again = case.explain(bt, target)
-    for a, b in zip(maps(default.relevance), maps(again.relevance), strict=True):
-        assert torch.equal(a, b), "a second call differs"
+    for mode, first in (("default", default), ("contrast", contrast)):
+        again = case.explain(bt, target, mode=mode)
+        for a, b in zip(maps(first.relevance), maps(again.relevance), strict=True):
+            assert torch.equal(a, b), f"{mode}: a second call differs"
 
     for i in (0, 1):
         part = row(case, i)
-        alone = bt.explain(
-            *part["args"], target=case.row_target(i), **part["kwargs"], **case.options
-        )
-        for a, b in zip(maps(alone.relevance), maps(default.relevance), strict=True):
-            close(a[0], b[i], f"row {i} alone vs in the batch")
+        for mode, batch in (("default", default), ("contrast", contrast)):
+            alone = bt.explain(
+                *part["args"], target=case.row_target(i), mode=mode, **part["kwargs"],
+                **case.options,
+            )
+            for a, b in zip(maps(alone.relevance), maps(batch.relevance), strict=True):
+                scale = b.abs().max().item()
+                close(a[0], b[i], f"{mode}: row {i} alone vs in the batch", scale)
+    for name_, value in state.items():
+        assert torch.equal(value, case.model.state_dict()[name_]), f"{name_} was written"
 
 
 @pytest.mark.parametrize("name", am.MOE_FAMILIES)

@@ -15,10 +15,13 @@ __all__ = ["model_fingerprint", "versions"]
 
 
 def versions() -> dict[str, str]:
-    """Versions that can change an explanation's bits: dlbacktrace, torch, numpy, Python."""
+    """Versions that can change an explanation's bits: the rule set, dlbacktrace, torch, numpy,
+    Python."""
     from .. import __version__
+    from ..backtrace import RULE_SET
 
     return {
+        "rule_set": RULE_SET,
         "dlbacktrace": __version__,
         "torch": torch.__version__,
         "numpy": np.__version__,

@@ -281,7 +281,7 @@ class AuditStore:
         explanation = bt.explain(*inputs, **kw)
         model_kwargs = {k: v for k, v in kw.items() if k not in (*EXPLAIN_OPTIONS, "seed")}
         options, seed = explain_options(kw)
-        options.setdefault("attention", bt.attention)
+        options.setdefault("attention", bt.attention_for(kw.get("mode"), kw.get("attention")))
         record_id = self.record(
             bt,
             explanation,

@@ -82,9 +82,20 @@ class VerifyResult:
     stored_fingerprint: dict[str, str]
     fingerprint: dict[str, str]
     per_map: dict[str, float]
+    stored_rule_set: str = "1"
+    rule_set: str = "1"
 
     @property
     def message(self) -> str:
+        if self.stored_rule_set != self.rule_set:
+            text = (
+                f"record {self.record_id}: recorded with rule set {self.stored_rule_set}, this "
+                f"library computes rule set {self.rule_set}; the relevance rules changed, so the "
+                "maps cannot be compared bit for bit"
+            )
+            if not self.identical:
+                text += f" (largest absolute difference {self.max_abs_diff:.3e})"
+            return text
         if self.identical:
             text = f"record {self.record_id}: bit-identical"
         else:
@@ -107,6 +118,8 @@ class VerifyResult:
             "stored_fingerprint": self.stored_fingerprint,
             "fingerprint": self.fingerprint,
             "per_map": self.per_map,
+            "stored_rule_set": self.stored_rule_set,
+            "rule_set": self.rule_set,
             "message": self.message,
         }
 
@@ -118,7 +131,7 @@ def verify_record(store: AuditStore, record_id: int, loaded: Any = None) -> Veri
     :class:`~dlbacktrace.Backtrace`, whose captured graphs are then reused) overrides the model
     spec stored in the record; records made from the Python API without a spec need it.
     """
-    from ..backtrace import Backtrace
+    from ..backtrace import RULE_SET, Backtrace
     from ..loading import LoadedModel, ModelSpec, load_model
 
     rec = store.get(record_id)
@@ -167,4 +180,7 @@ def verify_record(store: AuditStore, record_id: int, loaded: Any = None) -> Veri
         stored_fp,
         fingerprint,
         per_map,
+        # records written before rule sets were recorded used rule set 1
+        stored_rule_set=str((content.get("versions") or {}).get("rule_set", "1")),
+        rule_set=RULE_SET,
     )

@@ -11,7 +11,8 @@ from typing import Any
 
 COLUMNS = (
     "deletion_auc", "insertion_auc", "lerf_auc", "abpc", "comprehensiveness", "sufficiency",
-    "faithfulness_correlation", "infidelity", "max_sensitivity", "avg_sensitivity",
+    "faithfulness_correlation", "deletion_auc_mask", "lerf_auc_mask", "abpc_mask",
+    "faithfulness_correlation_mask", "infidelity", "max_sensitivity", "avg_sensitivity",
     "randomisation_similarity", "sparseness", "entropy", "determinism", "run_variance",
     "conservation_error", "completeness_error", "time_per_instance_ms", "peak_memory_mb",
 )  # fmt: skip
@@ -23,6 +24,8 @@ SHORT = {
     "randomisation_similarity": "rand. sim.", "sparseness": "Gini", "entropy": "entropy",
     "determinism": "determ.", "run_variance": "run var.", "conservation_error": "cons. err.",
     "completeness_error": "compl. err.",
+    "deletion_auc_mask": "MoRF AUC (mask)", "lerf_auc_mask": "LeRF AUC (mask)",
+    "abpc_mask": "ABPC (mask)", "faithfulness_correlation_mask": "faithf. corr. (mask)",
     "time_per_instance_ms": "ms/inst.", "peak_memory_mb": "peak MB",
 }  # fmt: skip
 

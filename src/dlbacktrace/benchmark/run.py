@@ -30,6 +30,8 @@ TASKS = ("tabular", "image", "text", "generation", "resnet18-cost")
 # LIME and KernelSHAP on the transformers run on fewer instances (Task.limits; the tables say
 # how many): each instance costs hundreds of full forward passes.
 FULL_INSTANCES = {"tabular": 200, "image": 200, "text": 100, "generation": 100}
+# Metrics also computed with tokens deleted through the attention mask (Task.mask_deletion).
+MASK_METRICS = ("deletion_auc", "lerf_auc", "insertion_auc", "abpc", "faithfulness_correlation")
 QUICK_INSTANCES = {"tabular": 16, "image": 16, "text": 4, "generation": 2}
 
 
@@ -158,6 +160,16 @@ class _Runner:
                 "lerf": c.lerf.mean(0).tolist(),
                 "insertion": c.insertion.mean(0).tolist(),
             }
+        if task.mask_deletion and "curves" in task.metrics:
+            masked = dict(common, removal=T.MASK_DELETED)
+            cm = M.curves(task.forward_masked, x, maps, target, steps=task.steps,
+                          fractions=task.fractions, **masked)
+            for name in ("deletion_auc", "lerf_auc", "insertion_auc", "abpc"):
+                out[f"{name}_mask"] = _stats(getattr(cm, name))
+            if "faithfulness_correlation" in task.metrics:
+                v = M.faithfulness_correlation(task.forward_masked, x, maps, target,
+                                               n_samples=12, **masked)
+                out["faithfulness_correlation_mask"] = _stats(v)
         if "eraser" in task.metrics:
             if task.eraser_bins is not None and "curves" in task.metrics:
                 scores = c.eraser(task.eraser_bins)
@@ -302,7 +314,10 @@ def run_benchmark(
     results: dict[str, Any] = {
         "mode": "quick" if quick else "full",
         "machine": machine(),
-        "higher_is_better": dict(M.HIGHER_IS_BETTER),
+        "higher_is_better": {
+            **M.HIGHER_IS_BETTER,
+            **{f"{k}_mask": M.HIGHER_IS_BETTER[k] for k in MASK_METRICS},
+        },
         "tasks": {},
     }
     started = time.perf_counter()

@@ -63,6 +63,10 @@ class Task:
     chunk: int = 64
     randomise_layers: list[str] | None = None  # cascade units (default: every parameter owner)
     info: dict[str, Any] = field(default_factory=dict)
+    # Token tasks: a second removal that deletes tokens through the attention mask (the
+    # token's mask entry set to 0, its id replaced by ``removal``); its metrics carry the
+    # suffix ``_mask``.
+    mask_deletion: bool = False
 
     @property
     def tokens(self) -> bool:
@@ -95,6 +99,17 @@ class Task:
             )
             return logits_of(self.model(input_ids=x, attention_mask=extra[0], **kwargs))
         return logits_of(self.model(x))
+
+    def forward_masked(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        """As :meth:`forward`, with tokens marked :data:`MASK_DELETED` removed from attention."""
+        deleted = x == MASK_DELETED
+        ids = torch.where(deleted, torch.full_like(x, int(self.removal)), x)
+        mask = extra[0] * (~deleted).to(extra[0].dtype)
+        return self.forward(ids, mask)
+
+
+# The id the metrics write for a token deleted through the attention mask (never a real id).
+MASK_DELETED = -1
 
 
 def _predicted(model: nn.Module, inputs: Any, batch: int = 64) -> torch.Tensor:
@@ -211,7 +226,9 @@ def generation_task(n: int, quick: bool, loaded: Any = None) -> Task:
     return Task(
         "generation", "SmolLM2-135M-Instruct next-token prediction on 100 fixed prompts",
         model, inputs, _predicted(model, inputs), methods, GENERATION_METRICS,
-        removal=int(pad), removal_note="pad token", valid_elements=valid,
+        removal=int(pad), valid_elements=valid,
+        removal_note="pad token; the (mask) columns delete tokens through the attention mask "
+        "instead (mask entry 0, id replaced by the pad token)",
         fractions=TOKEN_FRACTIONS, eraser_bins=(0.1, 0.2, 0.5),
         options={"lime": {**opts, "n_samples": samples},
                  "kernel-shap": {**opts, "n_samples": samples},
@@ -219,6 +236,7 @@ def generation_task(n: int, quick: bool, loaded: Any = None) -> Task:
                  "smoothgrad": {"n_samples": 4 if quick else 8}},
         limits={"lime": 2 if quick else 20, "kernel-shap": 2 if quick else 20},
         chunk=8, info={"prompt_tokens": 12, "vocabulary": int(len(tokenizer))},
+        mask_deletion=True,
     )  # fmt: skip
 
 

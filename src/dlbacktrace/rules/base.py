@@ -17,7 +17,6 @@ import torch
 import torch.fx as fx
 import torch.utils._pytree as pytree
 
-
 # The LRP-ε stabiliser of contrast mode's signed shares ``z/(T + ε·sign(T))``, per relevance
 # dtype: about 10x float32's machine epsilon, and correspondingly small in float64.
 EPSILON = {torch.float64: 1e-12}

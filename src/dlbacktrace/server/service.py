@@ -100,7 +100,7 @@ class ExplainService:
         """Explain every row of ``batch`` in one call (and store one audit record)."""
         from ..audit.fingerprint import model_fingerprint
 
-        options: dict[str, Any] = {"mode": mode, "attention": self.bt.attention}
+        options: dict[str, Any] = {"mode": mode, "attention": self.bt.attention_for(mode)}
         if target is not None:
             options["target"] = target
         if scale != 1.0:

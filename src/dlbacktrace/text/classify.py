@@ -228,8 +228,7 @@ def explain_text(
     net = torch.cat(nets)[:, :longest].float()
     positive = negative = None
     if mode == "contrast":
-        positive = ((total + net) / 2).clamp_min(0)
-        negative = ((total - net) / 2).clamp_min(0)
+        positive, negative = net.clamp_min(0), (-net).clamp_min(0)
     tables = token_tables(
         tokenizer, ids[:, :longest], mask[:, :longest],
         encoding=enc if fast else None, offsets=offsets, sources=texts,
@@ -246,7 +245,7 @@ def explain_text(
         target=torch.cat(targets),
         class_names=names,
         mode=mode,
-        attention=attention or bt.attention,
+        attention=bt.attention_for(mode, attention),
         tables=tables,
         conservation_error=max(errors),
     )

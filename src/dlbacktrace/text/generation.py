@@ -302,8 +302,7 @@ def explain_sequences(
         t, r = total[mine, :n], net[mine, :n]
         positive = negative = None
         if mode == "contrast":
-            positive = ((t + r) / 2).clamp_min(0)
-            negative = ((t - r) / 2).clamp_min(0)
+            positive, negative = r.clamp_min(0), (-r).clamp_min(0)
         ids_cpu = ids.cpu()
         out.append(GenerationExplanation(
             ids=ids_cpu,
@@ -317,7 +316,7 @@ def explain_sequences(
             generated_text=tokenizer.decode(ids_cpu[prompt_length:], skip_special_tokens=True),
             prompt_text=text or tokenizer.decode(ids_cpu[:prompt_length]),
             mode=mode,
-            attention=attention or bt.attention,
+            attention=bt.attention_for(mode, attention),
             conservation_error=float(errors[k]),
             top_k=top_k,
         ))  # fmt: skip

@@ -64,7 +64,7 @@ def trained() -> tuple[TinyEncoder, torch.Tensor, torch.Tensor]:
         model = TinyEncoder()
     x, y = _data(3000, g)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for step in range(300):
+    for _ in range(300):
         idx = torch.randint(0, x.shape[0], (128,), generator=g)
         loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad()

@@ -283,6 +283,24 @@ def test_explains(run: ArchRun) -> None:
     assert torch.equal(exp.seed.detach().double(), seed), "seed is not the one-hot target"
 
 
+# PyTorch's LSTM/GRU decompositions run time-major ([T, B, H]): amounts absorbed inside the
+# recurrence cannot be attributed to a row by their leading dimension and are reported as such.
+TIME_MAJOR = {"lstm", "gru"}
+
+
+def test_ledger_per_row(run: ArchRun) -> None:
+    """DESIGN.md 2.4: every batch row's own ledger balances, in both modes."""
+    for label, exp in (("default", run.default), ("contrast", run.contrast)):
+        if run.name in TIME_MAJOR:
+            assert abs(exp.unattributed_absorbed) > 0, "time-major amounts are reported"
+            assert exp.conservation_error <= REL
+            continue
+        assert abs(exp.unattributed_absorbed) <= REL, f"{label}: unattributed absorbed amount"
+        errors = exp.row_conservation_error
+        assert errors is not None and errors.shape == (am.BATCH,)
+        assert float(errors.max()) <= REL, f"{label}: per-row ledger errors {errors.tolist()}"
+
+
 def test_conservation(run: ArchRun) -> None:
     exp = run.default
     assert exp.conservation_error <= REL, f"conservation error {exp.conservation_error:.3e}"

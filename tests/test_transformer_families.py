@@ -69,6 +69,8 @@ def test_family(name: str, impl: str) -> None:
     split = case.explain(bt, target, attention="split")
     for label, exp in (("default", default), ("contrast", contrast), ("split", split)):
         assert exp.conservation_error <= REL, f"{label}: {exp.conservation_error:.2e}"
+        rows = exp.row_conservation_error  # DESIGN.md 2.4: each row's own ledger
+        assert float(rows.max()) <= REL, f"{label}: per-row ledger {rows.tolist()}"
         assert all(torch.isfinite(m).all() for m in maps(exp.total)), label
     main = default.relevance_by_name[case.main_input] if case.main_input else default.relevance
     assert main.abs().sum() > 0

@@ -358,6 +358,7 @@ class Backtrace:
             total_by_name=total,
             net_by_name=net,
             absorbed=result.absorbed,
+            absorbed_rows=result.absorbed_rows,
             seed=seed,
             target=target,
             output=out_value.detach(),

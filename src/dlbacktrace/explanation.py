@@ -40,6 +40,9 @@ class Explanation:
     layers: dict[str, torch.Tensor] = field(default_factory=dict)
     layers_net: dict[str, torch.Tensor] = field(default_factory=dict)
     single_input: bool = True
+    # Absorbed relevance per batch row, and a last slot for amounts the sweep could not
+    # attribute to one row (float64, ``[B + 1]``); None for outputs without a batch dimension.
+    absorbed_rows: torch.Tensor | None = None
 
     # ---- maps -------------------------------------------------------------------------------
     def _pack(self, by_name: dict[str, torch.Tensor]) -> torch.Tensor | tuple[torch.Tensor, ...]:
@@ -97,6 +100,31 @@ class Explanation:
         got = self.total_input_relevance + self.total_absorbed
         return abs(got - expected) / max(scale, 1e-300)
 
+    @property
+    def unattributed_absorbed(self) -> float:
+        """Absorbed relevance that could not be attributed to one batch row (0 normally)."""
+        return 0.0 if self.absorbed_rows is None else float(self.absorbed_rows[-1])
+
+    @property
+    def row_conservation_error(self) -> torch.Tensor | None:
+        """The ledger of every batch row: ``|Σ relevance_b + absorbed_b − Σ seed_b| / Σ|seed_b|``.
+
+        Rows are told apart by the leading dimension of each value; relevance of an input
+        without the batch dimension, and :attr:`unattributed_absorbed`, belong to no row, so
+        a row's error then shows what it is missing. None without a batch dimension.
+        """
+        if self.absorbed_rows is None:
+            return None
+        rows = self.absorbed_rows.shape[0] - 1
+        seed = self.seed.detach().to(torch.float64).reshape(rows, -1)
+        expected = seed.sum(1) if self.mode == "contrast" else seed.abs().sum(1)
+        got = self.absorbed_rows[:-1].detach().cpu().clone()
+        for t in self.relevance_by_name.values():
+            if t.dim() > 0 and t.shape[0] == rows:
+                got += t.detach().to(torch.float64).reshape(rows, -1).sum(1).cpu()
+        scale = seed.abs().sum(1).cpu().clamp_min(1e-300)
+        return (got - expected.cpu()).abs() / scale
+
     # ---- conversion and storage -------------------------------------------------------------
     def to_numpy(self) -> dict[str, Any]:
         """All maps as NumPy arrays, keyed like the attributes."""
@@ -144,6 +172,8 @@ class Explanation:
         arrays["output"] = self.output.detach().cpu().numpy()
         if self.target is not None:
             arrays["target"] = self.target.cpu().numpy()
+        if self.absorbed_rows is not None:
+            arrays["absorbed_rows"] = self.absorbed_rows.detach().cpu().numpy()
         arrays["__header__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
         with path.open("wb") as fh:
             np.savez_compressed(fh, **arrays)
@@ -173,4 +203,8 @@ class Explanation:
                 layers=get("layers", header["layers"]) or {},
                 layers_net=get("layers_net", header["layers_net"]) or {},
                 single_input=header["single_input"],
+                absorbed_rows=(
+                    torch.from_numpy(data["absorbed_rows"])
+                    if "absorbed_rows" in data.files else None
+                ),
             )

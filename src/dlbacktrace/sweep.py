@@ -17,14 +17,17 @@ import torch.fx as fx
 from .capture import CapturedGraph
 from .errors import RuleError
 from .rules import registry
-from .rules.base import AbsCache, Call, RuleOptions
+from .rules.base import AbsCache, Call, RuleOptions, ledger_rows
 
 
 @dataclass
 class SweepResult:
     inputs: dict[fx.Node, torch.Tensor]  # relevance [S, *shape] per user input reached
-    absorbed: dict[str, float]  # node name -> absorbed relevance (total stream)
+    absorbed: dict[str, float]  # node name -> absorbed relevance (stream 0)
     layers: dict[fx.Node, torch.Tensor] = field(default_factory=dict)
+    # Absorbed relevance per batch row, plus a last slot for amounts that could not be
+    # attributed to one row (``rules.base.total``); None when the output has no batch dim.
+    absorbed_rows: torch.Tensor | None = None
 
 
 def _free_plan(
@@ -76,10 +79,14 @@ def sweep(
     store: dict[fx.Node, Any] = {output: seed}
     dtype = seed.dtype
     absorbed: dict[str, float] = {}
+    rows = seed.shape[1] if seed.dim() > 1 else None
     result = SweepResult(inputs={}, absorbed=absorbed)
+    if rows is not None:
+        result.absorbed_rows = torch.zeros(rows + 1, dtype=torch.float64, device=seed.device)
     plan = _free_plan(relevant, g.bias_add)
     wanted_layers = layer_nodes or set()
-    with torch.no_grad():  # rules enable autograd only locally, for their transposed ops
+    # rules enable autograd only locally, for their transposed ops
+    with torch.no_grad(), ledger_rows(rows):
         _run_sweep(g, env, relevant, store, result, plan, wanted_layers, options, dtype, abs_cache)
     return result
 
@@ -87,7 +94,6 @@ def sweep(
 def _run_sweep(
     g, env, relevant, store, result, plan, wanted_layers, options, dtype, abs_cache
 ) -> None:
-    absorbed = result.absorbed
     for node in reversed(relevant):
         R = store.pop(node, None)
         if R is not None and node in wanted_layers:
@@ -99,7 +105,7 @@ def _run_sweep(
             parent, index = node.args
             _accumulate(store, parent, R, slot=index)
         elif R is not None:
-            _apply_rule(g, env, node, R, options, store, absorbed, dtype, abs_cache)
+            _apply_rule(g, env, node, R, options, store, result, dtype, abs_cache)
         for value in plan.get(node, ()):
             if value.op != "placeholder":
                 env.pop(value, None)
@@ -115,7 +121,7 @@ def _bias_value(g, env, add: fx.Node, affine: fx.Node) -> torch.Tensor:
     return -value if registry.is_sub(add) else value
 
 
-def _apply_rule(g, env, node, R, options, store, absorbed, dtype, abs_cache) -> None:
+def _apply_rule(g, env, node, R, options, store, result, dtype, abs_cache) -> None:
     source = g.bias_source.get(node)
     if source is not None:  # a fused bias add: its affine op's rule handles the bias
         _accumulate(store, source, R)
@@ -147,6 +153,22 @@ def _apply_rule(g, env, node, R, options, store, absorbed, dtype, abs_cache) -> 
             raise RuleError(f"internal: rule for '{node.name}' sent relevance to non-data '{inp}'")
         _accumulate(store, inp, rho.to(dtype))
     amount = contribution.absorbed
-    value = float(amount) if not isinstance(amount, float) else amount
+    if isinstance(amount, torch.Tensor):
+        if result.absorbed_rows is not None:
+            result.absorbed_rows += _as_rows(amount, result.absorbed_rows)
+        value = float(amount.sum())
+    else:
+        value = float(amount)
+        if result.absorbed_rows is not None and value != 0.0:
+            result.absorbed_rows[-1] += value  # a plain number: not attributable to a row
     if value != 0.0:
-        absorbed[node.name] = absorbed.get(node.name, 0.0) + value
+        result.absorbed[node.name] = result.absorbed.get(node.name, 0.0) + value
+
+
+def _as_rows(amount: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """A rule's ledger amount as per-row slots (a scalar is not attributable to a row)."""
+    if amount.shape == rows.shape:
+        return amount.to(rows.device)
+    out = torch.zeros_like(rows)
+    out[-1] = amount.sum()
+    return out

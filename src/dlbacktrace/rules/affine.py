@@ -21,7 +21,7 @@ import torch
 import torch.fx as fx
 
 from ..errors import RuleError
-from .base import Call, Contribution, safe_reciprocal, stabilised, sum_to, total
+from .base import Call, Contribution, keep_rows, safe_reciprocal, stabilised, sum_to, total
 
 
 @dataclass
@@ -95,14 +95,14 @@ def absorbed_by_bias(
     """
     out = torch.zeros((), dtype=torch.float64, device=T.device)
     if c.dead is not None and bool(c.dead.any()):
-        out = out + total(T[c.dead])
+        out = out + total(torch.where(c.dead, T, 0.0))
     if bias is not None:
         if c.saturated:
             share = c.p * bias.clamp_min(0) + c.n * (-bias).clamp_min(0)
             out = out + total(T * share)
         else:
             weighted = T * c.p if Tp is None else Tp
-            out = out + total(weighted.sum_to_size(bias.shape) * bias.abs())
+            out = out + total(keep_rows(weighted, bias.shape) * bias.abs())
     return out
 
 

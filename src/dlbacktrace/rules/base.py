@@ -8,8 +8,10 @@ the affine, product and softmax rules which of the two rule sets to apply.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,9 +132,45 @@ def safe_reciprocal(d: torch.Tensor) -> torch.Tensor:
     return d.reciprocal().masked_fill_(d == 0, 0.0)
 
 
+# The batch size of the explanation being swept (set by the sweep for its duration): ledger
+# sums are kept per batch row. A ContextVar, so concurrent explanations never share it.
+_ROWS: contextvars.ContextVar[int | None] = contextvars.ContextVar("dlbacktrace_rows", default=None)
+
+
+@contextlib.contextmanager
+def ledger_rows(batch: int | None) -> Iterator[None]:
+    """Within the block, :func:`total` returns per-row ledger amounts for ``batch`` rows."""
+    token = _ROWS.set(batch)
+    try:
+        yield
+    finally:
+        _ROWS.reset(token)
+
+
 def total(value: torch.Tensor) -> torch.Tensor:
-    """Ledger sum, returned in float64 (torch's pairwise sum keeps float32 rounding ~1e-7)."""
-    return value.sum().to(torch.float64)
+    """Ledger sum, in float64 (torch's pairwise sum keeps float32 rounding ~1e-7).
+
+    Inside :func:`ledger_rows` the result is a vector of ``B + 1`` amounts: one per batch row
+    for values whose leading dimension is the batch, and the last slot for any other value
+    (amounts the sweep cannot attribute to one row). Vectors and scalars add up as usual.
+    """
+    rows = _ROWS.get()
+    if rows is None:
+        return value.sum().to(torch.float64)
+    out = torch.zeros(rows + 1, dtype=torch.float64, device=value.device)
+    if value.dim() > 0 and value.shape[0] == rows:
+        out[:rows] = value.reshape(rows, -1).sum(1, dtype=torch.float64)
+    else:
+        out[rows] = value.sum(dtype=torch.float64)
+    return out
+
+
+def keep_rows(value: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """``value.sum_to_size(shape)`` that keeps the leading (batch) dimension of ``value``."""
+    target = [1] * (value.dim() - len(shape)) + list(shape)
+    if target and value.dim() > 0:
+        target[0] = value.shape[0]
+    return value.sum_to_size(target)
 
 
 def flat_args(call: Call) -> tuple[list[Any], list[Any], pytree.TreeSpec]:

@@ -934,3 +934,18 @@ def test_softmax_rule_by_hand():
     exp = Backtrace(OneQuery(), mode="contrast").explain(x, target=0)
     close(exp.relevance, [R_s + half], "softmax rule", atol=1e-10)
     assert exp.relevance[0, 2] == 0 and exp.relevance[0, 5] == 0
+
+
+def test_ledger_per_row_by_hand():
+    """DESIGN.md 2.4: the bias share is recorded per batch row."""
+    model = nn.Sequential(linear([[2.0, -1.0]], [0.5])).eval()
+    # row 0: z = [4, −1] (D = 5.5, T = 3.5); row 1: z = [2, −1] (D = 3.5, T = 1.5)
+    x = t([[2.0, 1.0], [1.0, 1.0]])
+    exp = explain(model, x)
+    close(exp.absorbed_rows, [0.5 / 5.5, 0.5 / 3.5, 0.0], "default absorbed per row")
+    close(exp.row_conservation_error, [0.0, 0.0], "default rows balance")
+    # contrast explains y = T per row: the bias takes R·b/T = b = 0.5 in each row
+    exp_c = explain(model, x, mode="contrast")
+    close(exp_c.absorbed_rows, [0.5, 0.5, 0.0], "contrast absorbed per row", atol=1e-10)
+    close(exp_c.relevance, [[4.0, -1.0], [2.0, -1.0]], "contrast = z", atol=1e-10)
+    assert float(exp_c.row_conservation_error.max()) < 1e-12

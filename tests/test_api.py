@@ -222,3 +222,19 @@ def test_abs_weight_cache_changes_nothing():
     for _ in range(2):  # second call hits the cache
         a, b = cached.explain(x, target=1), plain.explain(x, target=1)
         assert torch.equal(a.positive, b.positive) and torch.equal(a.negative, b.negative)
+
+
+def test_ledger_that_does_not_balance_is_an_error():
+    """DESIGN.md 2.4: Σ|z| overflows float32 (3e38 + 3e38) while the output does not; the
+    default-mode shares vanish and the explanation is refused, never returned."""
+    from dlbacktrace import ConservationError
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 1))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 1.0]]))
+        model[0].bias.fill_(0.5)
+    x = torch.tensor([[3e38, -3e38]])
+    with pytest.raises(ConservationError, match="does not balance"):
+        Backtrace(model).explain(x)
+    ok = Backtrace(model.double()).explain(x.double())  # float64 does not overflow
+    assert ok.conservation_error < 1e-12

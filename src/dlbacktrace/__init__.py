@@ -3,6 +3,7 @@
 from .backtrace import Backtrace, explain
 from .errors import (
     CaptureError,
+    ConservationError,
     DLBacktraceError,
     InputError,
     RuleError,
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Backtrace",
     "CaptureError",
+    "ConservationError",
     "DLBacktraceError",
     "Explanation",
     "InputError",

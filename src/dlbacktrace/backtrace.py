@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,7 @@ import torch.utils._pytree as pytree
 
 from . import capture as capture_mod
 from .capture import CapturedGraph
-from .errors import InputError, RuleError, TargetError
+from .errors import ConservationError, InputError, RuleError, TargetError
 from .explanation import Explanation
 from .record import needed_values, record
 from .rules.base import AbsCache, RuleOptions, default_epsilon
@@ -73,6 +74,32 @@ def _check_finite(flat: list[Any], names: list[str]) -> None:
         if isinstance(value, torch.Tensor) and value.is_floating_point():
             if not bool(torch.isfinite(value).all()):
                 raise InputError(f"input '{name}' contains NaN or Inf values")
+
+
+# DESIGN.md 2.4: an explanation whose ledger is off by more than this (relative to Σ|seed|)
+# is an error, never a result.
+LEDGER_TOLERANCE = 1e-4
+
+
+def _check_ledger(exp: Explanation) -> None:
+    error = exp.conservation_error
+    if math.isfinite(error) and error <= LEDGER_TOLERANCE:
+        return
+    broken = [n for n, v in exp.absorbed.items() if not math.isfinite(v)]
+    where = (
+        f"non-finite absorbed relevance at node(s) {', '.join(broken[:5])}"
+        if broken
+        else "relevance vanished on the way to the inputs" if not exp.absorbed
+        else "largest absorbed entries: " + ", ".join(
+            f"{n} ({v:.3g})" for n, v in sorted(
+                exp.absorbed.items(), key=lambda kv: -abs(kv[1]))[:3]
+        )
+    )
+    raise ConservationError(
+        f"the relevance ledger does not balance (relative error {error:.3g} > "
+        f"{LEDGER_TOLERANCE:g}): an intermediate value overflowed or lost precision "
+        f"({where}). Explain in float64, or with inputs of a smaller magnitude."
+    )
 
 
 def _signature(args: tuple, kwargs: dict) -> tuple:
@@ -262,8 +289,10 @@ class Backtrace:
                     f"relevance for input '{node.name}' is not finite; an intermediate value of "
                     "the model overflowed. Try float64 or a smaller scale="
                 )
-        return self._explanation(g, flat, result, mode, signed_seed, target_idx, out_value,
-                                 layer_map, single=len(args) + len(kwargs) == 1, dtype=dtype)
+        exp = self._explanation(g, flat, result, mode, signed_seed, target_idx, out_value,
+                                layer_map, single=len(args) + len(kwargs) == 1, dtype=dtype)
+        _check_ledger(exp)
+        return exp
 
     def attribute(
         self,

@@ -25,3 +25,8 @@ class TargetError(DLBacktraceError, IndexError):
 
 class RuleError(DLBacktraceError):
     """A relevance rule met a case it cannot handle correctly (for example dropout in training)."""
+
+
+class ConservationError(DLBacktraceError, ArithmeticError):
+    """The relevance ledger of an explanation does not balance (DESIGN.md 2.4), for example
+    after a float overflow; such an explanation is never returned."""

@@ -238,3 +238,28 @@ def test_ledger_that_does_not_balance_is_an_error():
         Backtrace(model).explain(x)
     ok = Backtrace(model.double()).explain(x.double())  # float64 does not overflow
     assert ok.conservation_error < 1e-12
+
+
+def test_buffers_updated_in_forward_are_restored():
+    """DESIGN.md 4: the first call's plain forward (and the export) must not write buffers."""
+
+    class Counting(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+            self.register_buffer("calls", torch.zeros(()))
+            self.register_buffer("running", torch.zeros(3))
+
+        def forward(self, x):
+            self.calls += 1
+            self.running.mul_(0.9).add_(0.1 * x.detach().mean(0))
+            return self.lin(x)
+
+    model = Counting()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(4, 3)
+    for mode in ("default", "contrast"):
+        exp = Backtrace(model).explain(x, mode=mode)
+        assert exp.conservation_error < 1e-5
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), f"buffer or parameter {name} was written"

@@ -48,6 +48,19 @@ def _inference_state(model: torch.nn.Module) -> Iterator[None]:
                 param.requires_grad_(flag)
 
 
+@contextlib.contextmanager
+def _buffers_restored(model: torch.nn.Module) -> Iterator[None]:
+    """Buffers a forward updates in place (running statistics, counters) are put back."""
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                if not torch.equal(buffer, value):
+                    buffer.copy_(value)
+
+
 def _as_tensor(value: Any) -> Any:
     return torch.from_numpy(value) if isinstance(value, np.ndarray) else value
 
@@ -194,8 +207,9 @@ class Backtrace:
         key = _signature(args, kwargs)
         graph = self._cache.get(key)
         if graph is None:
-            self._validate_by_running(args, kwargs)
-            graph = capture_mod.export_model(self.model, args, kwargs)
+            with _buffers_restored(self.model):  # a forward may update buffers (DESIGN.md 4)
+                self._validate_by_running(args, kwargs)
+                graph = capture_mod.export_model(self.model, args, kwargs)
             self._cache[key] = graph
         return graph
 

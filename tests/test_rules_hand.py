@@ -949,3 +949,37 @@ def test_ledger_per_row_by_hand():
     close(exp_c.absorbed_rows, [0.5, 0.5, 0.0], "contrast absorbed per row", atol=1e-10)
     close(exp_c.relevance, [[4.0, -1.0], [2.0, -1.0]], "contrast = z", atol=1e-10)
     assert float(exp_c.row_conservation_error.max()) < 1e-12
+
+
+@pytest.mark.parametrize("mode", ["default", "contrast"])
+def test_clamp_like_selection_agrees(mode):
+    """DESIGN.md 2.3: clamp, hardtanh, minimum and maximum with a constant are one rule: the
+    clamped element keeps its relevance, and the producer sees the bound as saturation."""
+    lin = linear([[2.0, -1.0], [1.0, 1.0]], [0.5, -0.25])
+    x = t([[2.0, 1.0], [-1.0, 0.5]])  # pre-activations [3.5, 2.75], [−2.0, −0.75]
+
+    class Bound(nn.Module):
+        def __init__(self, how):
+            super().__init__()
+            self.lin, self.how = lin, how
+
+        def forward(self, x):
+            y = self.lin(x)
+            if self.how == "clamp":
+                return torch.clamp(y, min=-1.0, max=1.0)
+            if self.how == "hardtanh":
+                return F.hardtanh(y, -1.0, 1.0)
+            if self.how == "min_max":
+                return torch.maximum(torch.minimum(y, torch.tensor(1.0, dtype=D64)),
+                                     torch.tensor(-1.0, dtype=D64))
+            return torch.clamp_max(torch.clamp_min(y, -1.0), 1.0)
+
+    seed = t([[1.0, 0.5], [-0.75, 1.0]])
+    maps = {how: explain(Bound(how).eval(), x, seed=seed, mode=mode).relevance
+            for how in ("clamp", "hardtanh", "min_max", "clamp_min_max")}
+    for how, m in maps.items():
+        close(m, maps["hardtanh"], f"{how} vs hardtanh")
+    if mode == "default":
+        # row 0, both outputs saturated high (T = 3.5, 2.75 > 1): z = [4, −1], b⁺ = 0.5 gives
+        # x0 4/4.5 of seed 1; z = [2, 1], b⁺ = 0 gives x0 2/3 of seed 0.5
+        close(maps["clamp"][0, 0], 1.0 * 4 / 4.5 + 0.5 * 2 / 3, "row 0, x0 by hand")

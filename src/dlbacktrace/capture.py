@@ -295,6 +295,32 @@ def _mark_bias_adds(g: CapturedGraph) -> None:
             break
 
 
+def _constant_scalar(g: CapturedGraph, value: Any) -> float | None:
+    """The value of a constant one-element argument (a number, a lifted constant tensor or a
+    ``full``/``full_like``/``scalar_tensor`` node), or None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, fx.Node) or value in g.data:
+        return None
+    while value.op == "call_function" and registry.is_identity_move(value.target):
+        value = value.args[0]  # lift_fresh_copy / clone / _to_copy of a constant
+        if not isinstance(value, fx.Node):
+            return _constant_scalar(g, value)
+    if value in g.state_targets:
+        kind, target = g.state_targets[value]
+        tensor = g.program.constants.get(target) if kind == InputKind.CONSTANT_TENSOR else None
+        if isinstance(tensor, torch.Tensor) and tensor.numel() == 1:
+            return float(tensor)
+        return None
+    if value.op == "call_function":
+        name = getattr(getattr(value.target, "overloadpacket", None), "__name__", "")
+        if name in ("full", "full_like", "scalar_tensor") and len(value.args) >= 1:
+            fill = value.args[1] if name != "scalar_tensor" else value.args[0]
+            if isinstance(fill, (int, float)) and not isinstance(fill, bool):
+                return float(fill)
+    return None
+
+
 def _mark_saturation(g: CapturedGraph) -> None:
     """For affine nodes whose output feeds only an activation, remember its saturation range."""
     for node in g.nodes:
@@ -315,10 +341,29 @@ def _mark_saturation(g: CapturedGraph) -> None:
             ):
                 current = user
                 continue
-            bounds = registry.saturation_bounds(user)
+            bounds = registry.saturation_bounds(user, lambda a: _constant_scalar(g, a))
             if bounds is not None:
-                g.saturation[node] = bounds
+                g.saturation[node] = _chained_bounds(g, user, bounds)
             break
+
+
+def _chained_bounds(g: CapturedGraph, act: fx.Node, bounds: tuple) -> tuple:
+    """Clamp-like ops in a row (``maximum(minimum(y, 1), −1)``) saturate at both bounds."""
+    low, high = bounds
+    current = act
+    while registry.is_clamp_like(current.target):
+        users = _consumers(g, current)
+        if len(users) != 1 or not registry.is_clamp_like(users[0].target):
+            break
+        current = users[0]
+        more = registry.saturation_bounds(current, lambda a: _constant_scalar(g, a))
+        if more is None:
+            break
+        if more[0] is not None:
+            low = more[0] if low is None else max(low, more[0])
+        if more[1] is not None:
+            high = more[1] if high is None else min(high, more[1])
+    return (low, high)
 
 
 def relevant_nodes(g: CapturedGraph, output: fx.Node) -> list[fx.Node]:

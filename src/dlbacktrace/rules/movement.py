@@ -110,3 +110,19 @@ def masked_fill(call: Call, R) -> Contribution:
     result = _first_input(call, sum_to(kept, call.args[0].shape))
     result.absorbed = total((R * mask)[0])
     return result
+
+
+def clamp_like(call: Call, R) -> Contribution:
+    """``minimum``/``maximum`` (and fmin/fmax): one rule with clamp and hardtanh (DESIGN.md 2.3).
+
+    Against a constant bound the element keeps its relevance wherever its value comes from
+    (identity; the producer's activation awareness sees the bound as a saturation range).
+    Between two data tensors the winner takes all (the op's exact adjoint).
+    """
+    data = [i for i in (0, 1) if call.is_data(i)]
+    if len(data) == 2:
+        return vjp_contribution(call, R)
+    (i,) = data
+    result = Contribution()
+    result.add(call.arg_node(i), sum_to(R, call.args[i].shape))
+    return result

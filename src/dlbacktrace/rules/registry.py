@@ -79,6 +79,7 @@ _register(ACTIVATIONS, movement.identity)
 _register(IDENTITY_MOVES, movement.identity)
 _register(RESHAPES, movement.reshape_like)
 _register(GENERIC_MOVES + SELECTIONS, movement.adjoint)
+_register(_packets("minimum", "maximum", "fmin", "fmax"), movement.clamp_like)
 _register(_packets("type_as"), movement.type_as)
 _register(_packets("dropout", "feature_dropout", "alpha_dropout"), movement.dropout)
 _register(_packets("permute"), movement.permute)
@@ -243,11 +244,50 @@ def is_complement(node: fx.Node) -> bool:
     return False
 
 
-def saturation_bounds(node: fx.Node) -> tuple[float | None, float | None] | None:
+_CLAMP_LIKE = set(_packets("hardtanh", "clamp", "clamp_min", "clamp_max", "minimum", "maximum"))
+
+
+def is_clamp_like(target: Any) -> bool:
+    return _packet(target) in _CLAMP_LIKE
+
+
+def is_identity_move(target: Any) -> bool:
+    return _packet(target) in set(IDENTITY_MOVES)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def saturation_bounds(
+    node: fx.Node, constant: Callable[[Any], float | None] | None = None
+) -> tuple[float | None, float | None] | None:
+    """The saturation range ``(l, u)`` of an activation-like op, or None.
+
+    Clamp-like selection saturates at its bounds (DESIGN.md 2.3): hardtanh, clamp,
+    clamp_min/clamp_max and minimum/maximum against a constant; ``constant(arg)`` gives the
+    value of a constant tensor argument when the graph knows it.
+    """
     packet = _packet(node.target)
+
+    def arg(i: int, name: str | None = None, default: Any = None) -> Any:
+        return node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
+
     if packet is aten.hardtanh:
-        low = node.args[1] if len(node.args) > 1 else node.kwargs.get("min_val", -1.0)
-        high = node.args[2] if len(node.args) > 2 else node.kwargs.get("max_val", 1.0)
-        return (float(low), float(high))
+        return (float(arg(1, "min_val", -1.0)), float(arg(2, "max_val", 1.0)))
+    if packet is aten.clamp:
+        low, high = _number(arg(1, "min")), _number(arg(2, "max"))
+        return (low, high) if low is not None or high is not None else None
+    if packet in (aten.clamp_min, aten.clamp_max):
+        bound = _number(arg(1))
+        if bound is None:
+            return None
+        return (bound, None) if packet is aten.clamp_min else (None, bound)
+    if packet in (aten.minimum, aten.maximum) and constant is not None:
+        bounds = [b for b in (constant(a) for a in node.args[:2]) if b is not None]
+        if len(bounds) != 1:
+            return None
+        bound = bounds[0]
+        return (None, bound) if packet is aten.minimum else (bound, None)
     return _SATURATION.get(packet)
 

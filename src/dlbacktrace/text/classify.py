@@ -30,8 +30,9 @@ __all__ = ["TextExplanation", "explain_text"]
 class TextExplanation:
     """Per-token relevance for a batch of texts (rows padded to the longest text).
 
-    ``relevance`` is the unsigned map in default mode and the signed net map (positive −
-    negative) in contrast mode; ``total`` is always the unsigned map.
+    ``relevance`` is the unsigned map in default mode and the signed map (positive −
+    negative; it adds up with the absorbed amounts to the explained logit) in contrast mode;
+    ``total`` is the unsigned map (contrast: ``|relevance|``).
     """
 
     texts: list[str]

@@ -56,8 +56,8 @@ class GenerationExplanation:
 
     ``matrix[k, j]``: relevance of token ``j`` (prompt or earlier generated token) for generated
     token ``k`` (sequence position ``prompt_length + k``); columns ``j ≥ prompt_length + k`` are
-    exactly 0. Unsigned in default mode; the signed net map (positive − negative) in contrast
-    mode, where ``total`` is the unsigned map. ``probabilities[k]``: the model's probability of
+    exactly 0. Unsigned in default mode; the signed map (positive − negative) in contrast
+    mode, where ``total`` is ``|matrix|``. ``probabilities[k]``: the model's probability of
     generated token ``k`` (plain softmax of the same logits, temperature 1).
     """
 

@@ -983,3 +983,69 @@ def test_clamp_like_selection_agrees(mode):
         # row 0, both outputs saturated high (T = 3.5, 2.75 > 1): z = [4, −1], b⁺ = 0.5 gives
         # x0 4/4.5 of seed 1; z = [2, 1], b⁺ = 0 gives x0 2/3 of seed 0.5
         close(maps["clamp"][0, 0], 1.0 * 4 / 4.5 + 0.5 * 2 / 3, "row 0, x0 by hand")
+
+
+class Summing(nn.Module):
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x):  # x [1, 3]
+        base = torch.zeros(1, 2, dtype=x.dtype)
+        if self.kind == "index_add":
+            return base.index_add(1, torch.tensor([0, 0, 1]), x)
+        if self.kind == "scatter_add":
+            return base.scatter_add(1, torch.tensor([[0, 0, 1]]), x)
+        idx = (torch.tensor([0, 0, 0]), torch.tensor([0, 0, 1]))
+        return base.index_put(idx, x[0], accumulate=True)
+
+
+@pytest.mark.parametrize("kind", ["index_add", "scatter_add", "index_put"])
+def test_summing_ops_share_like_an_add(kind):
+    """DESIGN.md 2.3, summing maps: y0 = x0 + x1 with x = [1, 3] gives 1/4 and 3/4 (default)
+    and the contributions themselves in contrast mode (seed 1 on y0 = 4: R = 4, shares z/4)."""
+    x = t([[1.0, 3.0, 2.0]])
+    seed = t([[1.0, 0.0]])
+    exp = explain(Summing(kind).eval(), x, seed=seed)
+    close(exp.relevance, [[0.25, 0.75, 0.0]], kind)
+    assert abs(absorbed_sum(exp)) < TOL
+    exp_c = explain(Summing(kind).eval(), x, seed=seed, mode="contrast")
+    close(exp_c.relevance, [[1.0, 3.0, 0.0]], kind + " contrast", atol=1e-10)
+
+
+def test_fold_sums_overlapping_patches():
+    """``F.fold`` (col2im): output 1 adds columns 0 and 1 of the patch matrix (values 2, 4)."""
+
+    class Fold(nn.Module):
+        def forward(self, x):
+            return F.fold(x.reshape(1, 2, 3), output_size=(1, 4), kernel_size=(1, 2)).flatten(1)
+
+    x = t([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]])  # patches: rows (kernel pos 0 | 1) × 3 columns
+    exp = explain(Fold().eval(), x, seed=t([[0.0, 1.0, 0.0, 0.0]]))
+    close(exp.relevance, [[0.0, 2 / 6, 0.0, 4 / 6, 0.0, 0.0]], "fold")
+
+
+@pytest.mark.parametrize("antialias", [False, True])
+def test_bicubic_is_affine_with_signed_weights(antialias):
+    """DESIGN.md 2.3: bicubic weights can be negative; default mode stays non-negative and both
+    modes equal the explicit-Jacobian reference."""
+
+    class Up(nn.Module):
+        def forward(self, x):
+            if antialias:
+                return F.interpolate(x, size=(3, 5), mode="bicubic", antialias=True)
+            return F.interpolate(x, scale_factor=2, mode="bicubic")
+
+    g = torch.Generator().manual_seed(31)
+    x = torch.randn(2, 2, 4, 6, generator=g, dtype=D64)
+    with torch.no_grad():
+        y = Up()(x)
+    seed = torch.randn(y.shape, generator=g, dtype=D64)
+    layer = affine_layer_from_module(Up(), (2, 4, 6))
+    assert (layer.W < 0).any(), "bicubic weights should include negative ones"
+    ref = reference_chain([layer], x, seed)
+    exp = explain(Up().eval(), x, seed=seed)
+    assert (exp.relevance >= 0).all()
+    close(exp.relevance, ref.relevance, "default vs reference", atol=1e-10)
+    close(explain(Up().eval(), x, seed=seed, mode="contrast").relevance, ref.net,
+          "contrast vs reference", atol=1e-10)

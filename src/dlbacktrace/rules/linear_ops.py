@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from ..errors import RuleError
 from .affine import AffineMap, matrix_affine
-from .base import Call, Contribution
+from .base import Call, Contribution, flat_args, stabilised, total, vjp_contribution
 
 aten = torch.ops.aten
 
@@ -151,3 +151,101 @@ def weight_free(call: Call, R) -> Contribution:
     op = call.node.target
     rest, kwargs = tuple(call.args[1:]), dict(call.kwargs)
     return _run(call, R, 0, AffineMap(lambda x: op(x, *rest, **kwargs), []))
+
+
+def _summed(call: Call, R, signed: bool) -> Contribution:
+    """Relevance of every data operand of an op that adds elements into its outputs.
+
+    Such an op is affine with weights 1 (or ``alpha``): contributions are the added elements.
+    Default mode shares by magnitude (the op run on absolute values), contrast mode by signed
+    shares over the recorded output; constant operands (the base tensor) take their share.
+    """
+    nodes, values, spec = flat_args(call)
+    leaves = list(values)
+    wrt = []
+    for i, (n, v) in enumerate(zip(nodes, values, strict=True)):
+        if not (isinstance(v, torch.Tensor) and v.is_floating_point()):
+            continue
+        is_data = isinstance(n, torch.fx.Node) and n in call.data
+        leaf = v.detach() if signed else v.detach().abs()
+        if is_data:
+            leaf = leaf.clone().requires_grad_(True)
+            wrt.append(i)
+        leaves[i] = leaf
+    args, kwargs = torch.utils._pytree.tree_unflatten(leaves, spec)
+    if not signed and "alpha" in kwargs:
+        kwargs["alpha"] = abs(kwargs["alpha"])
+    with torch.enable_grad():
+        out = call.node.target(*args, **kwargs)
+    den = stabilised(call.out, call.options.epsilon) if signed else out.detach()
+    dead = None if signed else den == 0
+    G = R / den if signed else torch.where(dead, 0.0, R / torch.where(dead, 1.0, den))
+    result = Contribution()
+    routed = torch.zeros((), dtype=torch.float64)
+    per_leaf: list[list[torch.Tensor]] = [[] for _ in wrt]
+    for k in range(R.shape[0]):
+        with torch.enable_grad():
+            grads = torch.autograd.grad(out, [leaves[i] for i in wrt], G[k].to(out.dtype),
+                                        retain_graph=k < R.shape[0] - 1, allow_unused=True)
+        for j, (i, g) in enumerate(zip(wrt, grads, strict=True)):
+            g = torch.zeros_like(leaves[i]) if g is None else g
+            per_leaf[j].append(leaves[i].detach() * g)
+    for j, i in enumerate(wrt):
+        rho = torch.stack(per_leaf[j]).to(R.dtype)
+        result.add(nodes[i], rho)
+        routed = routed + total(rho[0])
+    result.absorbed = total(R[0]) - routed  # the constants' share (and dead outputs)
+    return result
+
+
+def summing(call: Call, R) -> Contribution:
+    """index_add, scatter_add, col2im (``F.fold``), index_put(accumulate=True), scatter_reduce
+    (sum/mean): the affine rule (DESIGN.md 2.3, "summing maps"), never the movement adjoint."""
+    packet = call.node.target.overloadpacket
+    if packet in (aten.index_put, aten._unsafe_index_put):
+        if not call.arg(3, "accumulate", False):
+            return vjp_contribution(call, R)  # an overwrite: data movement
+    if packet is aten.scatter_reduce:
+        reduce = call.arg(3, "reduce")
+        if reduce in ("amax", "amin"):
+            return vjp_contribution(call, R)  # selection
+        if reduce not in ("sum", "mean"):
+            raise RuleError(f"scatter_reduce with reduce={reduce!r} is not affine")
+    return _summed(call, R, call.options.signed)
+
+
+def _separable_weights(call: Call) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(W_h [H_out, H_in], W_w [W_out, W_in])`` of a separable 2-D interpolation.
+
+    Read off the op itself: an input constant along one axis with a one-hot along the other
+    gives a column of the other axis's matrix (the interpolation weights of each output sum
+    to 1, so the constant axis contributes a factor of 1).
+    """
+    x = call.args[0]
+    op, rest = call.node.target, tuple(call.args[1:])
+    H, W = x.shape[-2], x.shape[-1]
+    eye_h = torch.eye(H, dtype=x.dtype, device=x.device)[:, None, :, None].expand(H, 1, H, W)
+    eye_w = torch.eye(W, dtype=x.dtype, device=x.device)[:, None, None, :].expand(W, 1, H, W)
+    W_h = op(eye_h.contiguous(), *rest, **call.kwargs)[:, 0, :, 0].t()
+    W_w = op(eye_w.contiguous(), *rest, **call.kwargs)[:, 0, 0, :].t()
+    return W_h, W_w
+
+
+def interpolation(call: Call, R) -> Contribution:
+    """Bicubic (and antialiased) upsampling: affine with signed weights (DESIGN.md 2.3), so
+    magnitudes come from the weights themselves, never from running the op on ``|x|``."""
+    _only_data(call, 0)
+    W_h, W_w = _separable_weights(call)
+    aW_h, aW_w = W_h.abs(), W_w.abs()
+
+    def apply(a, b):
+        return lambda t, *_: torch.einsum("hi,ncij,wj->nchw", a, t, b)
+
+    def adjoint(a, b):
+        return lambda g, *_: torch.einsum("hi,nchw,wj->ncij", a, g, b)
+
+    amap = AffineMap(
+        forward=apply(W_h, W_w), weights=[], transpose=adjoint(W_h, W_w),
+        abs_forward=apply(aW_h, aW_w), abs_transpose=adjoint(aW_h, aW_w),
+    )
+    return _run(call, R, 0, amap)

@@ -69,7 +69,7 @@ CONVOLUTIONS = _packets(
 WEIGHT_FREE = _packets(
     "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
     "adaptive_avg_pool3d", "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "mean", "sum",
-    "upsample_bilinear2d", "upsample_linear1d", "upsample_trilinear3d", "upsample_bicubic2d",
+    "upsample_bilinear2d", "upsample_linear1d", "upsample_trilinear3d",
     "_upsample_bilinear2d_aa", "cumsum",
 )
 
@@ -90,6 +90,14 @@ _register(_packets("where"), movement.where)
 _register(_packets("masked_fill"), movement.masked_fill)
 _register(CONVOLUTIONS, linear_ops.convolution)
 _register(WEIGHT_FREE, linear_ops.weight_free)
+# Summing maps (DESIGN.md 2.3): affine, never the movement adjoint (which copies relevance).
+SUMMING = _packets("index_add", "scatter_add", "col2im", "index_put", "_unsafe_index_put",
+                   "scatter_reduce")
+_register(SUMMING, linear_ops.summing)
+_register(_packets("im2col"), movement.adjoint)
+# Interpolation with signed weights (bicubic): affine, magnitudes from the weights.
+SIGNED_INTERPOLATION = _packets("upsample_bicubic2d", "_upsample_bicubic2d_aa")
+_register(SIGNED_INTERPOLATION, linear_ops.interpolation)
 _register(_packets("linear"), linear_ops.linear)
 _register(_packets("mm", "matmul", "bmm"), linear_ops.matmul_like)
 _register(_packets("addmm", "baddbmm"), linear_ops.addmm)
@@ -105,7 +113,7 @@ _register(_packets("scaled_dot_product_attention"), attention.sdpa)
 _register(_packets("_softmax", "softmax"), attention.softmax)
 
 AFFINE = set(
-    CONVOLUTIONS + WEIGHT_FREE + _packets(
+    CONVOLUTIONS + WEIGHT_FREE + SIGNED_INTERPOLATION + _packets(
         "linear", "mm", "matmul", "bmm", "addmm", "baddbmm", "add", "sub", "rsub", "mul", "div",
         "_native_batch_norm_legit_no_training", "batch_norm", "layer_norm", "native_layer_norm",
         "group_norm", "native_group_norm", "rms_norm",

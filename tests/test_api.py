@@ -263,3 +263,29 @@ def test_buffers_updated_in_forward_are_restored():
         assert exp.conservation_error < 1e-5
     for name, value in model.state_dict().items():
         assert torch.equal(value, before[name]), f"buffer or parameter {name} was written"
+
+
+@pytest.mark.parametrize("kind", ["fft", "bucketize", "embedding_bag"])
+def test_output_cut_off_by_an_op_names_the_op(kind):
+    """Issue 13 item 6: an output that depends on the input through an op that yields no float
+    data is an UnsupportedOperationError naming that op, not "does not depend on any input"."""
+    from dlbacktrace import UnsupportedOperationError
+
+    class Cut(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(8, 3)
+            self.bag = nn.EmbeddingBag(8, 3, mode="sum")
+
+        def forward(self, x):
+            if kind == "fft":
+                return torch.fft.rfft(x).abs()
+            if kind == "bucketize":
+                ids = torch.bucketize(x, torch.tensor([-1.0, 0.0, 1.0]))
+                return self.emb(ids).sum(1)
+            return self.bag(x)
+
+    x = torch.randint(0, 8, (2, 4)) if kind == "embedding_bag" else torch.randn(2, 4)
+    names = {"fft": "fft", "bucketize": "bucketize", "embedding_bag": "embedding_bag"}
+    with pytest.raises(UnsupportedOperationError, match=names[kind]):
+        Backtrace(Cut()).explain(x, seed=torch.ones_like(Cut()(x)))

@@ -14,7 +14,13 @@ import torch.utils._pytree as pytree
 
 from . import capture as capture_mod
 from .capture import CapturedGraph
-from .errors import ConservationError, InputError, RuleError, TargetError
+from .errors import (
+    ConservationError,
+    InputError,
+    RuleError,
+    TargetError,
+    UnsupportedOperationError,
+)
 from .explanation import Explanation
 from .record import needed_values, record
 from .rules.base import AbsCache, RuleOptions, default_epsilon
@@ -268,6 +274,17 @@ class Backtrace:
             out_index = self._select_output(g, output if output is not None else self.output)
             out_node = g.output_nodes[out_index]
             if not isinstance(out_node, fx.Node) or out_node not in g.data:
+                blocked = (
+                    capture_mod.blocking_node(g, out_node) if isinstance(out_node, fx.Node)
+                    else None
+                )
+                if blocked is not None:
+                    raise UnsupportedOperationError(capture_mod.describe_unsupported(
+                        blocked,
+                        f"relevance cannot pass ATen op '{blocked.target}': its result is not "
+                        "a real floating-point tensor (complex, integer or boolean), so the "
+                        "output is cut off from the inputs",
+                    ))
                 raise TargetError(
                     f"the selected output (index {out_index}) does not depend on any input"
                 )

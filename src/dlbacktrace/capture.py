@@ -379,6 +379,29 @@ def relevant_nodes(g: CapturedGraph, output: fx.Node) -> list[fx.Node]:
     return [n for n in g.nodes if n in reach]
 
 
+def blocking_node(g: CapturedGraph, output: fx.Node) -> fx.Node | None:
+    """Why an output that depends on an input carries no relevance: the first op on a path from
+    a user input to ``output`` whose result is not a relevance-carrying float tensor (a complex
+    FFT, a bucketize into ids, an embedding bag), or None if the output ignores the inputs."""
+    depends: set[fx.Node] = set(g.user_inputs)
+    for node in g.nodes:
+        if node.op == "call_function" and any(i in depends for i in node.all_input_nodes):
+            depends.add(node)
+    ancestors: set[fx.Node] = set()
+    stack = [output]
+    while stack:
+        node = stack.pop()
+        if node in ancestors:
+            continue
+        ancestors.add(node)
+        stack.extend(node.all_input_nodes)
+    for node in g.nodes:
+        if node.op == "call_function" and node in depends and node in ancestors:
+            if node not in g.data:
+                return node
+    return None
+
+
 def check_rules(g: CapturedGraph, nodes: list[fx.Node]) -> None:
     """Fail before any computation if an op on the relevance path has no rule."""
     for node in nodes:
@@ -388,7 +411,7 @@ def check_rules(g: CapturedGraph, nodes: list[fx.Node]) -> None:
             raise UnsupportedOperationError(describe_unsupported(node))
 
 
-def describe_unsupported(node: fx.Node) -> str:
+def describe_unsupported(node: fx.Node, why: str | None = None) -> str:
     target = node.target
     if target is torch.ops.higher_order.with_effects:  # side-effecting op wrapped by export
         target = node.args[1]
@@ -400,8 +423,9 @@ def describe_unsupported(node: fx.Node) -> str:
         path, cls = list(module.values())[-1]
         cls_name = getattr(cls, "__name__", str(cls)).rsplit(".", 1)[-1]
         where = f" in module '{path}' ({cls_name})" if path else f" in {cls_name}.forward"
+    what = why or f"no relevance rule for ATen op '{op}'"
     return (
-        f"no relevance rule for ATen op '{op}' (graph node '{node.name}'){where}.\n"
+        f"{what} (graph node '{node.name}'){where}.\n"
         f"  source: {source}\n"
         "  dlbacktrace never passes relevance through an op silently. Register a rule with "
         f"dlbacktrace.register_rule(torch.ops.{op.rsplit('.', 1)[0]}, rule_fn), or rewrite "

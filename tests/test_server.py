@@ -169,7 +169,9 @@ def test_bearer_token_and_host_rules(iris_service):
         create_app(service, ServerConfig(host="0.0.0.0", token="short"))
     c = TestClient(create_app(service, ServerConfig(host="0.0.0.0", token=TOKEN)))
     body = {"kind": "table", "row": [0.1, 0.2, 0.3, 0.4]}
-    assert c.get("/health").status_code == 200  # liveness stays open
+    health = c.get("/health")
+    assert health.status_code == 200  # liveness stays open
+    assert health.json() == {"status": "ok"}, "with a token, /health reveals nothing more"
     assert c.post("/explain", json=body).status_code == 401
     bad = {"Authorization": "Bearer wrong-token-wrong-token"}
     assert c.post("/explain", json=body, headers=bad).status_code == 401
@@ -299,3 +301,24 @@ def test_text_request_gives_token_highlights(tmp_path):
     assert [t["token"] for t in stored["rows"][0]["tokens"]] == [t["token"] for t in row["tokens"]]
     upload = c.post("/explain", files={"file": ("review.txt", b"a good film", "text/plain")})
     assert upload.status_code == 200 and upload.json()["rows"][0]["name"] == "review.txt"
+
+
+def test_hostile_bodies_are_client_errors(client):
+    """Issue 13 item 8: a 100k-deep JSON array and a huge target are 4xx, never 500."""
+    deep = "[" * 100_000 + "]" * 100_000
+    r = client.post("/explain", content=deep, headers={"content-type": "application/json"})
+    assert 400 <= r.status_code < 500, r.text
+    body = {"kind": "table", "row": [0.1, 0.2, 0.3, 0.4], "target": 2**70}
+    r = client.post("/explain", json=body)
+    assert r.status_code == 422, r.text
+    body["target"] = [0, 2**70]
+    assert client.post("/explain", json=body).status_code == 422
+
+
+def test_security_headers(client):
+    for path in ("/", "/health", "/static/app.js"):
+        r = client.get(path)
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+        assert "script-src 'self'" in r.headers["content-security-policy"]
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["x-content-type-options"] == "nosniff"

@@ -126,6 +126,11 @@ async def _too_large(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+# A class index: anything outside a 32-bit range is a client error (422), not a server error.
+CLASS_RANGE = (-(2**31), 2**31 - 1)
+ClassIndex = Annotated[int, Field(ge=CLASS_RANGE[0], le=CLASS_RANGE[1])]
+
+
 class ExplainRequest(BaseModel):
     """A JSON explain request: one kind of input plus the explanation options."""
 
@@ -140,9 +145,23 @@ class ExplainRequest(BaseModel):
     image_base64: str | None = Field(None, description="A PNG or JPEG file, base64-encoded.")
     tensor: list[Any] | None = Field(None, description="Model input as nested lists (batch "
                                      "first).")
-    target: int | list[int] | Literal["positive", "negative"] | None = None
+    target: ClassIndex | list[ClassIndex] | Literal["positive", "negative"] | None = None
     mode: Literal["default", "contrast"] = "default"
     figures: bool = Field(True, description="Embed heat-map PNGs in the response (images).")
+
+
+# Security headers of every response (the dashboard loads only its own files; reports embed
+# their figures as data: URIs and carry an inline style sheet). The API docs pages load their
+# assets from a CDN, so they are left out.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+        "script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+}
+DOCS_PATHS = ("/docs", "/redoc", "/openapi.json")
 
 
 def _bad(message: str, status: int = 400) -> HTTPException:
@@ -267,6 +286,8 @@ async def _multipart(request: Request, service: ExplainService) -> tuple[InputBa
         else:
             try:
                 options["target"] = int(target)
+                if not CLASS_RANGE[0] <= options["target"] <= CLASS_RANGE[1]:
+                    raise ValueError("out of range")
             except ValueError:
                 raise _bad("target must be an integer, positive or negative") from None
     if options["mode"] not in ("default", "contrast"):
@@ -296,6 +317,14 @@ def create_app(service: ExplainService, config: ServerConfig | None = None) -> A
 
     auth = [Depends(authorise)]
 
+    @api.middleware("http")
+    async def _security_headers(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        if not request.url.path.startswith(DOCS_PATHS):
+            for name, value in SECURITY_HEADERS.items():
+                response.headers.setdefault(name, value)
+        return response
+
     @api.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("request %s %s failed", request.method, request.url.path)
@@ -303,7 +332,9 @@ def create_app(service: ExplainService, config: ServerConfig | None = None) -> A
 
     @api.get("/health")
     def health() -> dict[str, Any]:
-        """Liveness and which model is served."""
+        """Liveness, and which model is served (only without a token: /health needs none)."""
+        if config.token is not None:
+            return {"status": "ok"}
         return {"status": "ok", "model": service.description,
                 "audit": service.audit is not None}
 
@@ -346,6 +377,8 @@ def create_app(service: ExplainService, config: ServerConfig | None = None) -> A
                 data = json.loads(await request.body())
             except (ValueError, UnicodeDecodeError) as exc:
                 raise _bad(f"body is not valid JSON: {exc}", 400) from exc
+            except RecursionError as exc:
+                raise _bad("body is nested too deeply to be a request", 400) from exc
             try:
                 req = ExplainRequest.model_validate(data)
             except Exception as exc:

@@ -128,6 +128,33 @@ def test_chain_ok_then_edited_record_is_caught(filled):
     assert "content was changed" in report.problems[0][1]
 
 
+def test_edited_created_at_is_caught(filled):
+    """Issue 13 item 10: the created_at column (shown by `audit list`) is checked against the
+    hashed timestamp."""
+    store, _ = filled
+    conn = raw(store)
+    conn.execute("UPDATE dlbacktrace_audit SET created_at=? WHERE id=1", ("1999-01-01T00:00:00",))
+    conn.commit()
+    report = verify_chain(store)
+    assert [i for i, _ in report.problems] == [1]
+    assert "created_at" in report.problems[0][1]
+
+
+def test_edited_last_record_with_kept_head_says_what_was_found(filled):
+    store, ids = filled
+    head = verify_chain(store).head
+    conn = raw(store)
+    last = ids[-1]
+    content = json.loads(conn.execute("SELECT content FROM dlbacktrace_audit WHERE id=?",
+                                      (last,)).fetchone()[0])
+    content["target"] = [0, 0, 0]
+    conn.execute("UPDATE dlbacktrace_audit SET content=? WHERE id=?", (json.dumps(content), last))
+    conn.commit()
+    report = verify_chain(store, expect_head=head)
+    assert [i for i, _ in report.problems] == [last]  # the stored head still matches
+    assert "content was changed" in report.problems[0][1]
+
+
 def test_edited_relevance_blob_is_caught(filled):
     store, _ = filled
     conn = raw(store)

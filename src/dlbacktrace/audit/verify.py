@@ -41,6 +41,16 @@ class ChainReport:
         }
 
 
+def _head_problem(head: str, expected: str, count: int, found: list) -> str:
+    """Say what the head mismatch means given what else was found."""
+    text = f"head is {head} after {count} records, expected {expected}: "
+    if any(pid == count or "hash mismatch" in why for pid, why in found):
+        return text + ("a record was changed (and perhaps re-hashed) — see the records above — "
+                       "or records were removed from the end")
+    return text + ("the records after the expected head were added, or records were removed "
+                   "from the end and the remaining chain is intact")
+
+
 def verify_chain(store: AuditStore, expect_head: str | None = None) -> ChainReport:
     """Recompute every record's hash and blob digests, and the links between records."""
     prev = GENESIS
@@ -60,6 +70,10 @@ def verify_chain(store: AuditStore, expect_head: str | None = None) -> ChainRepo
             continue
         if text != rec.content_json or chain_hash(rec.prev_hash, text) != rec.hash:
             problems.append((rec.id, "hash mismatch: the record's content was changed"))
+        stamp = content.get("timestamp")
+        if stamp is not None and rec.created_at != stamp:
+            problems.append((rec.id, f"created_at {rec.created_at!r} differs from the hashed "
+                                     f"timestamp {stamp!r}: the column was changed"))
         blobs = content.get("blobs", {})
         if blob_digest(rec.explanation_blob) != blobs.get("explanation"):
             problems.append((rec.id, "the stored relevance was changed"))
@@ -67,7 +81,7 @@ def verify_chain(store: AuditStore, expect_head: str | None = None) -> ChainRepo
             problems.append((rec.id, "the stored inputs were changed"))
         prev = rec.hash
     if expect_head is not None and expect_head != prev:
-        problems.append((0, f"head is {prev}, expected {expect_head} (records missing at the end)"))
+        problems.append((0, _head_problem(prev, expect_head, count, problems)))
     return ChainReport(count, prev, problems)
 
 

@@ -51,6 +51,13 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
+def _check_outputs(*paths: Path | None) -> None:
+    """Fail before any computation if an output cannot be written (its folder is missing)."""
+    for path in paths:
+        if path is not None and not path.parent.is_dir():
+            raise typer.BadParameter(f"cannot write {path}: folder {path.parent} does not exist")
+
+
 # ---- shared options ------------------------------------------------------------------------
 
 ModelOpt = Annotated[str, typer.Option(
@@ -64,7 +71,7 @@ WeightsOpt = Annotated[Path | None, typer.Option(
     help="Weights for a factory: .safetensors, or a .pt state dict (loaded weights_only).")]
 FactoryOpt = Annotated[str | None, typer.Option(
     help="package.module:factory that builds the model when --model is a weights file.")]
-AuditOpt = Annotated[Path, typer.Option(
+AuditOpt = Annotated[str, typer.Option(
     "--audit", help="Audit log: a SQLite path or an SQLAlchemy URL.")]
 DbOpt = Annotated[str, typer.Option("--db", help="Audit log: a SQLite path or SQLAlchemy URL.")]
 
@@ -198,7 +205,7 @@ def explain(
         "--format", "-f", help="summary (terminal), json or report (HTML).")] = "summary",
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Where to write the JSON or HTML report.")] = None,
-    audit: AuditOpt = DEFAULT_AUDIT,
+    audit: AuditOpt = str(DEFAULT_AUDIT),
     no_audit: Annotated[bool, typer.Option("--no-audit", help="Do not record.")] = False,
     image_mode: Annotated[str | None, typer.Option(help="L or RGB (default: keep).")] = None,
     columns: Annotated[list[str] | None, typer.Option(
@@ -222,7 +229,13 @@ def explain(
         raise typer.BadParameter("--format must be summary, json or report")
     if mode not in ("default", "contrast"):
         raise typer.BadParameter("--mode must be default or contrast")
+    _check_outputs(out)
     with _errors():
+        store = None
+        if not no_audit:  # opened first: a bad audit location fails before any computation
+            from .audit import AuditStore
+
+            store = AuditStore(audit)
         loaded = _load(model, task, weights, factory)
         if loaded.task == "causal-lm":
             _explain_generation(loaded, list(text or []), list(inputs or []), mode=mode,
@@ -231,11 +244,6 @@ def explain(
         batches = _read_batches(loaded, list(inputs or []), list(text or []), kind=kind,
                                 image_mode=image_mode, columns=columns, drop=drop,
                                 batch_size=batch_size)
-        store = None
-        if not no_audit:
-            from .audit import AuditStore
-
-            store = AuditStore(audit)
         service = ExplainService(loaded, audit=store, source="cli")
         results = []
         with Progress(console=err_console, transient=True) as progress:
@@ -346,12 +354,13 @@ def report(
 
     if (record is None) == (source is None):
         raise typer.BadParameter("give exactly one of --record or --from")
+    _check_outputs(out)
     with _errors():
         if record is not None:
             from .audit import AuditStore
             from .server.service import record_report
 
-            with AuditStore(db) as store:
+            with AuditStore(db, create=False) as store:
                 html = record_report(store.get(record))
         else:
             html = report_from_json(json.loads(source.read_text(encoding="utf-8")))
@@ -373,7 +382,7 @@ def serve(
     port: Annotated[int, typer.Option()] = 8000,
     token: Annotated[str | None, typer.Option(
         envvar="DLBACKTRACE_TOKEN", help="Bearer token required on every API call.")] = None,
-    audit: AuditOpt = DEFAULT_AUDIT,
+    audit: AuditOpt = str(DEFAULT_AUDIT),
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted request body.")] = 10.0,
 ) -> None:
     """Serve one model: REST API, OpenAPI docs at /docs and a dashboard at /."""
@@ -405,7 +414,7 @@ def audit_list(
     """The newest records."""
     from .audit import AuditStore
 
-    with _errors(), AuditStore(db) as store:
+    with _errors(), AuditStore(db, create=False) as store:
         records = store.list(limit, offset)
         total = store.count()
     table = Table(title=f"Audit log ({total} records)")
@@ -424,7 +433,7 @@ def audit_show(record: int, db: DbOpt = str(DEFAULT_AUDIT)) -> None:
     """One record's full content (JSON) and chain hashes."""
     from .audit import AuditStore
 
-    with _errors(), AuditStore(db) as store:
+    with _errors(), AuditStore(db, create=False) as store:
         rec = store.get(record)
     sys.stdout.write(json.dumps({"id": rec.id, "hash": rec.hash, "prev_hash": rec.prev_hash,
                                  "content": rec.content}, indent=2) + "\n")
@@ -444,7 +453,7 @@ def audit_verify(
     """Recompute a record and compare bit for bit (exit 1 if it differs)."""
     from .audit import AuditStore, verify_record
 
-    with _errors(), AuditStore(db) as store:
+    with _errors(), AuditStore(db, create=False) as store:
         loaded = _load(model, task, weights, factory) if model else None
         with console.status(f"Recomputing record {record}..."):
             result = verify_record(store, record, loaded)
@@ -466,7 +475,7 @@ def audit_verify_chain(
     """Check every record's hash and the links between records (exit 1 on tampering)."""
     from .audit import AuditStore, verify_chain
 
-    with _errors(), AuditStore(db) as store:
+    with _errors(), AuditStore(db, create=False) as store:
         report_ = verify_chain(store, expect_head)
     if report_.ok:
         console.print(f"[green]chain ok[/green]: {report_.count} records, head {report_.head}")
@@ -489,7 +498,7 @@ def audit_export(
 
     from .audit import AuditStore
 
-    with _errors(), AuditStore(db) as store:
+    with _errors(), AuditStore(db, create=False) as store:
         lines = []
         for rec in store.iter_records():
             item: dict[str, Any] = {"id": rec.id, "created_at": rec.created_at,
@@ -535,6 +544,7 @@ def aggregate(
     from .aggregate import aggregate as run_aggregate
     from .inputs import InputFileError, read_input
 
+    _check_outputs(out, report_path)
     with _errors():
         loaded = _load(model, task, weights, factory)
         labels = None

@@ -139,6 +139,8 @@ def load_image(data: bytes | str | Path, name: str = "image") -> Any:
             return probe.copy()
     except InputFileError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise InputFileError(f"{name}: image too large to decode safely ({exc})") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputFileError(f"{name}: not a readable PNG/JPEG image ({exc})") from exc
 
@@ -305,13 +307,40 @@ def read_frame(path: Path) -> Any:
 # ---- tensors -------------------------------------------------------------------------------
 
 
+def _check_npy_header(path: Path) -> None:
+    """Refuse non-numeric arrays and headers that promise more data than the file holds,
+    before anything is allocated."""
+    try:
+        with path.open("rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read(fh)
+            offset = fh.tell()
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputFileError(f"{path.name}: not a plain .npy array ({exc})") from exc
+    if dtype.kind not in "biuf":
+        raise InputFileError(
+            f"{path.name}: not a plain .npy array of numbers (dtype {dtype}); a .npy input must "
+            "hold numbers"
+        )
+    needed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    available = path.stat().st_size - offset
+    if needed > available:
+        raise InputFileError(
+            f"{path.name}: the header declares shape {tuple(shape)} ({needed} bytes) but the "
+            f"file holds {available} bytes of data"
+        )
+
+
 def tensor_batch(path: str | Path) -> InputBatch:
     """``.npy`` (one positional input) or ``.safetensors`` (one tensor, or keyword inputs)."""
     path = Path(path)
     if path.suffix.lower() == ".npy":
+        _check_npy_header(path)
         try:
             array = np.load(path, allow_pickle=False)
-        except ValueError as exc:
+        except (ValueError, OSError, EOFError) as exc:
             raise InputFileError(f"{path.name}: not a plain .npy array ({exc})") from exc
         tensors: dict[str, torch.Tensor] = {"0": torch.from_numpy(np.ascontiguousarray(array))}
     else:

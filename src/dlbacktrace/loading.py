@@ -196,9 +196,14 @@ def _import_factory(source: str) -> Callable[..., Any]:
 
 def _load_state_dict(path: str) -> dict[str, torch.Tensor]:
     if path.endswith(".safetensors"):
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(path)
+        _existing(Path(path))
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError) as exc:
+            raise ModelLoadError(f"{path} is not a readable safetensors file: {exc}") from exc
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refuses anything but tensors and plain containers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import zipfile
 from collections.abc import Sequence
 from contextlib import ExitStack, closing
 from pathlib import Path
@@ -172,7 +173,13 @@ def _resume(checkpoint: str | Path | None, fingerprint: dict) -> GlobalExplanati
         path = path.with_name(path.name + ".npz")
     if not path.exists():
         return None
-    state = GlobalExplanation.load(path)
+    try:
+        state = GlobalExplanation.load(path)
+    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise AggregateError(
+            f"checkpoint {path.name} is not readable ({type(exc).__name__}: {exc}); delete it "
+            "or pass another checkpoint path"
+        ) from exc
     if state.fingerprint != fingerprint:
         diff = sorted(k for k in fingerprint if state.fingerprint.get(k) != fingerprint[k])
         raise AggregateError(

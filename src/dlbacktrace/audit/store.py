@@ -105,21 +105,38 @@ class AuditRecord:
         }
 
 
-def _url(location: str | Path) -> str:
+# SQLAlchemy dialects the store accepts in a URL (``dialect`` or ``dialect+driver``).
+URL_SCHEMES = ("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql")
+
+
+def _url(location: str | Path, create: bool = True) -> str:
     text = str(location)
     if "://" in text:
+        scheme = text.split("://", 1)[0].split("+", 1)[0]
+        if scheme not in URL_SCHEMES:
+            raise AuditError(
+                f"unknown audit URL scheme {scheme!r} in {text!r}: give a SQLite path or an "
+                f"SQLAlchemy URL ({', '.join(URL_SCHEMES)})"
+            )
         return text
     path = Path(text).expanduser()
+    if not create:
+        if not path.is_file():
+            raise AuditError(f"no audit log at {path}")
+        return f"sqlite:///{path.resolve()}"
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path.resolve()}"
 
 
 class AuditStore:
-    """Open (and create) an audit log at a SQLite path or any SQLAlchemy URL."""
+    """Open (and create) an audit log at a SQLite path or any SQLAlchemy URL.
 
-    def __init__(self, location: str | Path) -> None:
+    ``create=False`` opens an existing SQLite log only (reading commands never create one).
+    """
+
+    def __init__(self, location: str | Path, create: bool = True) -> None:
         sa = _sqlalchemy()
-        self.url = _url(location)
+        self.url = _url(location, create)
         self._sqlite = self.url.startswith("sqlite")
         self.engine = sa.create_engine(self.url, future=True)
         if self._sqlite:

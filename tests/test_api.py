@@ -289,3 +289,54 @@ def test_output_cut_off_by_an_op_names_the_op(kind):
     names = {"fft": "fft", "bucketize": "bucketize", "embedding_bag": "embedding_bag"}
     with pytest.raises(UnsupportedOperationError, match=names[kind]):
         Backtrace(Cut()).explain(x, seed=torch.ones_like(Cut()(x)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("mode", ["default", "contrast"])
+def test_half_precision_models_use_float32_arithmetic(dtype, mode):
+    """DESIGN.md 4 / issue 13 item 7: half models are explained in float32, never refused with a
+    raw dtype error, and conserve like float32 models; the model keeps its dtype."""
+    g = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.GELU(), nn.LayerNorm(16), nn.Linear(16, 3))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    x = torch.randn(4, 6, generator=g)
+    ref = Backtrace(model).explain(x, mode=mode)
+    half = model.to(dtype)
+    exp = Backtrace(half).explain(x.to(dtype), mode=mode)
+    assert exp.relevance.dtype == torch.float32 and exp.conservation_error < 1e-5
+    assert next(half.parameters()).dtype == dtype
+    # the float32 re-run of the half weights is close to the float32 model's explanation
+    scale = float(ref.relevance.abs().max())
+    assert float((exp.relevance - ref.relevance).abs().max()) < 0.05 * scale
+
+
+def test_overwrites_and_shape_only_constants():
+    """``y[:, 1:3] = 0.5`` (copy into a slice), ``zeros_like`` buffers and
+    ``where(x > 0, x, zeros_like(x))``: overwritten or constant elements absorb, the rest routes."""
+    x = torch.tensor([[1.0, -2.0, 3.0, 4.0]], dtype=torch.float64)
+    seed = torch.ones(1, 4, dtype=torch.float64)
+
+    class Overwrite(nn.Module):
+        def forward(self, x):
+            y = x.clone()
+            y[:, 1:3] = 0.5
+            return y * 2
+
+    class Into(nn.Module):
+        def forward(self, x):
+            y = torch.zeros_like(x)
+            y[:, 1:3] = x[:, :2]
+            return y
+
+    class Relu(nn.Module):
+        def forward(self, x):
+            return torch.where(x > 0, x, torch.zeros_like(x))
+
+    for model, want, absorbed in ((Overwrite(), [1.0, 0.0, 0.0, 1.0], 2.0),
+                                  (Into(), [1.0, 1.0, 0.0, 0.0], 2.0),
+                                  (Relu(), [1.0, 0.0, 1.0, 1.0], 1.0)):
+        exp = Backtrace(model).explain(x, seed=seed)
+        assert exp.relevance.tolist() == [want], type(model).__name__
+        assert exp.total_absorbed == pytest.approx(absorbed)

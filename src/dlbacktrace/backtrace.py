@@ -22,7 +22,7 @@ from .errors import (
     UnsupportedOperationError,
 )
 from .explanation import Explanation
-from .record import needed_values, record
+from .record import needed_values, needs_upcast, record
 from .rules.base import AbsCache, RuleOptions, default_epsilon
 from .sweep import sweep
 from .targets import Target, make_seed
@@ -294,7 +294,9 @@ class Backtrace:
                 capture_mod.check_rules(g, relevant)
                 g.relevant[out_index] = relevant
             layer_map = self._layer_nodes(g, layers)
-            env, outputs = record(g, self.model, flat, needed_values(relevant) | set(layer_map))
+            upcast = needs_upcast(g, self.model, flat)  # half models: float32 arithmetic
+            env, outputs = record(g, self.model, flat, needed_values(relevant) | set(layer_map),
+                                  upcast=upcast)
             out_value = outputs[out_index]
             if out_value.is_floating_point() and not bool(torch.isfinite(out_value).all()):
                 raise InputError(

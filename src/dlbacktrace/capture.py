@@ -209,6 +209,8 @@ def _mark_data(g: CapturedGraph) -> None:
             if node.args[0] in data and _is_float_node(node):
                 data.add(node)
             continue
+        if registry.is_shape_only(node.target):
+            continue  # zeros_like(x) and friends: constants of x's shape
         if _is_float_node(node) and any(i in data for i in ins):
             data.add(node)
     # Token-id nodes are data only on the path from an integer input to an embedding.

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 import torch.fx as fx
+import torch.utils._pytree as pytree
 from torch.export.graph_signature import InputKind
 
 from .capture import CapturedGraph
@@ -23,6 +24,25 @@ def state_value(g: CapturedGraph, model: torch.nn.Module, node: fx.Node) -> Any:
     return g.program.constants[target]
 
 
+# Half-precision models are explained with float32 arithmetic (DESIGN.md 4): the graph is re-run
+# with every half/bfloat16 tensor and dtype argument in float32.
+HALF = (torch.float16, torch.bfloat16)
+
+
+def _upcast(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and value.dtype in HALF:
+        return value.float()
+    if isinstance(value, torch.dtype) and value in HALF:
+        return torch.float32
+    return value
+
+
+def needs_upcast(g: CapturedGraph, model: torch.nn.Module, flat_inputs: list[Any]) -> bool:
+    """Whether any input, parameter or buffer of the graph is float16/bfloat16."""
+    values = list(flat_inputs) + [state_value(g, model, n) for n in g.state_targets]
+    return any(isinstance(v, torch.Tensor) and v.dtype in HALF for v in values)
+
+
 def needed_values(relevant: list[fx.Node]) -> set[fx.Node]:
     """Values the sweep reads: relevant nodes' outputs and all their inputs."""
     keep: set[fx.Node] = set(relevant)
@@ -36,8 +56,12 @@ def record(
     model: torch.nn.Module,
     flat_inputs: list[Any],
     keep: set[fx.Node],
+    upcast: bool = False,
 ) -> tuple[dict[fx.Node, Any], list[Any]]:
-    """Execute the graph node by node; returns (kept values, flat outputs)."""
+    """Execute the graph node by node; returns (kept values, flat outputs).
+
+    ``upcast``: run every float16/bfloat16 value and dtype argument in float32.
+    """
     env: dict[fx.Node, Any] = {}
     nodes = g.nodes
     last_use: dict[fx.Node, int] = {}
@@ -53,8 +77,12 @@ def record(
                     env[node] = flat_inputs[user_index[node]]
                 else:
                     env[node] = state_value(g, model, node)
+                if upcast:
+                    env[node] = _upcast(env[node])
             elif node.op == "call_function":
                 args, kwargs = fx.node.map_arg((node.args, node.kwargs), env.__getitem__)
+                if upcast:
+                    args, kwargs = pytree.tree_map(_upcast, (args, kwargs))
                 env[node] = node.target(*args, **kwargs)
             elif node.op == "output":
                 every = node.args[0]

@@ -126,3 +126,14 @@ def clamp_like(call: Call, R) -> Contribution:
     result = Contribution()
     result.add(call.arg_node(i), sum_to(R, call.args[i].shape))
     return result
+
+
+def copy(call: Call, R) -> Contribution:
+    """``copy(self, src)``: the result holds ``src``'s values (broadcast) in ``self``'s shape;
+    ``self`` is overwritten and gets nothing, a constant ``src`` absorbs its relevance."""
+    result = Contribution()
+    if call.is_data(1):
+        result.add(call.arg_node(1), sum_to(R, call.args[1].shape))
+    else:
+        result.absorbed = total(R[0])
+    return result

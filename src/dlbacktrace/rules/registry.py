@@ -80,6 +80,7 @@ _register(IDENTITY_MOVES, movement.identity)
 _register(RESHAPES, movement.reshape_like)
 _register(GENERIC_MOVES + SELECTIONS, movement.adjoint)
 _register(_packets("minimum", "maximum", "fmin", "fmax"), movement.clamp_like)
+_register(_packets("copy"), movement.copy)
 _register(_packets("type_as"), movement.type_as)
 _register(_packets("dropout", "feature_dropout", "alpha_dropout"), movement.dropout)
 _register(_packets("permute"), movement.permute)
@@ -171,6 +172,18 @@ def is_embedding(target: Any) -> bool:
 
 def is_gate_op(target: Any) -> bool:
     return _packet(target) in _GATES
+
+
+# Ops whose result depends only on the shape/dtype of their data input, never on its values:
+# constants, not data (DESIGN.md 2: they never receive relevance).
+_SHAPE_ONLY = set(_packets(
+    "full_like", "zeros_like", "ones_like", "empty_like", "new_zeros", "new_ones", "new_full",
+    "new_empty", "empty_strided", "scalar_tensor", "sym_size", "sym_numel",
+))
+
+
+def is_shape_only(target: Any) -> bool:
+    return _packet(target) in _SHAPE_ONLY
 
 
 def is_softmax(target: Any) -> bool:

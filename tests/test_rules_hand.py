@@ -1049,3 +1049,37 @@ def test_bicubic_is_affine_with_signed_weights(antialias):
     close(exp.relevance, ref.relevance, "default vs reference", atol=1e-10)
     close(explain(Up().eval(), x, seed=seed, mode="contrast").relevance, ref.net,
           "contrast vs reference", atol=1e-10)
+
+
+def _gradient_x_input(model, x, target):
+    x = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(x)[:, target].sum(), x)
+    return (grad * x).detach()
+
+
+def test_contrast_on_a_bias_free_linear_model_is_gradient_x_input():
+    """Contrast mode explains the logit: on ``y = W x`` its map is ``W_t ⊙ x`` exactly (the
+    shares z/T times R = T), i.e. gradient × input."""
+    g = torch.Generator().manual_seed(41)
+    model = nn.Sequential(nn.Linear(7, 4, bias=False)).to(D64)
+    with torch.no_grad():
+        model[0].weight.copy_(torch.randn(4, 7, generator=g, dtype=D64))
+    x = torch.randn(5, 7, generator=g, dtype=D64)
+    exp = Backtrace(model, mode="contrast").explain(x, target=2)
+    close(exp.relevance, _gradient_x_input(model, x, 2), "linear: gradient x input", atol=1e-10)
+
+
+def test_contrast_on_a_bias_free_relu_mlp_with_tiny_epsilon_is_gradient_x_input():
+    """LRP-0 on a ReLU network is gradient × input: the relevance per unit R_j/T_j of a ReLU
+    neuron is its gradient (1 if active; inactive neurons receive nothing)."""
+    g = torch.Generator().manual_seed(42)
+    model = nn.Sequential(nn.Linear(6, 12, bias=False), nn.ReLU(), nn.Linear(12, 8, bias=False),
+                          nn.ReLU(), nn.Linear(8, 3, bias=False)).to(D64)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=D64))
+    x = torch.randn(6, 6, generator=g, dtype=D64)
+    exp = Backtrace(model, mode="contrast", epsilon=1e-30).explain(x, target=1)
+    close(exp.relevance, _gradient_x_input(model, x, 1), "relu mlp: gradient x input",
+          atol=1e-10)
+    assert torch.equal(exp.positive - exp.negative, exp.relevance)

@@ -23,6 +23,13 @@ def _train(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, epochs: int
     model.eval()
 
 
+
+def close_maps(got, want) -> None:
+    """Maps summed from float32 explanations in other batches: equal to float32 rounding of
+    their scale (batching may change BLAS summation order), not to 1e-12."""
+    want = np.asarray(want, dtype=np.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()))
+
 @pytest.fixture(scope="module")
 def cancer():
     data = load_breast_cancer()
@@ -49,9 +56,8 @@ def test_streaming_statistics_equal_direct_computation(cancer):
     assert g.feature_labels() == names
     for k in range(2):
         rows = R[cls == k]
-        np.testing.assert_allclose(g.class_maps()[k], rows.mean(0), rtol=1e-6, atol=1e-12)
-        np.testing.assert_allclose(g.class_maps(stat="sumabs")[k], np.abs(rows).mean(0),
-                                   rtol=1e-6, atol=1e-12)
+        close_maps(g.class_maps()[k], rows.mean(0))
+        close_maps(g.class_maps(stat="sumabs")[k], np.abs(rows).mean(0))
         np.testing.assert_allclose(g.inputs["input0"].std()[k], rows.std(0, ddof=1),
                                    rtol=1e-5, atol=1e-10)
     np.testing.assert_allclose(g.importance(), np.abs(R).mean(0), rtol=1e-6)
@@ -163,7 +169,7 @@ def test_images_give_class_maps_channel_means_and_conv_channels(digits_cnn):
     maps = g.class_maps()
     assert maps.shape == (10, 1, 8, 8)
     for k in np.unique(cls)[:3]:
-        np.testing.assert_allclose(maps[k], R[cls == k].mean(0), rtol=1e-6, atol=1e-12)
+        close_maps(maps[k], R[cls == k].mean(0))
     channel = g.channel_means()
     np.testing.assert_allclose(channel[:, 0], maps.reshape(10, -1).sum(1), rtol=1e-12)
     counts = g.class_counts()

@@ -38,7 +38,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from dlbacktrace import Backtrace  # noqa: E402
+from dlbacktrace import Backtrace, DLBacktraceError  # noqa: E402
 from dlbacktrace import metrics as M  # noqa: E402
 from dlbacktrace.baselines import explain  # noqa: E402
 from dlbacktrace.benchmark import tasks as T  # noqa: E402
@@ -96,11 +96,16 @@ def _stat(v: torch.Tensor) -> dict:
 
 def study(task: T.Task, n: int, removals: list[bool]) -> dict:
     result: dict = {}
+    failures: dict = {}
     for set_name, (lo, hi) in (("first", (0, n)), ("second", (n, 2 * n))):
         scores: dict = {}
         for variant in VARIANTS:
             _log(f"{task.name} {set_name}: {variant}")
-            maps = _maps(task, variant, lo, hi)
+            try:
+                maps = _maps(task, variant, lo, hi)
+            except DLBacktraceError as exc:  # e.g. a ledger that breaks: reported, not scored
+                failures[f"{set_name} / {variant}"] = f"{type(exc).__name__}: {exc}"
+                continue
             for masked in removals:
                 key = "attention mask" if masked else task.removal_note.split(";")[0]
                 scores.setdefault(key, {})[variant] = _score(task, maps, lo, hi, masked)
@@ -116,6 +121,8 @@ def study(task: T.Task, n: int, removals: list[bool]) -> dict:
                     for metric, values in s.items()
                 }
             result[f"{set_name} {n} / {key}"] = table
+    if failures:
+        result["failed"] = failures
     return result
 
 
@@ -128,6 +135,10 @@ def _markdown(results: dict) -> str:
         if task == "machine":
             continue
         for name, table in sets.items():
+            if name == "failed":
+                lines += [f"## {task}: variants that could not be explained", ""]
+                lines += [f"- {k}: {v}" for k, v in table.items()] + [""]
+                continue
             lines += [f"## {task}: {name}", "", "| variant | ABPC ↑ | Δ ABPC | faithf. corr. ↑ "
                       "| Δ faithf. corr. |", "|---|---|---|---|---|"]  # fmt: skip
             for variant, m in table.items():

@@ -1083,3 +1083,23 @@ def test_contrast_on_a_bias_free_relu_mlp_with_tiny_epsilon_is_gradient_x_input(
     close(exp.relevance, _gradient_x_input(model, x, 1), "relu mlp: gradient x input",
           atol=1e-10)
     assert torch.equal(exp.positive - exp.negative, exp.relevance)
+
+
+@pytest.mark.parametrize("mode", ["default", "contrast"])
+def test_instance_norm_equals_group_norm_with_one_channel_per_group(mode):
+    """InstanceNorm (``_native_batch_norm_legit.no_stats`` on ``[1, N·C, ...]``) is a group norm
+    with C groups: the same centring rule must give the same relevance."""
+    g = torch.Generator().manual_seed(51)
+    inst = nn.InstanceNorm2d(3, affine=True).to(D64)
+    group = nn.GroupNorm(3, 3).to(D64)
+    with torch.no_grad():
+        w, b = torch.rand(3, generator=g, dtype=D64) + 0.5, torch.randn(3, generator=g, dtype=D64)
+        for m in (inst, group):
+            m.weight.copy_(w)
+            m.bias.copy_(b)
+    x = torch.randn(2, 3, 4, 5, generator=g, dtype=D64)
+    seed = torch.randn(2, 3, 4, 5, generator=g, dtype=D64)
+    a = explain(nn.Sequential(inst).eval(), x, seed=seed, mode=mode)
+    c = explain(nn.Sequential(group).eval(), x, seed=seed, mode=mode)
+    close(a.relevance, c.relevance, "instance vs group norm", atol=1e-10)
+    assert a.conservation_error < 1e-12

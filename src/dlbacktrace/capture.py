@@ -200,6 +200,8 @@ def _mark_data(g: CapturedGraph) -> None:
             if indices in id_candidates:
                 data.add(node)
                 embeddings.append(node)
+            elif node.args[0] in data:  # a data-dependent table: its rule says it is refused
+                data.add(node)
             continue
         if _is_int_tensor_node(node) and registry.is_movement(node.target):
             if any(i in id_candidates for i in ins):
@@ -397,11 +399,11 @@ def blocking_node(g: CapturedGraph, output: fx.Node) -> fx.Node | None:
             continue
         ancestors.add(node)
         stack.extend(node.all_input_nodes)
-    for node in g.nodes:
-        if node.op == "call_function" and node in depends and node in ancestors:
-            if node not in g.data:
-                return node
-    return None
+    cut = [n for n in g.nodes if n.op == "call_function" and n in depends and n in ancestors
+           and n not in g.data]
+    # moves of integer ids (a view before an embedding bag) are not the reason: name the op
+    named = [n for n in cut if not registry.is_movement(n.target)]
+    return (named or cut or [None])[0]
 
 
 def check_rules(g: CapturedGraph, nodes: list[fx.Node]) -> None:

@@ -283,30 +283,49 @@ def _saturation_masks(call: Call, y: torch.Tensor, R: torch.Tensor):
     return hi, lo
 
 
+# An output whose contributions cancel to rounding noise (|T| ≤ this × Σ|z|, e.g. ``x − max(x)``
+# at the maximum) has no meaningful signed shares (they would be ±Σ|z|/ε): it is absorbed.
+CANCELLED = 64
+
+
 def signed_shares(
     call: Call,
     R: torch.Tensor,
     y: torch.Tensor,
     bias: torch.Tensor | None,
     positive_negative: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    magnitude: torch.Tensor | None = None,
 ) -> SignedShares:
     """Shares of one stream ``R`` (shaped like ``y``, the pre-activation output ``T``).
 
     ``positive_negative()`` returns ``(P, N)`` and is called only if a saturated output
-    carries relevance (it costs a forward on ``|x|, |w|``).
+    carries relevance (it costs a forward on ``|x|, |w|``). ``magnitude`` (``Σ|z| + |b|``,
+    where it is cheap) lets outputs that cancel to rounding noise be absorbed whole.
     """
     eps = call.options.epsilon
     den = stabilised(y, eps)
     G = R / den
     b = bias if bias is not None else torch.zeros((), dtype=y.dtype, device=y.device)
+    cancelled = None
+    if magnitude is not None:
+        cancelled = y.abs() <= CANCELLED * torch.finfo(y.dtype).eps * magnitude
+        cancelled = cancelled & (magnitude > 0)
+        if bool(cancelled.any()):
+            G = torch.where(cancelled, 0.0, G)
+        else:
+            cancelled = None
     hi, lo = _saturation_masks(call, y, R)
     if hi is None and lo is None:
-        absorbed = total(G * (b + (den - y)))
-        return SignedShares(G=G, alpha=None, beta=None, absorbed=absorbed)
+        absorbed_map = G * (b + (den - y))
+        if cancelled is not None:
+            absorbed_map = torch.where(cancelled, R, absorbed_map)
+        return SignedShares(G=G, alpha=None, beta=None, absorbed=total(absorbed_map))
     P, N = positive_negative()
     zero = torch.zeros_like(G)
     alpha, beta = G, -G
     absorbed_map = G * (b + (den - y))
+    if cancelled is not None:
+        absorbed_map = torch.where(cancelled, R, absorbed_map)
     for mask, side, bside in ((hi, P, b.clamp_min(0)), (lo, N, (-b).clamp_min(0))):
         if mask is None:
             continue
@@ -400,8 +419,11 @@ def signed_elementwise_affine(
 
     per_term: list[list[torch.Tensor]] = [[] for _ in terms]
     absorbed = torch.zeros((), dtype=torch.float64, device=y.device)
+    magnitude = functools.reduce(torch.add, [s.abs() for _, s, _ in terms]).expand(shape)
+    if bias is not None:
+        magnitude = magnitude + bias.abs()
     for k in range(R.shape[0]):
-        sh = signed_shares(call, R[k], y, bias, positive_negative)
+        sh = signed_shares(call, R[k], y, bias, positive_negative, magnitude)
         if k == 0:
             absorbed = sh.absorbed
         for t, (_, s, _) in enumerate(terms):

@@ -158,6 +158,8 @@ def total(value: torch.Tensor) -> torch.Tensor:
     if rows is None:
         return value.sum().to(torch.float64)
     out = torch.zeros(rows + 1, dtype=torch.float64, device=value.device)
+    if rows == 0 or value.numel() == 0:
+        return out
     if value.dim() > 0 and value.shape[0] == rows:
         out[:rows] = value.reshape(rows, -1).sum(1, dtype=torch.float64)
     else:

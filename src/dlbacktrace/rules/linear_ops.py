@@ -153,7 +153,14 @@ def weight_free(call: Call, R) -> Contribution:
     return _run(call, R, 0, AffineMap(lambda x: op(x, *rest, **kwargs), []))
 
 
-def _summed(call: Call, R, signed: bool) -> Contribution:
+def _scatter_added(x, dim, index, src, *_, **__):
+    """``scatter(..., reduce="add")`` written with ``scatter_add`` (which autograd knows)."""
+    if not isinstance(src, torch.Tensor):
+        src = torch.full(index.shape, float(src), dtype=x.dtype, device=x.device)
+    return x.scatter_add(dim, index, src.expand(index.shape) if src.dim() else src)
+
+
+def _summed(call: Call, R, signed: bool, op=None) -> Contribution:
     """Relevance of every data operand of an op that adds elements into its outputs.
 
     Such an op is affine with weights 1 (or ``alpha``): contributions are the added elements.
@@ -173,10 +180,13 @@ def _summed(call: Call, R, signed: bool) -> Contribution:
             wrt.append(i)
         leaves[i] = leaf
     args, kwargs = torch.utils._pytree.tree_unflatten(leaves, spec)
+    kwargs = dict(kwargs)
     if not signed and "alpha" in kwargs:
         kwargs["alpha"] = abs(kwargs["alpha"])
+    if op is not None:
+        kwargs.pop("reduce", None)
     with torch.enable_grad():
-        out = call.node.target(*args, **kwargs)
+        out = (op or call.node.target)(*args, **kwargs)
     den = stabilised(call.out, call.options.epsilon) if signed else out.detach()
     dead = None if signed else den == 0
     G = R / den if signed else torch.where(dead, 0.0, R / torch.where(dead, 1.0, den))
@@ -205,8 +215,15 @@ def summing(call: Call, R) -> Contribution:
     if packet in (aten.index_put, aten._unsafe_index_put):
         if not call.arg(3, "accumulate", False):
             return vjp_contribution(call, R)  # an overwrite: data movement
-    if packet is aten.scatter_reduce:
-        reduce = call.arg(3, "reduce")
+    if packet is aten.scatter:  # scatter(self, dim, index, src|value, *, reduce=None)
+        reduce = call.arg(4, "reduce")
+        if reduce is None:
+            return vjp_contribution(call, R)  # an overwrite: data movement
+        if reduce != "add":
+            raise RuleError(f"scatter with reduce={reduce!r} is not affine")
+        return _summed(call, R, call.options.signed, op=_scatter_added)
+    if packet is aten.scatter_reduce:  # scatter_reduce(self, dim, index, src, reduce, ...)
+        reduce = call.arg(4, "reduce")
         if reduce in ("amax", "amin"):
             return vjp_contribution(call, R)  # selection
         if reduce not in ("sum", "mean"):

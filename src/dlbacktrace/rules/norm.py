@@ -157,3 +157,28 @@ def rms_norm(call: Call, R) -> Contribution:
     xhat = F.rms_norm(x, shape, None, eps)
     out = call.out[0] if isinstance(call.out, (tuple, list)) else call.out
     return _affine_after_normalise(call, R, xhat, w, None, out)
+
+
+def batch_norm_with_input_stats(call: Call, R) -> Contribution:
+    """``_native_batch_norm_legit.no_stats(x, w, b, training, momentum, eps)``: normalisation
+    with the input's own statistics. With a batch of one (how InstanceNorm is decomposed: the
+    input viewed as ``[1, N·C, ...]``) it is a per-channel layer norm over the spatial dims: the
+    centring is affine, ``1/σ`` a broadcast scale, the weight and bias the affine part."""
+    x = call.args[0]
+    if call.node.target.overloadpacket is not torch.ops.aten._native_batch_norm_legit or (
+        len(call.args) != 6
+    ):
+        raise RuleError("batch_norm with running statistics in training mode is not supported")
+    if x.shape[0] != 1:
+        raise RuleError("batch norm with batch statistics (training mode) is not supported; "
+                        "the model is explained in eval mode")
+    w, b, eps = call.args[1], call.args[2], call.arg(5, "eps", 1e-5)
+    dims = [0, *range(2, x.dim())]
+    mean = x.mean(dims, keepdim=True)
+    var = x.var(dims, unbiased=False, keepdim=True)
+    xhat = (x - mean) * torch.rsqrt(var + eps)
+    shape = _channel_shape(x)
+    out = call.out[0] if isinstance(call.out, (tuple, list)) else call.out
+    w = w.reshape(shape) if w is not None else None
+    b = b.reshape(shape) if b is not None else None
+    return _normalised(call, R, xhat, w, b, out, (math.prod(x.shape[2:]),))

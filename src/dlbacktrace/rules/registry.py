@@ -53,7 +53,7 @@ GENERIC_MOVES = _packets(
     "tile", "movedim", "diagonal", "take_along_dim", "repeat_interleave", "pixel_shuffle",
     "pixel_unshuffle", "channel_shuffle", "upsample_nearest1d", "upsample_nearest2d",
     "upsample_nearest3d", "_upsample_nearest_exact1d", "_upsample_nearest_exact2d",
-    "_upsample_nearest_exact3d", "index_put", "scatter", "slice_scatter", "select_scatter",
+    "_upsample_nearest_exact3d", "scatter", "slice_scatter", "select_scatter",
     "unfold", "as_strided", "masked_scatter", "tril", "triu", "zero_pad2d", "copy",
 )
 SELECTIONS = _packets(
@@ -93,7 +93,7 @@ _register(CONVOLUTIONS, linear_ops.convolution)
 _register(WEIGHT_FREE, linear_ops.weight_free)
 # Summing maps (DESIGN.md 2.3): affine, never the movement adjoint (which copies relevance).
 SUMMING = _packets("index_add", "scatter_add", "col2im", "index_put", "_unsafe_index_put",
-                   "scatter_reduce")
+                   "scatter_reduce", "scatter")
 _register(SUMMING, linear_ops.summing)
 _register(_packets("im2col"), movement.adjoint)
 # Interpolation with signed weights (bicubic): affine, magnitudes from the weights.
@@ -107,6 +107,7 @@ _register(_packets("mul"), arithmetic.mul)
 _register(_packets("div"), arithmetic.div)
 _register(_packets("_native_batch_norm_legit_no_training"), norm.batch_norm_eval)
 _register(_packets("batch_norm"), norm.batch_norm)
+_register(_packets("_native_batch_norm_legit"), norm.batch_norm_with_input_stats)
 _register(_packets("layer_norm", "native_layer_norm"), norm.layer_norm)
 _register(_packets("group_norm", "native_group_norm"), norm.group_norm)
 _register(_packets("rms_norm"), norm.rms_norm)
@@ -116,7 +117,8 @@ _register(_packets("_softmax", "softmax"), attention.softmax)
 AFFINE = set(
     CONVOLUTIONS + WEIGHT_FREE + SIGNED_INTERPOLATION + _packets(
         "linear", "mm", "matmul", "bmm", "addmm", "baddbmm", "add", "sub", "rsub", "mul", "div",
-        "_native_batch_norm_legit_no_training", "batch_norm", "layer_norm", "native_layer_norm",
+        "_native_batch_norm_legit_no_training", "_native_batch_norm_legit", "batch_norm",
+        "layer_norm", "native_layer_norm",
         "group_norm", "native_group_norm", "rms_norm",
     )
 )

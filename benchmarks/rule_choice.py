@@ -9,8 +9,9 @@ library's defaults, with standard errors of the paired differences.
 
 Variants:
 
-* ``default/centre`` — default mode, layer norm centring explained as an affine op (library
-  default) — against ``default/identity`` (normalisation passes relevance unchanged);
+* ``default/centre`` — default mode, layer norm centring explained as an affine op — against
+  ``default/identity`` (normalisation passes relevance unchanged; the library default since
+  this study found it as good or better);
 * ``contrast/split`` — contrast mode, attention split through the softmax rule (library
   default) — against ``contrast/value`` (all relevance to the values) and
   ``contrast/split/identity`` (layer norm as identity: DESIGN.md 2.1 says signed shares work
@@ -51,7 +52,7 @@ VARIANTS = {
     "contrast/value": ("contrast", "value", "centre"),
     "contrast/split/identity": ("contrast", "split", "identity"),
 }
-BASE = {"default": "default/centre", "contrast": "contrast/split"}
+BASE = {"default": "default/centre", "contrast": "contrast/split"}  # the paired reference
 
 
 def _log(msg: str) -> None:

@@ -1103,3 +1103,30 @@ def test_instance_norm_equals_group_norm_with_one_channel_per_group(mode):
     c = explain(nn.Sequential(group).eval(), x, seed=seed, mode=mode)
     close(a.relevance, c.relevance, "instance vs group norm", atol=1e-10)
     assert a.conservation_error < 1e-12
+
+
+def test_layer_norm_centring_by_hand():
+    """DESIGN.md 2.3: ``y = γ·(x − μ)/σ + β`` with σ held constant. x = [1, 2, 6]: μ = 3,
+    c = x − μ = [−2, −1, 3]; output 2's centring contributions (δ_2k − 1/3)·x_k = [−1/3, −2/3, 4]
+    (sum 3 = c_2). Seed on output 2; γ_2 = 2, β_2 = 0.5."""
+    ln = nn.LayerNorm(3, eps=1e-12).to(D64)
+    with torch.no_grad():
+        ln.weight.copy_(t([1.0, 1.5, 2.0]))
+        ln.bias.copy_(t([0.0, -0.25, 0.5]))
+    model = nn.Sequential(ln).eval()
+    x = t([[1.0, 2.0, 6.0]])
+    sigma = math.sqrt(14 / 3)
+    s2 = 2.0 * 3 / sigma  # γ_2·x̂_2
+    seed = t([[0.0, 0.0, 1.0]])
+    z = [-1 / 3, -2 / 3, 4.0]
+    # default mode, centring: |γx̂|/(|γx̂| + |β|) reaches c_2, shared by |z|/Σ|z| (Σ|z| = 5)
+    r = s2 / (s2 + 0.5)
+    exp = Backtrace(model, norm="centre").explain(x, seed=seed)
+    close(exp.relevance, [[r * abs(v) / 5 for v in z]], "default, centring")
+    assert abs(absorbed_sum(exp) - 0.5 / (s2 + 0.5)) < 1e-12
+    # default mode's default is identity: all of it to x_2
+    close(explain(model, x, seed=seed).relevance, [[0.0, 0.0, r]], "default, identity")
+    # contrast: R = y_2 = s2 + 0.5; β takes 0.5, then shares z/c_2 = z/3
+    exp_c = explain(model, x, seed=seed, mode="contrast")
+    close(exp_c.relevance, [[s2 * v / 3 for v in z]], "contrast, centring", atol=1e-10)
+    assert abs(absorbed_sum(exp_c) - 0.5) < 1e-10

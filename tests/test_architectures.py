@@ -193,16 +193,14 @@ class ArchRun:
             lambda: self.case.explain(self.bt, self.case.batch_target, attention="split"),
         )
 
+    def _each_row(self, **options: Any) -> list[Any]:
+        """Every batch row explained on its own (batch invariance)."""
+        return [self.case.row(i).explain(self.bt, self.case.row_target(i), **options)
+                for i in range(am.BATCH)]
+
     @property
     def rows(self) -> list[Any]:
-        def run_rows() -> list[Any]:
-            out = []
-            for i in range(am.BATCH):
-                row = self.case.row(i)
-                out.append(row.explain(self.bt, self.case.row_target(i)))
-            return out
-
-        return self._stage("rows", run_rows)
+        return self._stage("rows", self._each_row)
 
     @property
     def contrast_again(self) -> Any:
@@ -213,14 +211,7 @@ class ArchRun:
 
     @property
     def contrast_rows(self) -> list[Any]:
-        def run_rows() -> list[Any]:
-            out = []
-            for i in range(am.BATCH):
-                row = self.case.row(i)
-                out.append(row.explain(self.bt, self.case.row_target(i), mode="contrast"))
-            return out
-
-        return self._stage("contrast_rows", run_rows)
+        return self._stage("contrast_rows", lambda: self._each_row(mode="contrast"))
 
     def all_stages(self) -> None:
         stages = ["default", "default_again", "fresh", "contrast", "rows", "contrast_again",

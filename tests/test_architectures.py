@@ -178,12 +178,12 @@ class ArchRun:
             "fresh", lambda: self.case.explain(Backtrace(self.model), self.case.batch_target)
         )
 
+    def _batch(self, **options: Any) -> Any:
+        return self.case.explain(self.bt, self.case.batch_target, **options)
+
     @property
     def contrast(self) -> Any:
-        return self._stage(
-            "contrast",
-            lambda: self.case.explain(self.bt, self.case.batch_target, mode="contrast"),
-        )
+        return self._stage("contrast", lambda: self._batch(mode="contrast"))
 
     @property
     def split(self) -> Any:
@@ -204,10 +204,7 @@ class ArchRun:
 
     @property
     def contrast_again(self) -> Any:
-        return self._stage(
-            "contrast_again",
-            lambda: self.case.explain(self.bt, self.case.batch_target, mode="contrast"),
-        )
+        return self._stage("contrast_again", lambda: self._batch(mode="contrast"))
 
     @property
     def contrast_rows(self) -> list[Any]:

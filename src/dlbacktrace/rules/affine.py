@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -359,22 +360,28 @@ def signed_matrix_affine(
     else:
         _, t_sgn = _autograd_transpose(amap.forward, xd.clone(), weights)
 
-    def t_abs(g):
-        absx = xd.abs()
-        if amap.abs_forward is not None:
-            return amap.abs_transpose(g)
-        abs_w = [call.abs_of(w) for w in amap.weights]
-        if amap.transpose is not None:
-            return amap.transpose(g, *abs_w)
-        _, t = _autograd_transpose(amap.forward, absx.clone(), abs_w)
-        return t(g)
+    magnitudes: dict[str, Any] = {}  # the |x|, |w| map, built once if saturation needs it
+
+    def abs_map() -> dict[str, Any]:
+        if not magnitudes:
+            absx = xd.abs()
+            magnitudes["absx"] = absx
+            if amap.abs_forward is not None:
+                magnitudes["A"] = amap.abs_forward(absx)
+                magnitudes["t"] = amap.abs_transpose
+            elif amap.transpose is not None:
+                abs_w = [call.abs_of(w) for w in amap.weights]
+                magnitudes["A"] = amap.forward(absx, *abs_w)
+                magnitudes["t"] = lambda g: amap.transpose(g, *abs_w)
+            else:
+                abs_w = [call.abs_of(w) for w in amap.weights]
+                magnitudes["A"], magnitudes["t"] = _autograd_transpose(
+                    amap.forward, absx.clone(), abs_w
+                )
+        return magnitudes
 
     def positive_negative():
-        absx = xd.abs()
-        if amap.abs_forward is not None:
-            A = amap.abs_forward(absx)
-        else:
-            A = amap.forward(absx, *[call.abs_of(w) for w in amap.weights])
+        A = abs_map()["A"]
         S = y - bias if bias is not None else y
         return ((A + S) / 2).clamp_min(0), ((A - S) / 2).clamp_min(0)
 
@@ -387,7 +394,8 @@ def signed_matrix_affine(
         if sh.alpha is None:
             rho = xd * t_sgn(sh.G)
         else:  # ½(|x| ⊙ f*_{|w|}(α+β) + x ⊙ f*_w(α−β)), G folded into α − β
-            rho = (xd.abs() * t_abs(sh.alpha + sh.beta) + xd * t_sgn(sh.alpha - sh.beta)) / 2
+            m = abs_map()
+            rho = (m["absx"] * m["t"](sh.alpha + sh.beta) + xd * t_sgn(sh.alpha - sh.beta)) / 2
         streams.append(rho)
     return torch.stack(streams).to(R.dtype), absorbed
 

@@ -94,7 +94,7 @@ def sdpa(call: Call, R) -> Contribution:
 
     result = Contribution()
     if call.options.signed and call.options.attention == "split":
-        return _signed_split(call, R, result, q, k, v, attn, scale, full, bias, heads)
+        return _signed_split(call, R, result, q, k, v, attn, scores, full, bias, heads)
     value_share = R if call.options.attention == "value" else R / 2
     if call.is_data(2):
         amap = AffineMap(lambda x, w: w @ _repeat_heads(x, heads), [attn])
@@ -131,7 +131,7 @@ def sdpa(call: Call, R) -> Contribution:
     return result
 
 
-def _signed_split(call, R, result, q, k, v, attn, scale, full, bias, heads) -> Contribution:
+def _signed_split(call, R, result, q, k, v, attn, scores, full, bias, heads) -> Contribution:
     """Contrast mode, ``attention="split"``: the same rules as the eager graph, op by op.
 
     ``O = A·V`` splits each contribution's signed share 50/50 between V and A; A's part passes
@@ -152,9 +152,7 @@ def _signed_split(call, R, result, q, k, v, attn, scale, full, bias, heads) -> C
         absorbed = absorbed + total(rho_v[0])
     R_s, lost = softmax_relevance(rho_a, attn, full, rho_a.dim() - 1)
     absorbed = absorbed + lost
-    unscaled = q @ _repeat_heads(k, heads).transpose(-2, -1)
     if bias is not None:  # the mask's signed share, as ``add(scores, mask)`` in the eager graph
-        scores = unscaled * scale
         den = stabilised(full, call.options.epsilon)
         kept = torch.where(attn == 0, 0.0, R_s * (scores / den)).to(R.dtype)
         absorbed = absorbed + total(R_s[0]) - total(kept[0])
@@ -163,7 +161,8 @@ def _signed_split(call, R, result, q, k, v, attn, scale, full, bias, heads) -> C
     def qk(qq, kk):
         return qq @ _repeat_heads(kk, heads).transpose(-2, -1)
 
-    (rho_q, rho_k), eps_part = signed_share(call, R_s / 2, qk, q, k, unscaled)
+    # the scale passes; shares over the unscaled products Q·Kᵀ (as the eager graph's matmul)
+    (rho_q, rho_k), eps_part = signed_share(call, R_s / 2, qk, q, k)
     absorbed = absorbed + 2 * eps_part
     for i, part in ((0, rho_q), (1, rho_k)):
         if call.is_data(i):

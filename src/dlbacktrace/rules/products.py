@@ -78,20 +78,22 @@ def _magnitude_share(call, R, fn, a, b, which: tuple[bool, bool]) -> tuple[list,
     return outs, dead
 
 
-def signed_share(call, R, fn, a, b, out) -> tuple[list, torch.Tensor]:
+def signed_share(call, R, fn, a, b, out=None) -> tuple[list, torch.Tensor]:
     """Contrast mode's split of ``fn(a, b)`` (bilinear) over both operands by signed shares.
 
     Each operand receives ``Σ R·z/(out + ε)`` over the contributions ``z = a_i·b_j`` it takes
     part in: ``a ⊙ ∂⟨G, fn(a, b)⟩/∂a`` with ``G = R/(out + ε)`` (likewise ``b``). Returns the
-    relevance of both operands and the stabiliser's share of one operand (absorbed).
+    relevance of both operands and the stabiliser's share of one operand (absorbed). ``out``:
+    the recorded output (None: the product recomputed here is the denominator).
     """
-    den = stabilised(out.detach(), call.options.epsilon)
-    G = R / den
-    absorbed = total(G[0] * (den - out.detach()))
     la = a.detach().requires_grad_(True)
     lb = b.detach().requires_grad_(True)
     with torch.enable_grad():
         y = fn(la, lb)
+    out = y.detach() if out is None else out.detach()
+    den = stabilised(out, call.options.epsilon)
+    G = R / den
+    absorbed = total(G[0] * (den - out))
     outs: list = [[], []]
     for k in range(R.shape[0]):
         with torch.enable_grad():

@@ -26,7 +26,7 @@ import torch
 
 from dlbacktrace import Backtrace
 from dlbacktrace.aggregate import aggregate
-from dlbacktrace.datasets import load_digits, load_german_credit
+from dlbacktrace.examples.datasets import load_digits, load_german_credit
 
 
 def _train(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, epochs: int) -> torch.nn.Module:

@@ -1,4 +1,4 @@
-"""Cost of explaining text models with dlbacktrace.text (not a test; prints Markdown).
+"""Cost of explaining text models with dlbacktrace.tasks.text (not a test; prints Markdown).
 
 * **SmolLM2-135M-Instruct** (real, float32): a 128-token prompt, 16 greedy tokens
   (``min_new_tokens=16``), sequence of 144 tokens.
@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_core import _CpuMeter  # noqa: E402
 
-from dlbacktrace._seeding import seeded  # noqa: E402
-from dlbacktrace.text import explain_text  # noqa: E402
-from dlbacktrace.text.generation import explain_sequence  # noqa: E402
+from dlbacktrace.engine.state import seeded  # noqa: E402
+from dlbacktrace.tasks.text import explain_text  # noqa: E402
+from dlbacktrace.tasks.text.generation import explain_sequence  # noqa: E402
 
 PROMPT_TOKENS, NEW_TOKENS = 128, 16
 
@@ -79,7 +79,7 @@ def _prompt_ids(tok: Any, n: int) -> torch.Tensor:
 
 
 def bench_smollm2(repeats: int, cache: str | None, meter: _CpuMeter) -> dict[str, Any]:
-    from dlbacktrace.zoo import load_smollm2
+    from dlbacktrace.examples.zoo import load_smollm2
 
     rss0 = meter.current()
     model, tok = load_smollm2(cache)
@@ -155,7 +155,7 @@ def bench_smollm2(repeats: int, cache: str | None, meter: _CpuMeter) -> dict[str
 
 
 def bench_minilm(repeats: int, meter: _CpuMeter) -> dict[str, Any]:
-    from dlbacktrace.zoo import SentenceClassifier, load_minilm
+    from dlbacktrace.examples.zoo import SentenceClassifier, load_minilm
 
     rss0 = meter.current()
     encoder, tok = load_minilm()

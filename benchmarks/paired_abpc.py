@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from dlbacktrace import metrics as M
-from dlbacktrace.benchmark import run as R
-from dlbacktrace.benchmark import tasks as T
+from dlbacktrace.evaluation import metrics as M
+from dlbacktrace.evaluation.benchmark import run as R
+from dlbacktrace.evaluation.benchmark import tasks as T
 
 PEERS = ("integrated-gradients", "input-x-gradient", "deeplift", "lime")
 

@@ -1,6 +1,6 @@
 """Which rule variants are most faithful on the transformer tasks (DESIGN.md 2.1–2.3)?
 
-The benchmark's own tasks and metrics (``dlbacktrace.benchmark``): the MiniLM sentiment
+The benchmark's own tasks and metrics (``dlbacktrace.evaluation.benchmark``): the MiniLM sentiment
 classifier (deleted tokens become ``[MASK]``) and SmolLM2-135M next-token prediction (deleted
 tokens become the pad token, and separately are removed through the attention mask). For every
 variant below the maps of the same instances are scored by ABPC (LeRF AUC − MoRF AUC of the
@@ -40,9 +40,9 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from dlbacktrace import Backtrace, DLBacktraceError  # noqa: E402
-from dlbacktrace import metrics as M  # noqa: E402
-from dlbacktrace.baselines import explain  # noqa: E402
-from dlbacktrace.benchmark import tasks as T  # noqa: E402
+from dlbacktrace.evaluation import metrics as M  # noqa: E402
+from dlbacktrace.evaluation.baselines import explain  # noqa: E402
+from dlbacktrace.evaluation.benchmark import tasks as T  # noqa: E402
 
 # name -> (mode, attention, norm)
 VARIANTS = {

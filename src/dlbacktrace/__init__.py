@@ -1,7 +1,7 @@
 """dlbacktrace: deterministic relevance backtracing (DLBacktrace) for PyTorch models."""
 
-from .backtrace import Backtrace, explain
-from .errors import (
+from dlbacktrace.engine.backtrace import Backtrace, explain
+from dlbacktrace.engine.errors import (
     CaptureError,
     ConservationError,
     DLBacktraceError,
@@ -10,8 +10,8 @@ from .errors import (
     TargetError,
     UnsupportedOperationError,
 )
-from .explanation import Explanation
-from .rules.registry import register_rule
+from dlbacktrace.engine.explanation import Explanation
+from dlbacktrace.engine.rules.registry import register_rule
 
 __version__ = "0.1.0"
 

@@ -5,8 +5,8 @@ per-class statistics in constant memory (locally or on Ray, resumable from check
 ``compare(a, b)`` tells what changed between two models' global explanations.
 """
 
-from .api import aggregate
-from .compare import Comparison, compare
-from .result import AggregateError, GlobalExplanation
+from dlbacktrace.aggregate.api import aggregate
+from dlbacktrace.aggregate.compare import Comparison, compare
+from dlbacktrace.aggregate.result import AggregateError, GlobalExplanation
 
 __all__ = ["AggregateError", "Comparison", "GlobalExplanation", "aggregate", "compare"]

@@ -12,12 +12,12 @@ from typing import Any
 
 import torch
 
-from ..backtrace import Backtrace
-from .backends import local_partials, ray_partials
-from .compute import AggSpec, layer_unit_rule
-from .result import AggregateError, GlobalExplanation
-from .sources import DataSource
-from .text import TextSpec
+from dlbacktrace.aggregate.backends import local_partials, ray_partials
+from dlbacktrace.aggregate.compute import AggSpec, layer_unit_rule
+from dlbacktrace.aggregate.result import AggregateError, GlobalExplanation
+from dlbacktrace.aggregate.sources import DataSource
+from dlbacktrace.aggregate.text import TextSpec
+from dlbacktrace.engine.backtrace import Backtrace
 
 log = logging.getLogger(__name__)
 BACKENDS = ("local", "ray")

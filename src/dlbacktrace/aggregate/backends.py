@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from ..backtrace import Backtrace
-from .compute import AggSpec, explain_batch
-from .result import GlobalExplanation
-from .sources import Batch, DataSource
+from dlbacktrace.aggregate.compute import AggSpec, explain_batch
+from dlbacktrace.aggregate.result import GlobalExplanation
+from dlbacktrace.aggregate.sources import Batch, DataSource
+from dlbacktrace.engine.backtrace import Backtrace
 
 
 def local_partials(

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .result import AggregateError, GlobalExplanation, _pandas
-from .stats import ClassMoments
+from dlbacktrace.aggregate.result import AggregateError, GlobalExplanation, _pandas
+from dlbacktrace.aggregate.stats import ClassMoments
 
 
 def _abs_stats(m: ClassMoments, per_class: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

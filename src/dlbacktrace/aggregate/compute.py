@@ -12,13 +12,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..backtrace import Backtrace
-from ..explanation import Explanation
-from .result import AggregateError, GlobalExplanation
-from .sketch import RowSample
-from .sources import Batch
-from .stats import ClassMoments
-from .text import TextSpec, text_partial
+from dlbacktrace.aggregate.result import AggregateError, GlobalExplanation
+from dlbacktrace.aggregate.sketch import RowSample
+from dlbacktrace.aggregate.sources import Batch
+from dlbacktrace.aggregate.stats import ClassMoments
+from dlbacktrace.aggregate.text import TextSpec, text_partial
+from dlbacktrace.engine.backtrace import Backtrace
+from dlbacktrace.engine.explanation import Explanation
 
 _CHANNEL_MODULES = ("Conv", "BatchNorm", "InstanceNorm", "GroupNorm", "Pool", "Upsample")
 

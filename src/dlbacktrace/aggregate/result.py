@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from .keyed import STAT_FIELDS, KeyedStats
-from .sketch import RowSample
-from .stats import ClassMoments
-from .text import TextSpec
+from dlbacktrace.aggregate.keyed import STAT_FIELDS, KeyedStats
+from dlbacktrace.aggregate.sketch import RowSample
+from dlbacktrace.aggregate.stats import ClassMoments
+from dlbacktrace.aggregate.text import TextSpec
+from dlbacktrace.engine.errors import InputError
 
 FORMAT = "dlbacktrace.global/1"
 

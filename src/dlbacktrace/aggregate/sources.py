@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError
+from dlbacktrace.engine.errors import InputError
 
 LABEL_KEYS = ("labels", "label")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import InputError
+from dlbacktrace.engine.errors import InputError
 
 FIELDS = ("sum", "sumsq", "sumabs")
 CONTRAST_FIELDS = ("pos", "neg")

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError
-from .keyed import KeyedStats
+from dlbacktrace.aggregate.keyed import KeyedStats
+from dlbacktrace.engine.errors import InputError
 
 WORD_WIDTH = 8  # word pieces kept in a word's key; longer words share the key of their prefix
 _START_MARKS = ("Ġ", "▁")

@@ -5,8 +5,8 @@ explains and records; ``verify_record`` replays one record bit for bit; ``verify
 that no record was changed, removed or reordered.
 """
 
-from .store import AuditError, AuditRecord, AuditStore
-from .verify import ChainReport, VerifyResult, verify_chain, verify_record
+from dlbacktrace.audit.store import AuditError, AuditRecord, AuditStore
+from dlbacktrace.audit.verify import ChainReport, VerifyResult, verify_chain, verify_record
 
 __all__ = [
     "AuditError",

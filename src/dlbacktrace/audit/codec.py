@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..explanation import Explanation
+from dlbacktrace.engine.explanation import Explanation
 
 __all__ = [
     "StoredInputs",

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..loading import weights_digest
+from dlbacktrace.io.loading import weights_digest
 
 __all__ = ["model_fingerprint", "versions"]
 
@@ -17,8 +17,8 @@ __all__ = ["model_fingerprint", "versions"]
 def versions() -> dict[str, str]:
     """Versions that can change an explanation's bits: the rule set, dlbacktrace, torch, numpy,
     Python."""
-    from .. import __version__
-    from ..backtrace import RULE_SET
+    from dlbacktrace import __version__
+    from dlbacktrace.engine.backtrace import RULE_SET
 
     return {
         "rule_set": RULE_SET,

@@ -18,10 +18,8 @@ from typing import Any
 
 import torch
 
-from ..errors import DLBacktraceError
-from ..explanation import Explanation
-from .chain import GENESIS, blob_digest, canonical_json, chain_hash
-from .codec import (
+from dlbacktrace.audit.chain import GENESIS, blob_digest, canonical_json, chain_hash
+from dlbacktrace.audit.codec import (
     StoredInputs,
     decode_explanation,
     decode_inputs,
@@ -29,7 +27,9 @@ from .codec import (
     encode_inputs,
     relevance_digest,
 )
-from .fingerprint import model_fingerprint, versions
+from dlbacktrace.audit.fingerprint import model_fingerprint, versions
+from dlbacktrace.engine.errors import DLBacktraceError
+from dlbacktrace.engine.explanation import Explanation
 
 __all__ = ["AuditError", "AuditRecord", "AuditStore", "SCHEMA_VERSION", "explain_options"]
 
@@ -243,14 +243,14 @@ class AuditStore:
     ) -> int:
         """Store ``explanation`` (made by ``bt`` from ``args``/``kwargs``) with its context.
 
-        ``spec`` (a :class:`~dlbacktrace.loading.ModelSpec`) is what lets ``verify`` reload
+        ``spec`` (a :class:`~dlbacktrace.io.loading.ModelSpec`) is what lets ``verify`` reload
         the model later; without it, verify needs the model passed in.
         """
         kwargs = dict(kwargs or {})
         tensors = {k: v for k, v in kwargs.items() if isinstance(v, torch.Tensor)}
         consts = {k: v for k, v in kwargs.items() if not isinstance(v, torch.Tensor)}
         stored = StoredInputs(tuple(args), tensors, consts, seed)
-        from ..inputs import tensor_digest
+        from dlbacktrace.io.inputs import tensor_digest
 
         options = dict(options or {})
         options.setdefault("mode", explanation.mode)

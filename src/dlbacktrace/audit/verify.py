@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from .chain import GENESIS, blob_digest, canonical_json, chain_hash
-from .codec import relevance_digest
-from .fingerprint import model_fingerprint
-from .store import AuditError, AuditStore
+from dlbacktrace.audit.chain import GENESIS, blob_digest, canonical_json, chain_hash
+from dlbacktrace.audit.codec import relevance_digest
+from dlbacktrace.audit.fingerprint import model_fingerprint
+from dlbacktrace.audit.store import AuditError, AuditStore
 
 __all__ = ["ChainReport", "VerifyResult", "verify_chain", "verify_record"]
 
@@ -141,12 +141,12 @@ class VerifyResult:
 def verify_record(store: AuditStore, record_id: int, loaded: Any = None) -> VerifyResult:
     """Recompute record ``record_id`` and compare it with what was stored.
 
-    ``loaded`` (a :class:`~dlbacktrace.loading.LoadedModel`, an ``nn.Module`` or a
+    ``loaded`` (a :class:`~dlbacktrace.io.loading.LoadedModel`, an ``nn.Module`` or a
     :class:`~dlbacktrace.Backtrace`, whose captured graphs are then reused) overrides the model
     spec stored in the record; records made from the Python API without a spec need it.
     """
-    from ..backtrace import RULE_SET, Backtrace
-    from ..loading import LoadedModel, ModelSpec, load_model
+    from dlbacktrace.engine.backtrace import RULE_SET, Backtrace
+    from dlbacktrace.io.loading import LoadedModel, ModelSpec, load_model
 
     rec = store.get(record_id)
     content = rec.content

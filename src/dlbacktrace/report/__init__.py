@@ -3,8 +3,8 @@
 Needs the ``server`` extra (jinja2) and ``viz`` (matplotlib) for image figures.
 """
 
-from .render import explanation_report, sections_report, write_html
-from .views import explanation_rows, ledger, prediction
+from dlbacktrace.report.render import explanation_report, sections_report, write_html
+from dlbacktrace.report.views import explanation_rows, ledger, prediction
 
 __all__ = [
     "explanation_report",

@@ -23,7 +23,7 @@ def heatmap_png(image: Any, relevance: Any, title: str | None = None) -> str:
     """The input beside its relevance map (signed maps get a diverging scale centred at 0)."""
     from matplotlib.figure import Figure
 
-    from ..viz import plot_image, plot_image_relevance
+    from dlbacktrace.viz import plot_image, plot_image_relevance
 
     fig = Figure(figsize=(6.4, 3.0), layout="constrained")
     ax_in, ax_rel = fig.subplots(1, 2)
@@ -34,7 +34,7 @@ def heatmap_png(image: Any, relevance: Any, title: str | None = None) -> str:
 
 def contrast_png(image: Any, positive: Any, negative: Any, net: Any) -> str:
     """Contrast panels: input, positive (for), negative (against), net."""
-    from ..viz import plot_contrast
+    from dlbacktrace.viz import plot_contrast
 
     return figure_png(plot_contrast(image, positive, negative, net))
 

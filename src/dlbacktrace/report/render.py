@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..explanation import Explanation
-from .views import explanation_rows, ledger
+from dlbacktrace.engine.explanation import Explanation
+from dlbacktrace.report.views import explanation_rows, ledger
 
 __all__ = ["explanation_report", "sections_report", "write_html"]
 
@@ -22,7 +22,7 @@ def _env() -> Any:
     try:
         import jinja2
     except ImportError as exc:
-        from ..errors import DLBacktraceError
+        from dlbacktrace.engine.errors import DLBacktraceError
 
         raise DLBacktraceError(
             "HTML reports need jinja2: pip install 'dlbacktrace[server]'"
@@ -37,7 +37,7 @@ def _env() -> Any:
 
 
 def _common(title: str, versions: dict[str, str] | None) -> dict[str, Any]:
-    from ..audit.fingerprint import versions as current_versions
+    from dlbacktrace.audit.fingerprint import versions as current_versions
 
     return {
         "title": title,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .render import _common, _env, sections_report
+from dlbacktrace.report.render import _common, _env, sections_report
 
 __all__ = [
     "benchmark_report",
@@ -106,7 +106,7 @@ def global_report(g: Any, title: str = "DLBacktrace global explanation") -> str:
 
 
 def generation_report(gens: Any, title: str = "DLBacktrace generation") -> str:
-    """One or more :class:`~dlbacktrace.text.GenerationExplanation`: what each generated token
+    """One or more :class:`~dlbacktrace.tasks.text.GenerationExplanation`: what each generated token
     used of the tokens before it."""
     from markupsafe import Markup
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from ..explanation import Explanation
-from .figures import contrast_png, heatmap_png, token_color
+from dlbacktrace.engine.explanation import Explanation
+from dlbacktrace.report.figures import contrast_png, heatmap_png, token_color
 
 __all__ = ["explanation_rows", "ledger", "prediction"]
 

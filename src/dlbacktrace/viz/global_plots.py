@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dlbacktrace.errors import InputError
+from dlbacktrace.engine.errors import InputError
 from dlbacktrace.viz.heatmap import DIVERGING_CMAP, SEQUENTIAL_CMAP, _new_figure
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dlbacktrace.errors import InputError
+from dlbacktrace.engine.errors import InputError
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

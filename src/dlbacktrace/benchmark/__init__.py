@@ -1,9 +1,0 @@
-"""The benchmark: DLBacktrace against other attribution methods on real data and models.
-
-``python -m dlbacktrace.benchmark --quick`` or ``run_benchmark(quick=True, out=path)``.
-"""
-
-from .prompts import benchmark_prompts
-from .run import TASKS, machine, run_benchmark
-
-__all__ = ["TASKS", "benchmark_prompts", "machine", "run_benchmark"]

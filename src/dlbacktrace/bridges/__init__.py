@@ -1,0 +1,1 @@
+"""Models from other frameworks (Keras, ONNX, scikit-learn) as torch modules to explain."""

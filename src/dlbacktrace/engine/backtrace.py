@@ -1,0 +1,440 @@
+"""``Backtrace``: the public entry point that ties capture, record, seed and sweep together."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.utils._pytree as pytree
+
+from dlbacktrace.engine import capture as capture_mod
+from dlbacktrace.engine.capture import CapturedGraph
+from dlbacktrace.engine.errors import (
+    ConservationError,
+    InputError,
+    RuleError,
+    TargetError,
+    UnsupportedOperationError,
+)
+from dlbacktrace.engine.explanation import Explanation
+from dlbacktrace.engine.record import needed_values, needs_upcast, record
+from dlbacktrace.engine.rules.base import AbsCache, RuleOptions, default_epsilon
+from dlbacktrace.engine.sweep import sweep
+from dlbacktrace.engine.targets import Target, make_seed
+
+MODES = ("default", "contrast")
+ATTENTION = ("value", "split")
+# The attention rule each mode uses unless told otherwise (DESIGN.md 2.2: contrast splits, the
+# measured winner; default mode keeps relevance on the values).
+DEFAULT_ATTENTION = {"default": "value", "contrast": "split"}
+NORM_RULES = ("centre", "identity")
+# How each mode explains layer/group norm unless told otherwise (DESIGN.md 2.3): contrast mode
+# needs the centring (signed shares explode without it); in default mode identity measured as
+# good or better on the MiniLM text task (benchmarks/rule_choice.py).
+DEFAULT_NORM = {"default": "identity", "contrast": "centre"}
+# The rule set this library computes; audit records carry it (a change of rules means a
+# recorded explanation cannot re-verify bit for bit).
+RULE_SET = "2"
+
+
+@contextlib.contextmanager
+def _inference_state(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode for the duration; every module's flag and every requires_grad restored."""
+    training = {m: m.training for m in model.modules()}
+    grads = {p: p.requires_grad for p in model.parameters()}
+    try:
+        model.eval()
+        yield
+    finally:
+        for module, flag in training.items():
+            module.training = flag
+        for param, flag in grads.items():
+            if param.requires_grad != flag:
+                param.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def _buffers_restored(model: torch.nn.Module) -> Iterator[None]:
+    """Buffers a forward updates in place (running statistics, counters) are put back."""
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                if not torch.equal(buffer, value):
+                    buffer.copy_(value)
+
+
+def _as_tensor(value: Any) -> Any:
+    return torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+
+
+def _fresh(value: Any, node: fx.Node) -> Any:
+    """A float input copied into a new, aligned buffer with the strides it was exported with.
+
+    BLAS kernels may choose a different summation order for unaligned data (slices, mmap'ed
+    files), which would break bit-identical reruns on equal values; and the exported graph may
+    rely on the capture-time strides (a ``view`` after a permute of a channels-last tensor).
+    """
+    if not (isinstance(value, torch.Tensor) and value.is_floating_point()):
+        return value
+    example = node.meta.get("val")
+    strides = example.stride() if isinstance(example, torch.Tensor) else None
+    if strides is None or tuple(example.shape) != tuple(value.shape):
+        return value.detach().clone(memory_format=torch.contiguous_format)
+    fresh = torch.empty_strided(value.shape, strides, dtype=value.dtype, device=value.device)
+    return fresh.copy_(value.detach())
+
+
+def _check_finite(flat: list[Any], names: list[str]) -> None:
+    for name, value in zip(names, flat, strict=False):
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            if not bool(torch.isfinite(value).all()):
+                raise InputError(f"input '{name}' contains NaN or Inf values")
+
+
+# DESIGN.md 2.4: an explanation whose ledger is off by more than this (relative to Σ|seed|)
+# is an error, never a result.
+LEDGER_TOLERANCE = 1e-4
+
+
+def _check_ledger(exp: Explanation) -> None:
+    error = exp.conservation_error
+    if math.isfinite(error) and error <= LEDGER_TOLERANCE:
+        return
+    broken = [n for n, v in exp.absorbed.items() if not math.isfinite(v)]
+    where = (
+        f"non-finite absorbed relevance at node(s) {', '.join(broken[:5])}"
+        if broken
+        else "relevance vanished on the way to the inputs" if not exp.absorbed
+        else "largest absorbed entries: " + ", ".join(
+            f"{n} ({v:.3g})" for n, v in sorted(
+                exp.absorbed.items(), key=lambda kv: -abs(kv[1]))[:3]
+        )
+    )
+    raise ConservationError(
+        f"the relevance ledger does not balance (relative error {error:.3g} > "
+        f"{LEDGER_TOLERANCE:g}): an intermediate value overflowed or lost precision "
+        f"({where}). Explain in float64, or with inputs of a smaller magnitude."
+    )
+
+
+def _signature(args: tuple, kwargs: dict) -> tuple:
+    leaves, spec = pytree.tree_flatten((args, kwargs))
+    parts = []
+    for leaf in leaves:
+        if isinstance(leaf, torch.Tensor):
+            parts.append(("tensor", tuple(leaf.shape), leaf.dtype, str(leaf.device)))
+        else:
+            parts.append(("const", repr(leaf)))
+    return (str(spec), tuple(parts))
+
+
+class Backtrace:
+    """Explain any ``nn.Module`` that ``torch.export`` can capture.
+
+    The model is captured lazily, once per input signature (shapes, dtypes, devices, keyword
+    names and non-tensor arguments), and explained in eval mode; the user's flags are restored.
+    ``cache_abs_weights=False`` recomputes ``|w|`` on every call instead of keeping a copy.
+
+    ``attention``: ``"value"`` or ``"split"``; None uses each mode's default (default mode
+    ``"value"``, contrast ``"split"``). ``norm``: how layer/group norm's centring is explained,
+    ``"centre"`` (an affine op, DESIGN.md 2.3) or ``"identity"``; None uses each mode's
+    default (default mode ``"identity"``, contrast ``"centre"``).
+    ``epsilon``: the stabiliser of contrast mode's signed shares (None: 1e-6, or 1e-12 when
+    the relevance is float64).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        mode: str = "default",
+        attention: str | None = None,
+        output: str | int | None = None,
+        cache_abs_weights: bool = True,
+        norm: str | None = None,
+        epsilon: float | None = None,
+    ) -> None:
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"Backtrace needs a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.mode = self._check_mode(mode)
+        self.attention = None if attention is None else self._check_attention(attention)
+        if norm is not None and norm not in NORM_RULES:
+            raise ValueError(f"norm must be one of {NORM_RULES}, got {norm!r}")
+        self.norm = norm
+        if epsilon is not None and not epsilon > 0:
+            raise ValueError(f"epsilon must be positive, got {epsilon!r}")
+        self.epsilon = epsilon
+        self.output = output
+        self._cache: dict[tuple, CapturedGraph] = {}
+        # |w| of each parameter, kept between calls: one weight-sized copy buys ~2x speed on
+        # weight-dominated models (an MLP at batch 1). Updated weights are detected.
+        self._abs_weights = AbsCache() if cache_abs_weights else None
+
+    @staticmethod
+    def _check_mode(mode: str) -> str:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        return mode
+
+    def attention_for(self, mode: str | None = None, attention: str | None = None) -> str:
+        """The attention rule an explanation in ``mode`` uses (explicit, then set, then default)."""
+        if attention is not None:
+            return self._check_attention(attention)
+        if self.attention is not None:
+            return self.attention
+        return DEFAULT_ATTENTION[self._check_mode(mode or self.mode)]
+
+    def _options(self, mode: str, attention: str | None, dtype: torch.dtype) -> RuleOptions:
+        return RuleOptions(
+            attention=self.attention_for(mode, attention),
+            signed=mode == "contrast",
+            epsilon=self.epsilon if self.epsilon is not None else default_epsilon(dtype),
+            centring=(self.norm or DEFAULT_NORM[mode]) == "centre",
+        )
+
+    @staticmethod
+    def _check_attention(attention: str) -> str:
+        if attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
+        return attention
+
+    # ---- capture -------------------------------------------------------------------------------
+    def capture(self, *args: Any, **kwargs: Any) -> CapturedGraph:
+        """The captured graph for these inputs (exported on first use, then cached)."""
+        args = tuple(_as_tensor(a) for a in args)
+        kwargs = {k: _as_tensor(v) for k, v in kwargs.items()}
+        with _inference_state(self.model):
+            return self._captured(args, kwargs)
+
+    def _captured(self, args: tuple, kwargs: dict) -> CapturedGraph:
+        key = _signature(args, kwargs)
+        graph = self._cache.get(key)
+        if graph is None:
+            with _buffers_restored(self.model):  # a forward may update buffers (DESIGN.md 4)
+                self._validate_by_running(args, kwargs)
+                graph = capture_mod.export_model(self.model, args, kwargs)
+            self._cache[key] = graph
+        return graph
+
+    def _validate_by_running(self, args: tuple, kwargs: dict) -> None:
+        """Plain forward first: shape/dtype mistakes get a clear message, not an export trace."""
+        try:
+            with torch.no_grad():
+                self.model(*args, **kwargs)
+        except Exception as exc:
+            shapes = [
+                f"{tuple(t.shape)} {t.dtype}" if isinstance(t, torch.Tensor) else repr(t)
+                for t in pytree.tree_leaves((args, kwargs))
+            ]
+            raise InputError(
+                f"the model failed on the given inputs (shapes/dtypes: {', '.join(shapes)}): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    # ---- explain -------------------------------------------------------------------------------
+    def explain(
+        self,
+        *inputs: Any,
+        target: Target = None,
+        mode: str | None = None,
+        seed: torch.Tensor | None = None,
+        scale: float = 1.0,
+        output: str | int | None = None,
+        layers: list[str] | str | None = None,
+        position: int | None = None,
+        attention: str | None = None,
+        **model_kwargs: Any,
+    ) -> Explanation:
+        """Explain the model's output for ``inputs`` (keyword inputs go to the model too).
+
+        ``target``: class index (int or one per row), ``"positive"``/``"negative"`` for a single
+        logit, None for the predicted class. ``seed``: a custom seed shaped like the output.
+        ``output``: which model output to explain (a key such as ``"logits"`` or an index).
+        ``layers``: module names (or ``"all"``) whose output relevance to keep; graph node
+        names (``capture(...).nodes``) are accepted too.
+
+        Contrast mode explains the *value* of the selected outputs: the relevance placed on the
+        output is ``seed ⊙ output`` (one-hot × logit for a class), so the signed map is an
+        additive decomposition of the explained logit (``Σ relevance + Σ absorbed = logit``)
+        and positive relevance always means "pushes the output up", whatever its sign.
+        """
+        mode = self._check_mode(mode or self.mode)
+        if attention is not None:
+            self._check_attention(attention)
+        args = tuple(_as_tensor(a) for a in inputs)
+        kwargs = {k: _as_tensor(v) for k, v in model_kwargs.items()}
+        with _inference_state(self.model):
+            g = self._captured(args, kwargs)
+            given = self._flat_inputs(g, args, kwargs)
+            flat = [_fresh(v, n) for v, n in zip(given, g.user_inputs, strict=True)]
+            _check_finite(flat, g.input_names)
+            out_index = self._select_output(g, output if output is not None else self.output)
+            out_node = g.output_nodes[out_index]
+            if not isinstance(out_node, fx.Node) or out_node not in g.data:
+                blocked = (
+                    capture_mod.blocking_node(g, out_node) if isinstance(out_node, fx.Node)
+                    else None
+                )
+                if blocked is not None:
+                    raise UnsupportedOperationError(capture_mod.describe_unsupported(
+                        blocked,
+                        f"relevance cannot pass ATen op '{blocked.target}': its result is not "
+                        "a real floating-point tensor (complex, integer or boolean), so the "
+                        "output is cut off from the inputs",
+                    ))
+                raise TargetError(
+                    f"the selected output (index {out_index}) does not depend on any input"
+                )
+            relevant = g.relevant.get(out_index)
+            if relevant is None:
+                relevant = capture_mod.relevant_nodes(g, out_node)
+                capture_mod.check_rules(g, relevant)
+                g.relevant[out_index] = relevant
+            layer_map = self._layer_nodes(g, layers)
+            upcast = needs_upcast(g, self.model, flat)  # half models: float32 arithmetic
+            env, outputs = record(g, self.model, flat, needed_values(relevant) | set(layer_map),
+                                  upcast=upcast)
+            out_value = outputs[out_index]
+            if out_value.is_floating_point() and not bool(torch.isfinite(out_value).all()):
+                raise InputError(
+                    "the model output contains NaN or Inf for these inputs; there is nothing "
+                    "meaningful to explain (check the inputs, the attention mask and the dtype)"
+                )
+            signed_seed, target_idx = make_seed(out_value, target, scale, seed, position)
+            dtype = out_value.dtype if out_value.dtype in (torch.float32, torch.float64) else (
+                torch.float32
+            )
+            options = self._options(mode, attention, dtype)
+            if mode == "contrast":
+                signed_seed = signed_seed * out_value.detach()
+            else:
+                signed_seed = signed_seed.abs()
+            seed_streams = signed_seed.unsqueeze(0).to(dtype)
+            result = sweep(
+                g, env, relevant, out_node, seed_streams, options, set(layer_map), self._abs_weights
+            )
+        for node, rel in result.inputs.items():
+            if not bool(torch.isfinite(rel).all()):
+                raise RuleError(
+                    f"relevance for input '{node.name}' is not finite; an intermediate value of "
+                    "the model overflowed. Try float64 or a smaller scale="
+                )
+        exp = self._explanation(g, flat, result, mode, signed_seed, target_idx, out_value,
+                                layer_map, single=len(args) + len(kwargs) == 1, dtype=dtype)
+        _check_ledger(exp)
+        return exp
+
+    def attribute(
+        self,
+        inputs: torch.Tensor | tuple[torch.Tensor, ...],
+        target: Target = None,
+        additional_forward_args: Any = None,
+        **kwargs: Any,
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Captum-style: relevance shaped like each input (contrast mode gives the net map)."""
+        single = isinstance(inputs, torch.Tensor)
+        ins = (inputs,) if single else tuple(inputs)
+        extra = additional_forward_args
+        extra = () if extra is None else (extra if isinstance(extra, tuple) else (extra,))
+        exp = self.explain(*ins, *extra, target=target, **kwargs)
+        maps = exp.relevance_by_name
+        values = tuple(maps[name] for name in exp.input_names[: len(ins)])
+        return values[0] if single else values
+
+    # ---- helpers -------------------------------------------------------------------------------
+    @staticmethod
+    def _flat_inputs(g: CapturedGraph, args: tuple, kwargs: dict) -> list[Any]:
+        leaves = pytree.tree_leaves((args, kwargs))
+        if len(leaves) != len(g.user_inputs):
+            leaves = [x for x in leaves if isinstance(x, torch.Tensor)]
+        if len(leaves) != len(g.user_inputs):
+            raise InputError(
+                f"expected {len(g.user_inputs)} tensor inputs for the captured graph, got "
+                f"{len(leaves)}"
+            )
+        return leaves
+
+    @staticmethod
+    def _select_output(g: CapturedGraph, selector: str | int | None) -> int:
+        indexed = pytree.tree_unflatten(list(range(len(g.output_nodes))), g.out_spec)
+        if selector is None:
+            if isinstance(indexed, int):
+                return indexed
+            if hasattr(indexed, "keys") and "logits" in indexed.keys():
+                return indexed["logits"]
+            leaves = pytree.tree_leaves(indexed)
+            return leaves[0]
+        try:
+            chosen = indexed[selector]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise TargetError(f"output selector {selector!r} not found in the output") from exc
+        if not isinstance(chosen, int):
+            raise TargetError(f"output selector {selector!r} selects a structure, not a tensor")
+        return chosen
+
+    @staticmethod
+    def _layer_nodes(g: CapturedGraph, layers: list[str] | str | None) -> dict[fx.Node, str]:
+        if layers is None:
+            return {}
+        names = None if layers == "all" else ([layers] if isinstance(layers, str) else layers)
+        # Names of graph nodes (``CapturedGraph.nodes``) are accepted too, for task helpers
+        # that need relevance inside a module (e.g. each routed expert's weighted output).
+        by_node = {n.name: n for n in g.nodes if n in g.data}
+        node_names = [n for n in names or [] if n in by_node]
+        module_names = None if names is None else [n for n in names if n not in by_node]
+        found = capture_mod.module_output_nodes(g, module_names) if module_names != [] else {}
+        found.update({name: by_node[name] for name in node_names})
+        return {node: name for name, node in found.items()}
+
+    @staticmethod
+    def _explanation(g, flat, result, mode, seed, target, out_value, layer_map, single, dtype):
+        # Contrast mode carries one signed map: ``net`` is it, ``total = |net|`` (= positive +
+        # negative). Default mode's map is ``total``.
+        total: dict[str, torch.Tensor] = {}
+        net: dict[str, torch.Tensor] | None = {} if mode == "contrast" else None
+        names: list[str] = []
+        for node, name, value in zip(g.user_inputs, g.input_names, flat, strict=True):
+            if not isinstance(value, torch.Tensor):
+                continue
+            names.append(name)
+            R = result.inputs.get(node)
+            if R is None:
+                R = torch.zeros((1, *value.shape), dtype=dtype, device=value.device)
+            if net is not None:
+                net[name] = R[0]
+                total[name] = R[0].abs()
+            else:
+                total[name] = R[0]
+        if mode == "contrast":
+            layers = {layer_map[n]: r[0].abs() for n, r in result.layers.items()}
+            layers_net = {layer_map[n]: r[0] for n, r in result.layers.items()}
+        else:
+            layers = {layer_map[n]: r[0] for n, r in result.layers.items()}
+            layers_net = {}
+        return Explanation(
+            mode=mode,
+            input_names=names,
+            total_by_name=total,
+            net_by_name=net,
+            absorbed=result.absorbed,
+            absorbed_rows=result.absorbed_rows,
+            seed=seed,
+            target=target,
+            output=out_value.detach(),
+            layers=layers,
+            layers_net=layers_net,
+            single_input=single and len(names) == 1,
+        )
+
+
+def explain(model: torch.nn.Module, *inputs: Any, **kwargs: Any) -> Explanation:
+    """One-shot ``Backtrace(model).explain(*inputs, **kwargs)``."""
+    return Backtrace(model).explain(*inputs, **kwargs)

@@ -1,0 +1,472 @@
+"""Capture a model with ``torch.export`` and analyse its graph for the relevance sweep.
+
+The captured graph is functional ATen (in-place ops removed by ``run_decompositions({})``), so
+recorded activations are never overwritten. Ops without a relevance rule are decomposed with
+PyTorch's own decomposition table where one exists (for example ``aten.lstm``); whatever is
+left without a rule is reported by :func:`check_rules` as an error, never passed through.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.utils._pytree as pytree
+from torch.export import ExportedProgram
+from torch.export.graph_signature import InputKind, OutputKind
+
+from dlbacktrace.engine.errors import CaptureError, UnsupportedOperationError
+from dlbacktrace.engine.rules import registry
+
+_MAX_DECOMPOSITION_ROUNDS = 4
+
+
+@dataclass
+class CapturedGraph:
+    """An exported program plus what the sweep needs to know about each node."""
+
+    program: ExportedProgram
+    graph: fx.Graph
+    nodes: list[fx.Node]
+    user_inputs: list[fx.Node]  # placeholders for the flattened user inputs, in order
+    input_names: list[str]  # a readable name per user input
+    state_targets: dict[fx.Node, tuple[InputKind, str]]  # placeholder -> (kind, fqn/constant)
+    output_nodes: list[Any]  # flat user outputs (nodes or constants)
+    output_positions: list[int]  # where each user output sits among all graph outputs
+    out_spec: pytree.TreeSpec
+    data: set[fx.Node] = field(default_factory=set)  # nodes that can carry relevance
+    gates: set[fx.Node] = field(default_factory=set)  # probability-like nodes (sigmoid/softmax)
+    # Softmax outputs, and data movement of them, that feed a product of two data tensors
+    # (attention probabilities; DESIGN.md 2.2): the nodes the softmax rule applies to.
+    attention_probs: set[fx.Node] = field(default_factory=set)
+    saturation: dict[fx.Node, tuple[float | None, float | None]] = field(default_factory=dict)
+    relevant: dict[int, list[fx.Node]] = field(default_factory=dict)  # per output, checked
+    # Bias written as a separate op (``x @ W + b``, Keras Dense, ONNX MatMul+Add): the
+    # bias-free affine node -> the add/sub that applies its constant bias. The pair is
+    # explained as one affine op with that bias (DESIGN.md 2.1), like nn.Linear.
+    bias_add: dict[fx.Node, fx.Node] = field(default_factory=dict)
+    bias_source: dict[fx.Node, fx.Node] = field(default_factory=dict)  # add -> affine node
+
+
+def export_model(model: torch.nn.Module, args: tuple, kwargs: dict) -> CapturedGraph:
+    """Export ``model`` (already in eval mode) and build the analysed graph."""
+    try:
+        program = torch.export.export(model, args, kwargs, strict=False)
+        program = program.run_decompositions({})
+    except Exception as exc:  # torch raises many unrelated types here
+        raise CaptureError(_capture_hint(exc)) from exc
+    program = _decompose_unruled(program)
+    return analyse(program, args, kwargs)
+
+
+def _capture_hint(exc: Exception) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    hints = [
+        "torch.export could not capture the model: " + first,
+        "What to try: remove Python control flow that depends on tensor values (use torch.where "
+        "or torch.cond), avoid .item()/.tolist() on data, return tensors (or tuples/dicts of "
+        "tensors) from forward.",
+    ]
+    if "Cache" in text or "pytree" in text:
+        hints.append("The model returns a non-tensor object; for Hugging Face models pass "
+                     "use_cache=False.")
+    return "\n".join(hints)
+
+
+def _decompose_unruled(program: ExportedProgram) -> ExportedProgram:
+    """Decompose ops that have no rule but have a PyTorch decomposition (e.g. LSTM, GRU)."""
+    table = torch.export.default_decompositions()
+    for _ in range(_MAX_DECOMPOSITION_ROUNDS):
+        missing = {
+            node.target
+            for node in program.graph.nodes
+            if node.op == "call_function"
+            and isinstance(node.target, torch._ops.OpOverload)
+            and registry.lookup(node.target) is None
+            and node.target in table
+        }
+        if not missing:
+            break
+        try:
+            program = program.run_decompositions({op: table[op] for op in missing})
+        except Exception as exc:
+            names = ", ".join(sorted(str(op) for op in missing))
+            raise CaptureError(f"decomposing {names} failed: {exc}") from exc
+    return program
+
+
+def analyse(program: ExportedProgram, args: tuple, kwargs: dict) -> CapturedGraph:
+    graph = program.graph
+    nodes = list(graph.nodes)
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    specs = program.graph_signature.input_specs
+    state_targets: dict[fx.Node, tuple[InputKind, str]] = {}
+    user_inputs: list[fx.Node] = []
+    by_name = {n.name: n for n in placeholders}
+    for spec in specs:
+        node = by_name[spec.arg.name]
+        if spec.kind == InputKind.USER_INPUT:
+            user_inputs.append(node)
+        elif spec.kind in (
+            InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR, InputKind.TOKEN
+        ):
+            state_targets[node] = (spec.kind, spec.target)
+        else:
+            raise CaptureError(f"unsupported graph input kind {spec.kind} for {spec.arg.name}")
+
+    input_names = _input_names(args, kwargs)
+    if len(input_names) != len(user_inputs):  # e.g. non-tensor inputs that export specialised
+        input_names = [n.name for n in user_inputs]
+
+    output_node = next(n for n in reversed(nodes) if n.op == "output")
+    out_specs = program.graph_signature.output_specs
+    user_positions = [i for i, s in enumerate(out_specs) if s.kind == OutputKind.USER_OUTPUT]
+    output_nodes = [output_node.args[0][i] for i in user_positions]
+    out_spec = program.call_spec.out_spec
+
+    captured = CapturedGraph(
+        program=program,
+        graph=graph,
+        nodes=nodes,
+        user_inputs=user_inputs,
+        input_names=input_names,
+        state_targets=state_targets,
+        output_nodes=output_nodes,
+        output_positions=user_positions,
+        out_spec=out_spec,
+    )
+    _mark_data(captured)
+    _mark_gates(captured)
+    _mark_attention_probs(captured)
+    _mark_bias_adds(captured)
+    _mark_saturation(captured)
+    return captured
+
+
+def _input_names(args: tuple, kwargs: dict) -> list[str]:
+    names: list[str] = []
+    for i, a in enumerate(args):
+        leaves = pytree.tree_leaves(a)
+        many = len(leaves) != 1
+        names += [f"input{i}.{j}" for j in range(len(leaves))] if many else [f"input{i}"]
+    for k, v in kwargs.items():
+        leaves = pytree.tree_leaves(v)
+        names += [k] if len(leaves) == 1 else [f"{k}.{j}" for j in range(len(leaves))]
+    return names
+
+
+def node_vals(node: fx.Node) -> list[Any]:
+    """The example values (fake tensors) of a node's output, flattened."""
+    val = node.meta.get("val")
+    return pytree.tree_leaves(val) if val is not None else []
+
+
+def _is_float_node(node: fx.Node) -> bool:
+    return any(isinstance(v, torch.Tensor) and v.is_floating_point() for v in node_vals(node))
+
+
+def _is_int_tensor_node(node: fx.Node) -> bool:
+    vals = node_vals(node)
+    return bool(vals) and all(
+        isinstance(v, torch.Tensor) and not v.is_floating_point() and v.dtype != torch.bool
+        for v in vals
+    )
+
+
+def input_nodes(node: fx.Node) -> list[fx.Node]:
+    return list(node.all_input_nodes)
+
+
+def _mark_data(g: CapturedGraph) -> None:
+    """Data = float tensors that depend on a float user input or on an embedded token id."""
+    data: set[fx.Node] = set()
+    id_candidates: set[fx.Node] = set()
+    for node in g.user_inputs:
+        if _is_float_node(node):
+            data.add(node)
+        elif _is_int_tensor_node(node):
+            id_candidates.add(node)
+    embeddings: list[fx.Node] = []
+    for node in g.nodes:
+        if node.op != "call_function":
+            continue
+        ins = input_nodes(node)
+        if registry.is_embedding(node.target):
+            indices = node.args[1]
+            if indices in id_candidates:
+                data.add(node)
+                embeddings.append(node)
+            elif node.args[0] in data:  # a data-dependent table: its rule says it is refused
+                data.add(node)
+            continue
+        if _is_int_tensor_node(node) and registry.is_movement(node.target):
+            if any(i in id_candidates for i in ins):
+                id_candidates.add(node)
+            continue
+        if node.target is operator.getitem:
+            if node.args[0] in data and _is_float_node(node):
+                data.add(node)
+            continue
+        if registry.is_shape_only(node.target):
+            continue  # zeros_like(x) and friends: constants of x's shape
+        if _is_float_node(node) and any(i in data for i in ins):
+            data.add(node)
+    # Token-id nodes are data only on the path from an integer input to an embedding.
+    stack = [e.args[1] for e in embeddings]
+    while stack:
+        node = stack.pop()
+        if node in data or node not in id_candidates:
+            continue
+        data.add(node)
+        stack.extend(i for i in input_nodes(node) if i in id_candidates)
+    g.data = data
+
+
+def _mark_gates(g: CapturedGraph) -> None:
+    """Probability-like tensors: sigmoid/softmax outputs and what stays a gate (registry)."""
+    gates: set[fx.Node] = set()
+    for node in g.nodes:
+        if node.op != "call_function":
+            continue
+        if registry.is_gate_op(node.target) or registry.is_gate_preserving(node, gates, g.data):
+            gates.add(node)
+    g.gates = gates
+
+
+def _mark_attention_probs(g: CapturedGraph) -> None:
+    """Softmax nodes whose output reaches a data·data matrix product through moves only."""
+    found: set[fx.Node] = set()
+    for node in g.nodes:
+        if node.op != "call_function" or not registry.is_softmax(node.target):
+            continue
+        chain, frontier, feeds = {node}, [node], False
+        while frontier:
+            current = frontier.pop()
+            for user in current.users:
+                if user.op != "call_function" or user not in g.data:
+                    continue
+                if registry.is_data_product(user, g.data):
+                    feeds = True
+                elif registry.is_movement(user.target) and user.args[0] is current:
+                    chain.add(user)
+                    frontier.append(user)
+        if feeds:
+            found |= chain
+    g.attention_probs = found
+
+
+def _shape(node: Any) -> tuple | None:
+    vals = node_vals(node) if isinstance(node, fx.Node) else []
+    return tuple(vals[0].shape) if len(vals) == 1 and isinstance(vals[0], torch.Tensor) else None
+
+
+def _consumers(g: CapturedGraph, node: fx.Node) -> list[fx.Node]:
+    """Users that read the value (metadata checks such as _assert_tensor_metadata do not)."""
+    return [u for u in node.users if u.op == "output" or u in g.data]
+
+
+def _bias_free_affine(g: CapturedGraph, node: fx.Node) -> bool:
+    """An affine op with constant weights and no bias of its own."""
+    if node.op != "call_function" or node not in g.data or len(_consumers(g, node)) != 1:
+        return False
+    if not registry.accepts_bias_add(node):
+        return False
+    operands = [a for a in node.args[:2] if isinstance(a, fx.Node)]
+    return sum(a in g.data for a in operands) == 1
+
+
+def _mark_bias_adds(g: CapturedGraph) -> None:
+    """Find ``affine(x) + c`` with a constant ``c`` that keeps the affine output's shape."""
+    for node in g.nodes:
+        if node.op != "call_function" or not registry.is_bias_add_op(node):
+            continue
+        a, b = node.args[:2]
+        for affine, const in ((a, b), (b, a)):
+            if not isinstance(affine, fx.Node) or not _bias_free_affine(g, affine):
+                continue
+            if isinstance(const, fx.Node) and const in g.data:
+                continue
+            if registry.is_sub(node) and affine is not a:
+                continue  # c - affine(x) negates the weights: leave it to the add rule
+            if _shape(node) != _shape(affine):
+                continue
+            g.bias_add[affine] = node
+            g.bias_source[node] = affine
+            break
+
+
+def _constant_scalar(g: CapturedGraph, value: Any) -> float | None:
+    """The value of a constant one-element argument (a number, a lifted constant tensor or a
+    ``full``/``full_like``/``scalar_tensor`` node), or None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, fx.Node) or value in g.data:
+        return None
+    while value.op == "call_function" and registry.is_identity_move(value.target):
+        value = value.args[0]  # lift_fresh_copy / clone / _to_copy of a constant
+        if not isinstance(value, fx.Node):
+            return _constant_scalar(g, value)
+    if value in g.state_targets:
+        kind, target = g.state_targets[value]
+        tensor = g.program.constants.get(target) if kind == InputKind.CONSTANT_TENSOR else None
+        if isinstance(tensor, torch.Tensor) and tensor.numel() == 1:
+            return float(tensor)
+        return None
+    if value.op == "call_function":
+        name = getattr(getattr(value.target, "overloadpacket", None), "__name__", "")
+        if name in ("full", "full_like", "scalar_tensor") and len(value.args) >= 1:
+            fill = value.args[1] if name != "scalar_tensor" else value.args[0]
+            if isinstance(fill, (int, float)) and not isinstance(fill, bool):
+                return float(fill)
+    return None
+
+
+def _mark_saturation(g: CapturedGraph) -> None:
+    """For affine nodes whose output feeds only an activation, remember its saturation range."""
+    for node in g.nodes:
+        if node.op != "call_function" or not registry.is_affine(node.target):
+            continue
+        current = node
+        while True:
+            users = _consumers(g, current)
+            if len(users) != 1:
+                break
+            user = users[0]
+            if user.op != "call_function":
+                break
+            if (
+                (user.target is operator.getitem and user.args[1] == 0)
+                or registry.is_bijective(user.target)
+                or g.bias_source.get(user) is current
+            ):
+                current = user
+                continue
+            bounds = registry.saturation_bounds(user, lambda a: _constant_scalar(g, a))
+            if bounds is not None:
+                g.saturation[node] = _chained_bounds(g, user, bounds)
+            break
+
+
+def _chained_bounds(g: CapturedGraph, act: fx.Node, bounds: tuple) -> tuple:
+    """Clamp-like ops in a row (``maximum(minimum(y, 1), −1)``) saturate at both bounds."""
+    low, high = bounds
+    current = act
+    while registry.is_clamp_like(current.target):
+        users = _consumers(g, current)
+        if len(users) != 1 or not registry.is_clamp_like(users[0].target):
+            break
+        current = users[0]
+        more = registry.saturation_bounds(current, lambda a: _constant_scalar(g, a))
+        if more is None:
+            break
+        if more[0] is not None:
+            low = more[0] if low is None else max(low, more[0])
+        if more[1] is not None:
+            high = more[1] if high is None else min(high, more[1])
+    return (low, high)
+
+
+def relevant_nodes(g: CapturedGraph, output: fx.Node) -> list[fx.Node]:
+    """Data nodes from which ``output`` can be reached, in topological order."""
+    reach: set[fx.Node] = set()
+    stack = [output]
+    while stack:
+        node = stack.pop()
+        if node in reach or node not in g.data:
+            continue
+        reach.add(node)
+        stack.extend(input_nodes(node))
+    return [n for n in g.nodes if n in reach]
+
+
+def blocking_node(g: CapturedGraph, output: fx.Node) -> fx.Node | None:
+    """Why an output that depends on an input carries no relevance: the first op on a path from
+    a user input to ``output`` whose result is not a relevance-carrying float tensor (a complex
+    FFT, a bucketize into ids, an embedding bag), or None if the output ignores the inputs."""
+    depends: set[fx.Node] = set(g.user_inputs)
+    for node in g.nodes:
+        if node.op == "call_function" and any(i in depends for i in node.all_input_nodes):
+            depends.add(node)
+    ancestors: set[fx.Node] = set()
+    stack = [output]
+    while stack:
+        node = stack.pop()
+        if node in ancestors:
+            continue
+        ancestors.add(node)
+        stack.extend(node.all_input_nodes)
+    cut = [n for n in g.nodes if n.op == "call_function" and n in depends and n in ancestors
+           and n not in g.data]
+    # moves of integer ids (a view before an embedding bag) are not the reason: name the op
+    named = [n for n in cut if not registry.is_movement(n.target)]
+    return (named or cut or [None])[0]
+
+
+def check_rules(g: CapturedGraph, nodes: list[fx.Node]) -> None:
+    """Fail before any computation if an op on the relevance path has no rule."""
+    for node in nodes:
+        if node.op != "call_function" or node.target is operator.getitem:
+            continue
+        if registry.lookup(node.target) is None:
+            raise UnsupportedOperationError(describe_unsupported(node))
+
+
+def describe_unsupported(node: fx.Node, why: str | None = None) -> str:
+    target = node.target
+    if target is torch.ops.higher_order.with_effects:  # side-effecting op wrapped by export
+        target = node.args[1]
+    op = str(target)
+    source = user_source_line(node)
+    module = node.meta.get("nn_module_stack")
+    where = ""
+    if module:
+        path, cls = list(module.values())[-1]
+        cls_name = getattr(cls, "__name__", str(cls)).rsplit(".", 1)[-1]
+        where = f" in module '{path}' ({cls_name})" if path else f" in {cls_name}.forward"
+    what = why or f"no relevance rule for ATen op '{op}'"
+    return (
+        f"{what} (graph node '{node.name}'){where}.\n"
+        f"  source: {source}\n"
+        "  dlbacktrace never passes relevance through an op silently. Register a rule with "
+        f"dlbacktrace.register_rule(torch.ops.{op.rsplit('.', 1)[0]}, rule_fn), or rewrite "
+        "this part of the model with supported ops."
+    )
+
+
+def user_source_line(node: fx.Node) -> str:
+    trace = node.meta.get("stack_trace") or ""
+    lines = [ln.strip() for ln in trace.strip().splitlines() if ln.strip()]
+    # The last 'File ...' frame is the user's own code; the line after it is the statement.
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("File "):
+            code = lines[i + 1] if i + 1 < len(lines) else ""
+            return f"{lines[i]}: {code}" if code else lines[i]
+    return "unknown (no stack trace in the export metadata)"
+
+
+def module_output_nodes(g: CapturedGraph, names: list[str] | None) -> dict[str, fx.Node]:
+    """The node holding each named module's output (last node of its scope used outside it)."""
+    scopes: dict[str, list[fx.Node]] = {}
+    for node in g.nodes:
+        stack = node.meta.get("nn_module_stack") or {}
+        for path, _cls in stack.values():
+            if path:
+                scopes.setdefault(path, []).append(node)
+    if names is not None:
+        unknown = [n for n in names if n not in scopes]
+        if unknown:
+            known = ", ".join(sorted(scopes)[:20])
+            raise KeyError(f"unknown module name(s) {unknown}; known modules include: {known}")
+    result: dict[str, fx.Node] = {}
+    for path, members in scopes.items():
+        if names is not None and path not in names:
+            continue
+        inside = set(members)
+        exits = [n for n in members if any(u not in inside for u in n.users) and n in g.data]
+        if exits:
+            result[path] = exits[-1]
+    return result

@@ -1,0 +1,454 @@
+"""The core DLBacktrace rule for ops affine in their data input (DESIGN.md 2.1).
+
+Efficient form: the contribution matrix ``z_ji = w_ji·x_i`` is never built. With
+``A = f(|x|; |w|)`` and ``S = f(x; w)`` (no bias), ``P = (A+S)/2`` and ``N = (A−S)/2``; per-output
+coefficients ``p_j`` (for positive contributions) and ``n_j`` (for negative ones) are pushed back
+with the op's transpose (its vector–Jacobian product):
+``Σ_j (α_j·max(z_ji,0) + β_j·max(−z_ji,0)) = ½(|x| ⊙ f*_{|w|}(α+β) + x ⊙ f*_w(α−β))``.
+
+Contrast mode (``options.signed``) shares one signed relevance by ``z_ji / (T_j + ε_j)``: where
+no output is saturated that is ``ρ = x ⊙ f*_w(R ⊘ (T + ε))``, one signed transposed op; saturated
+outputs keep their one-sided, non-negative shares (``α``/``β`` above, with ``R`` signed).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+
+from dlbacktrace.engine.errors import RuleError
+from dlbacktrace.engine.rules.base import (
+    Call,
+    Contribution,
+    keep_rows,
+    safe_reciprocal,
+    stabilised,
+    sum_to,
+    total,
+)
+
+
+@dataclass
+class Coefficients:
+    """Per-output shares: relevance per unit of positive (p) / negative (n) contribution."""
+
+    p: torch.Tensor
+    n: torch.Tensor
+    dead: torch.Tensor | None  # outputs absorbed entirely (zero denominator); None: none
+    saturated: bool  # whether p != n anywhere that carries relevance
+
+
+def coefficients(
+    T: torch.Tensor,
+    y: torch.Tensor,
+    A: torch.Tensor,
+    S: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    bounds: tuple[float | None, float | None] | None,
+) -> Coefficients:
+    """Shares of the rule of 2.1, activation-aware when ``bounds`` is given.
+
+    ``A`` is Σ|z| (P+N), ``S`` is Σz (P−N, needed only for saturation), ``y`` the op's output
+    (the pre-activation T_j of the formulas), ``T`` the total relevance per output.
+    """
+    D = A + bias.abs() if bias is not None else A  # A is the caller's fresh Σ|z|
+    hi = lo = None
+    if bounds is not None:
+        low, high = bounds
+        hi = (y > high) if high is not None else None
+        lo = (y < low) if low is not None else None
+        if hi is not None and not bool(torch.where(hi, T, 0).any()):
+            hi = None
+        if lo is not None and not bool(torch.where(lo, T, 0).any()):
+            lo = None
+    if hi is None and lo is None:
+        if bias is not None and bool((bias != 0).all()):  # D ≥ |b| > 0: nothing is dead
+            r = D.reciprocal()
+            return Coefficients(p=r, n=r, dead=None, saturated=False)
+        dead = D == 0
+        r = D.reciprocal().masked_fill_(dead, 0.0)
+        return Coefficients(p=r, n=r, dead=dead, saturated=False)
+    if S is None:
+        raise RuleError("internal: saturation needs the signed forward")
+    P = ((A + S) / 2).clamp_min(0)
+    N = ((A - S) / 2).clamp_min(0)
+    bp = bias.clamp_min(0) if bias is not None else 0.0
+    bn = (-bias).clamp_min(0) if bias is not None else 0.0
+    r = safe_reciprocal(D)
+    p, n, dead = r, r, D == 0
+    if hi is not None:
+        den = P + bp
+        p = torch.where(hi, safe_reciprocal(den), p)
+        n = torch.where(hi, torch.zeros_like(n), n)
+        dead = torch.where(hi, den == 0, dead)
+    if lo is not None:
+        den = N + bn
+        p = torch.where(lo, torch.zeros_like(p), p)
+        n = torch.where(lo, safe_reciprocal(den), n)
+        dead = torch.where(lo, den == 0, dead)
+    return Coefficients(p=p, n=n, dead=dead, saturated=True)
+
+
+def absorbed_by_bias(
+    T: torch.Tensor, c: Coefficients, bias: torch.Tensor | None, Tp: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Relevance that the bias (and dead outputs) take: ``T·(p·b⁺ + n·b⁻)`` plus ``T`` if dead.
+
+    Dead outputs have ``p = n = 0``, so the two parts never overlap. ``Tp`` (= ``T·p``, which
+    the caller needs anyway) saves a pass when the shares are unsaturated.
+    """
+    out = torch.zeros((), dtype=torch.float64, device=T.device)
+    if c.dead is not None and bool(c.dead.any()):
+        out = out + total(torch.where(c.dead, T, 0.0))
+    if bias is not None:
+        if c.saturated:
+            share = c.p * bias.clamp_min(0) + c.n * (-bias).clamp_min(0)
+            out = out + total(T * share)
+        else:
+            weighted = T * c.p if Tp is None else Tp
+            out = out + total(keep_rows(weighted, bias.shape) * bias.abs())
+    return out
+
+
+def _relevance_per_unit(T: torch.Tensor, c: Coefficients, streams: int) -> torch.Tensor | None:
+    """``T·p`` for unsaturated shares (in place over ``p`` when nothing else needs it)."""
+    if c.saturated:
+        return None
+    return c.p.mul_(T) if streams == 1 else T * c.p
+
+
+@dataclass
+class AffineMap:
+    """``y = forward(x, *weights) + bias`` with ``forward`` linear in ``x``.
+
+    ``transpose(g, *weights)`` is the op's transpose (its VJP in ``x``) when a closed form is
+    cheaper than autograd; without it the transpose is taken by autograd.
+    """
+
+    forward: Callable[..., torch.Tensor]
+    weights: list[torch.Tensor]
+    bias: torch.Tensor | None = None
+    transpose: Callable[..., torch.Tensor] | None = None
+    # The map with every weight replaced by its magnitude, on |x| (and its transpose), for
+    # maps whose weights are not parameters (centring: |δ_ik − 1/n|). Without it the map is
+    # run on |x| with ``|w|`` of each weight.
+    abs_forward: Callable[..., torch.Tensor] | None = None
+    abs_transpose: Callable[..., torch.Tensor] | None = None
+
+
+def _autograd_transpose(fn, x: torch.Tensor, weights: list[torch.Tensor]):
+    """Run ``fn`` once with graph recording; return (output, g -> VJP)."""
+    leaf = x.requires_grad_(True)
+    with torch.enable_grad():
+        out = fn(leaf, *weights)
+
+    def transpose(g: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            (gx,) = torch.autograd.grad(out, leaf, g.to(out.dtype), retain_graph=True)
+        return gx
+
+    return out.detach(), transpose
+
+
+def matrix_affine(
+    call: Call, R: torch.Tensor, x: torch.Tensor, amap: AffineMap
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Relevance of the data input ``x`` of an affine map (DESIGN.md 2.1, efficient form).
+
+    Returns ``(rho [S, *x.shape], absorbed)``. One forward on ``|x|, |w|`` and one transposed
+    op per needed stream; the signed transpose only for contrast or saturated outputs.
+    """
+    if call.options.signed:
+        return signed_matrix_affine(call, R, x, amap)
+    streams = R.shape[0]
+    T = R[0]
+    y = call.out
+    bias = amap.bias
+    xd = x.detach()
+    absx = xd.abs()
+    abs_w = [call.abs_of(w) for w in amap.weights]
+    weights = [w.detach() for w in amap.weights]
+    if amap.abs_forward is not None:
+        A = amap.abs_forward(absx)
+        S = y - bias if bias is not None else y
+        t_abs = amap.abs_transpose
+
+        def t_sgn(g):
+            return amap.transpose(g, *weights)
+    elif amap.transpose is not None:
+        A = amap.forward(absx, *abs_w)
+        S = None
+        if call.saturation is not None:
+            S = y - bias if bias is not None else y
+
+        def t_abs(g):
+            return amap.transpose(g, *abs_w)
+
+        def t_sgn(g):
+            return amap.transpose(g, *weights)
+    else:
+        A, t_abs = _autograd_transpose(amap.forward, absx.clone(), abs_w)
+        S, t_sgn = None, None
+        if streams == 2 or call.saturation is not None:
+            S, t_sgn = _autograd_transpose(amap.forward, xd.clone(), weights)
+    c = coefficients(T, y, A, S, bias, call.saturation)
+    Tp = _relevance_per_unit(T, c, streams)
+    absorbed = absorbed_by_bias(T, c, bias, Tp)
+    pushed = t_abs(T * (c.p + c.n) / 2 if c.saturated else Tp)
+    # Closed-form transposes return fresh tensors; autograd may hand back views of its input.
+    closed = amap.transpose is not None or amap.abs_forward is not None
+    rho = [pushed.mul_(absx) if closed else pushed * absx]
+    if c.saturated:
+        rho[0] = rho[0] + xd * t_sgn(T * (c.p - c.n) / 2)
+    if streams == 2:
+        D = R[1]
+        net = xd * t_sgn(D * (c.p + c.n) / 2 if c.saturated else D * c.p)
+        if c.saturated:
+            net = net + absx * t_abs(D * (c.p - c.n) / 2)
+        rho.append(net)
+    return _streams(rho).to(R.dtype), absorbed
+
+
+def _streams(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0].unsqueeze(0) if len(parts) == 1 else torch.stack(parts)
+
+
+def elementwise_affine(
+    call: Call,
+    R: torch.Tensor,
+    terms: list[tuple[fx.Node, torch.Tensor, torch.Size]],
+    bias: torch.Tensor | float | None,
+) -> Contribution:
+    """``y = Σ_k s_k + c`` where each data term ``s_k`` is elementwise in its input.
+
+    ``terms`` are (input node, contribution tensor s_k, input shape); broadcasting is undone
+    by summing each term's relevance back to its input's shape. Covers add/sub of data,
+    adding or multiplying by constants, eval BatchNorm and the affine part of normalisations.
+    """
+    y = call.out
+    if bias is not None and not isinstance(bias, torch.Tensor):
+        bias = torch.full((), float(bias), dtype=y.dtype, device=y.device)
+    if call.options.signed:
+        return signed_elementwise_affine(call, R, terms, bias)
+    T = R[0]
+    shape = y.shape
+    magnitudes = [s.abs() for _, s, _ in terms]
+    A = functools.reduce(torch.add, magnitudes).expand(shape)
+    S = None
+    if call.saturation is not None:
+        S = functools.reduce(torch.add, [s for _, s, _ in terms]).expand(shape)
+    c = coefficients(T, y, A, S, bias, call.saturation)
+    Tp = _relevance_per_unit(T, c, R.shape[0])
+    result = Contribution(absorbed=absorbed_by_bias(T, c, bias, Tp))  # bias broadcasts
+    for (node, s, in_shape), magnitude in zip(terms, magnitudes, strict=True):
+        if c.saturated:
+            pos, neg = s.clamp_min(0), (-s).clamp_min(0)
+            rho = [T * (c.p * pos + c.n * neg)]
+            if R.shape[0] == 2:
+                rho.append(R[1] * (c.p * pos - c.n * neg))
+        else:  # p == n: the shares are |s|/D and s/D
+            in_place = magnitude.shape == Tp.shape and len(terms) > 0
+            rho = [magnitude.mul_(Tp) if in_place else Tp * magnitude]
+            if R.shape[0] == 2:
+                rho.append(R[1] * c.p * s)
+        result.add(node, sum_to(_streams(rho).to(R.dtype), in_shape))
+    return result
+
+
+# ---- contrast mode: signed shares (DESIGN.md 2.1, revised) --------------------------------------
+
+
+@dataclass
+class SignedShares:
+    """Per-output multipliers of the signed rule: ``ρ_i = Σ_j α_j z⁺_ji + β_j z⁻_ji``.
+
+    Unsaturated outputs have ``α = G``, ``β = −G`` with ``G = R/(T + ε_j)`` (so the share is
+    ``G·z``); saturated ones their one-sided non-negative shares. ``absorbed`` is the
+    ledger entry of the node (bias, stabiliser and dead outputs), in float64.
+    """
+
+    G: torch.Tensor  # R/(T+ε), the multiplier of z where no output is saturated
+    alpha: torch.Tensor | None  # None when nothing saturated carries relevance
+    beta: torch.Tensor | None
+    absorbed: torch.Tensor
+
+
+def _saturation_masks(call: Call, y: torch.Tensor, R: torch.Tensor):
+    if call.saturation is None:
+        return None, None
+    low, high = call.saturation
+    carries = R != 0
+    hi = (y > high) & carries if high is not None else None
+    lo = (y < low) & carries if low is not None else None
+    if hi is not None and not bool(hi.any()):
+        hi = None
+    if lo is not None and not bool(lo.any()):
+        lo = None
+    return hi, lo
+
+
+# An output whose contributions cancel to rounding noise (|T| ≤ this × Σ|z|, e.g. ``x − max(x)``
+# at the maximum) has no meaningful signed shares (they would be ±Σ|z|/ε): it is absorbed.
+CANCELLED = 64
+
+
+def signed_shares(
+    call: Call,
+    R: torch.Tensor,
+    y: torch.Tensor,
+    bias: torch.Tensor | None,
+    positive_negative: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    magnitude: torch.Tensor | None = None,
+) -> SignedShares:
+    """Shares of one stream ``R`` (shaped like ``y``, the pre-activation output ``T``).
+
+    ``positive_negative()`` returns ``(P, N)`` and is called only if a saturated output
+    carries relevance (it costs a forward on ``|x|, |w|``). ``magnitude`` (``Σ|z| + |b|``,
+    where it is cheap) lets outputs that cancel to rounding noise be absorbed whole.
+    """
+    eps = call.options.epsilon
+    den = stabilised(y, eps)
+    G = R / den
+    b = bias if bias is not None else torch.zeros((), dtype=y.dtype, device=y.device)
+    cancelled = None
+    if magnitude is not None:
+        cancelled = y.abs() <= CANCELLED * torch.finfo(y.dtype).eps * magnitude
+        cancelled = cancelled & (magnitude > 0)
+        if bool(cancelled.any()):
+            G = torch.where(cancelled, 0.0, G)
+        else:
+            cancelled = None
+    hi, lo = _saturation_masks(call, y, R)
+    if hi is None and lo is None:
+        absorbed_map = G * (b + (den - y))
+        if cancelled is not None:
+            absorbed_map = torch.where(cancelled, R, absorbed_map)
+        return SignedShares(G=G, alpha=None, beta=None, absorbed=total(absorbed_map))
+    P, N = positive_negative()
+    zero = torch.zeros_like(G)
+    alpha, beta = G, -G
+    absorbed_map = G * (b + (den - y))
+    if cancelled is not None:
+        absorbed_map = torch.where(cancelled, R, absorbed_map)
+    for mask, side, bside in ((hi, P, b.clamp_min(0)), (lo, N, (-b).clamp_min(0))):
+        if mask is None:
+            continue
+        d = side + bside
+        share = R * safe_reciprocal(d)
+        if mask is hi:
+            alpha, beta = torch.where(mask, share, alpha), torch.where(mask, zero, beta)
+        else:
+            alpha, beta = torch.where(mask, zero, alpha), torch.where(mask, share, beta)
+        taken = torch.where(d == 0, R, share * bside)  # bias share, or all if nothing to share
+        absorbed_map = torch.where(mask, taken, absorbed_map)
+    return SignedShares(G=G, alpha=alpha, beta=beta, absorbed=total(absorbed_map))
+
+
+def signed_matrix_affine(
+    call: Call, R: torch.Tensor, x: torch.Tensor, amap: AffineMap
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Contrast mode's rule for a matrix-like affine map: ``ρ = x ⊙ f*_w(R ⊘ (T + ε))``.
+
+    One signed transposed op per stream; outputs saturated by the following activation (and
+    carrying relevance) add the ``|x| ⊙ f*_{|w|}`` term of the efficient form.
+    """
+    y = call.out
+    bias = amap.bias
+    xd = x.detach()
+    weights = [w.detach() for w in amap.weights]
+    if amap.transpose is not None:
+
+        def t_sgn(g):
+            return amap.transpose(g, *weights)
+    else:
+        _, t_sgn = _autograd_transpose(amap.forward, xd.clone(), weights)
+
+    magnitudes: dict[str, Any] = {}  # the |x|, |w| map, built once if saturation needs it
+
+    def abs_map() -> dict[str, Any]:
+        if not magnitudes:
+            absx = xd.abs()
+            magnitudes["absx"] = absx
+            if amap.abs_forward is not None:
+                magnitudes["A"] = amap.abs_forward(absx)
+                magnitudes["t"] = amap.abs_transpose
+            elif amap.transpose is not None:
+                abs_w = [call.abs_of(w) for w in amap.weights]
+                magnitudes["A"] = amap.forward(absx, *abs_w)
+                magnitudes["t"] = lambda g: amap.transpose(g, *abs_w)
+            else:
+                abs_w = [call.abs_of(w) for w in amap.weights]
+                magnitudes["A"], magnitudes["t"] = _autograd_transpose(
+                    amap.forward, absx.clone(), abs_w
+                )
+        return magnitudes
+
+    def positive_negative():
+        A = abs_map()["A"]
+        S = y - bias if bias is not None else y
+        return ((A + S) / 2).clamp_min(0), ((A - S) / 2).clamp_min(0)
+
+    streams = []
+    absorbed = torch.zeros((), dtype=torch.float64, device=y.device)
+    for k in range(R.shape[0]):
+        sh = signed_shares(call, R[k], y, bias, positive_negative)
+        if k == 0:
+            absorbed = sh.absorbed
+        if sh.alpha is None:
+            rho = xd * t_sgn(sh.G)
+        else:  # ½(|x| ⊙ f*_{|w|}(α+β) + x ⊙ f*_w(α−β)), G folded into α − β
+            m = abs_map()
+            rho = (m["absx"] * m["t"](sh.alpha + sh.beta) + xd * t_sgn(sh.alpha - sh.beta)) / 2
+        streams.append(rho)
+    return torch.stack(streams).to(R.dtype), absorbed
+
+
+def signed_elementwise_affine(
+    call: Call,
+    R: torch.Tensor,
+    terms: list[tuple[fx.Node, torch.Tensor, torch.Size]],
+    bias: torch.Tensor | None,
+) -> Contribution:
+    """Contrast mode's rule for ``y = Σ_k s_k + c`` (elementwise terms): shares ``s_k/(y+ε)``.
+
+    A single term without a bias (a scale by a constant, a cast) passes relevance unchanged:
+    its share is exactly 1 wherever the output is not zero.
+    """
+    y = call.out
+    shape = y.shape
+    if len(terms) == 1 and bias is None:
+        node, _, in_shape = terms[0]
+        dead = y == 0
+        result = Contribution(absorbed=total(torch.where(dead, R[0], 0.0)))
+        result.add(node, sum_to(torch.where(dead, 0.0, R), in_shape))
+        return result
+
+    def positive_negative():
+        P = functools.reduce(torch.add, [s.clamp_min(0) for _, s, _ in terms]).expand(shape)
+        N = functools.reduce(torch.add, [(-s).clamp_min(0) for _, s, _ in terms]).expand(shape)
+        return P, N
+
+    per_term: list[list[torch.Tensor]] = [[] for _ in terms]
+    absorbed = torch.zeros((), dtype=torch.float64, device=y.device)
+    magnitude = functools.reduce(torch.add, [s.abs() for _, s, _ in terms]).expand(shape)
+    if bias is not None:
+        magnitude = magnitude + bias.abs()
+    for k in range(R.shape[0]):
+        sh = signed_shares(call, R[k], y, bias, positive_negative, magnitude)
+        if k == 0:
+            absorbed = sh.absorbed
+        for t, (_, s, _) in enumerate(terms):
+            if sh.alpha is None:
+                rho = sh.G * s
+            else:
+                rho = sh.alpha * s.clamp_min(0) + sh.beta * (-s).clamp_min(0)
+            per_term[t].append(rho)
+    result = Contribution(absorbed=absorbed)
+    for (node, _, in_shape), parts in zip(terms, per_term, strict=True):
+        result.add(node, sum_to(torch.stack(parts).to(R.dtype), in_shape))
+    return result

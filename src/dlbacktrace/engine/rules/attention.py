@@ -1,0 +1,180 @@
+"""Attention (DESIGN.md 2.2): ``scaled_dot_product_attention`` as one op, and the softmax rule.
+
+The attention probabilities are recomputed exactly as the op computes them — scale, boolean
+or additive mask, causal mask, grouped-query heads — and relevance goes to V by the affine
+rule with A as weights (``attention="value"``), or half of it also through A to Q and K
+(``attention="split"``). In contrast mode the part reaching A passes the softmax by the
+first-order rule ``R_s = s ⊙ (R_A − A ⊙ Σ R_A)`` (:func:`softmax_relevance`), exactly as the
+eager graph (matmul → softmax → matmul) is explained op by op, so both give the same maps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from dlbacktrace.engine.errors import RuleError
+from dlbacktrace.engine.rules.affine import AffineMap, matrix_affine
+from dlbacktrace.engine.rules.base import (
+    Call,
+    Contribution,
+    safe_reciprocal,
+    stabilised,
+    sum_to,
+    total,
+)
+from dlbacktrace.engine.rules.movement import identity
+from dlbacktrace.engine.rules.products import _magnitude_share, signed_share
+
+
+def softmax_relevance(R_A: torch.Tensor, A: torch.Tensor, logits: torch.Tensor, dim: int):
+    """First-order (Taylor) softmax rule per row: ``logits ⊙ (R_A − A ⊙ Σ_k R_A,k)``.
+
+    Positions with ``A == 0`` (masked, or underflowed) get exactly 0. Returns the relevance of
+    the logits and what the rule does not pass on (absorbed, float64).
+    """
+    row = R_A.sum(dim=dim, keepdim=True)
+    R_s = torch.where(A == 0, 0.0, logits * (R_A - A * row)).to(R_A.dtype)
+    return R_s, total(R_A[0]) - total(R_s[0])
+
+
+def softmax(call: Call, R) -> Contribution:
+    """``softmax(x, dim)``: the Taylor rule for attention probabilities in contrast mode.
+
+    Elsewhere (a standalone softmax, default mode) relevance passes unchanged (DESIGN.md 2.3).
+    """
+    if not (call.options.signed and call.node in call.attention_probs):
+        return identity(call, R)
+    x, dim = call.args[0], call.args[1]
+    R_s, absorbed = softmax_relevance(R, call.out, x, dim % x.dim() + 1)
+    result = Contribution(absorbed=absorbed)
+    result.add(call.arg_node(0), R_s)
+    return result
+
+
+def _repeat_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+    if t.dim() < 3 or t.shape[-3] == heads:
+        return t
+    return t.repeat_interleave(heads // t.shape[-3], dim=-3)
+
+
+def _bias(mask, q, k, causal: bool) -> torch.Tensor | None:
+    """Additive score bias of the op (``-inf`` where masked), or None."""
+    L, S = q.shape[-2], k.shape[-2]
+    bias = None
+    if causal:
+        keep = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()
+        bias = torch.zeros(L, S, dtype=q.dtype, device=q.device).masked_fill(~keep, -math.inf)
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            m = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(
+                ~mask, -math.inf
+            )
+        else:
+            m = mask.to(q.dtype)
+        bias = m if bias is None else bias + m
+    return bias
+
+
+def sdpa(call: Call, R) -> Contribution:
+    q, k, v = call.args[:3]
+    mask = call.arg(3, "attn_mask")
+    dropout = call.arg(4, "dropout_p", 0.0)
+    causal = bool(call.arg(5, "is_causal", False))
+    scale = call.arg(6, "scale")
+    if dropout:
+        raise RuleError("scaled_dot_product_attention with dropout_p > 0 is not deterministic")
+    if call.is_data(3):
+        raise RuleError("scaled_dot_product_attention with a data-dependent attn_mask")
+    heads = q.shape[-3] if q.dim() >= 3 else 1
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    bias = _bias(mask, q, k, causal)
+
+    def scores_of(qq, kk):
+        return (qq @ _repeat_heads(kk, heads).transpose(-2, -1)) * scale
+
+    scores = scores_of(q, k)
+    full = scores if bias is None else scores + bias
+    attn = torch.softmax(full, dim=-1)
+    attn = torch.nan_to_num(attn, nan=0.0)  # fully masked rows: the op returns zeros or NaN
+
+    result = Contribution()
+    if call.options.signed and call.options.attention == "split":
+        return _signed_split(call, R, result, q, k, v, attn, scores, full, bias, heads)
+    value_share = R if call.options.attention == "value" else R / 2
+    if call.is_data(2):
+        amap = AffineMap(lambda x, w: w @ _repeat_heads(x, heads), [attn])
+        rho_v, absorbed = matrix_affine(call, value_share, v, amap)
+        result.add(call.arg_node(2), rho_v)
+        result.absorbed = absorbed
+    else:
+        result.absorbed = total(value_share[0])
+    if call.options.attention == "value":
+        return result
+
+    # Split: the other half reaches A (share |A_ts·V_sd|), softmax passes it to the scores,
+    # an additive bias absorbs its magnitude share, and Q·Kᵀ splits it 50/50.
+    vr = _repeat_heads(v, heads).abs()
+    half = R / 2
+    D = attn @ vr
+    rho_attn = attn * ((half * safe_reciprocal(D)) @ vr.transpose(-2, -1))
+    absorbed = total(torch.where(D == 0, half[0], torch.zeros_like(half[0])))
+    if bias is not None:
+        finite_bias = torch.where(torch.isfinite(bias), bias, torch.zeros_like(bias)).abs()
+        share = scores.abs() * safe_reciprocal(scores.abs() + finite_bias)
+        share = torch.where(scores.abs() + finite_bias == 0, torch.zeros_like(share), share)
+        kept = rho_attn * share
+        absorbed = absorbed + total(rho_attn[0] - kept[0])
+        rho_attn = kept
+    # Each operand of Q·Kᵀ takes half of the scores' relevance.
+    outs, dead = _magnitude_share(call, rho_attn / 2, scores_of, q, k, (True, True))
+    result.absorbed = result.absorbed + absorbed + 2 * dead
+    for i, part in ((0, outs[0]), (1, outs[1])):
+        if call.is_data(i):
+            result.add(call.arg_node(i), sum_to(part.to(R.dtype), call.args[i].shape))
+        else:
+            result.absorbed = result.absorbed + total(part[0])
+    return result
+
+
+def _signed_split(call, R, result, q, k, v, attn, scores, full, bias, heads) -> Contribution:
+    """Contrast mode, ``attention="split"``: the same rules as the eager graph, op by op.
+
+    ``O = A·V`` splits each contribution's signed share 50/50 between V and A; A's part passes
+    the softmax rule to the logits ``QKᵀ·scale + mask``; the mask (an additive constant)
+    absorbs its signed share; the scale passes; ``Q·Kᵀ`` splits 50/50 by signed shares.
+    """
+    out = call.out
+    absorbed = torch.zeros((), dtype=torch.float64, device=out.device)
+
+    def av(a, vv):
+        return a @ _repeat_heads(vv, heads)
+
+    (rho_a, rho_v), eps_part = signed_share(call, R / 2, av, attn, v, out)
+    absorbed = absorbed + 2 * eps_part
+    if call.is_data(2):
+        result.add(call.arg_node(2), rho_v.to(R.dtype))
+    else:
+        absorbed = absorbed + total(rho_v[0])
+    R_s, lost = softmax_relevance(rho_a, attn, full, rho_a.dim() - 1)
+    absorbed = absorbed + lost
+    if bias is not None:  # the mask's signed share, as ``add(scores, mask)`` in the eager graph
+        den = stabilised(full, call.options.epsilon)
+        kept = torch.where(attn == 0, 0.0, R_s * (scores / den)).to(R.dtype)
+        absorbed = absorbed + total(R_s[0]) - total(kept[0])
+        R_s = kept
+
+    def qk(qq, kk):
+        return qq @ _repeat_heads(kk, heads).transpose(-2, -1)
+
+    # the scale passes; shares over the unscaled products Q·Kᵀ (as the eager graph's matmul)
+    (rho_q, rho_k), eps_part = signed_share(call, R_s / 2, qk, q, k)
+    absorbed = absorbed + 2 * eps_part
+    for i, part in ((0, rho_q), (1, rho_k)):
+        if call.is_data(i):
+            result.add(call.arg_node(i), sum_to(part.to(R.dtype), call.args[i].shape))
+        else:
+            absorbed = absorbed + total(part[0])
+    result.absorbed = absorbed
+    return result

@@ -1,0 +1,139 @@
+"""Data movement, selection, masking, embeddings and elementwise nonlinearities (DESIGN.md 2.3).
+
+Movement and selection use the exact adjoint of the op's index map (its vector–Jacobian
+product); the most frequent reshapes have direct adjoints to keep the sweep cheap.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dlbacktrace.engine.errors import RuleError
+from dlbacktrace.engine.rules.base import Call, Contribution, sum_to, total, vjp_contribution
+
+
+def _first_input(call: Call, rho: torch.Tensor) -> Contribution:
+    result = Contribution()
+    result.add(call.arg_node(0), rho)
+    return result
+
+
+def reshape_like(call: Call, R) -> Contribution:
+    """view / reshape / squeeze / unsqueeze / flatten: same elements, new shape."""
+    x = call.args[0]
+    return _first_input(call, R.reshape(R.shape[0], *x.shape))
+
+
+def identity(call: Call, R) -> Contribution:
+    """Elementwise ops whose relevance passes unchanged (clone, casts, activations, …)."""
+    x = call.args[0]
+    others = [i for i in range(1, len(call.args)) if call.is_data(i)]
+    if others:
+        raise RuleError(
+            f"{call.node.target} on node '{call.node.name}' has several data operands "
+            f"(arguments 0 and {others}); its identity rule would drop relevance"
+        )
+    if R.shape[1:] != x.shape:
+        return _first_input(call, sum_to(R, x.shape))
+    return _first_input(call, R)
+
+
+def type_as(call: Call, R) -> Contribution:
+    """``type_as(x, other)``: the value is ``x``'s; ``other`` only lends its dtype."""
+    return _first_input(call, R)
+
+
+def dropout(call: Call, R) -> Contribution:
+    train = call.arg(2, "train", False)
+    if train:
+        raise RuleError("dropout in training mode is random; explain the model in eval mode")
+    return identity(call, R)
+
+
+def permute(call: Call, R) -> Contribution:
+    dims = list(call.args[1])
+    ndim = len(dims)
+    inverse = [0] * ndim
+    for i, d in enumerate(dims):
+        inverse[d % ndim] = i
+    return _first_input(call, R.permute(0, *[i + 1 for i in inverse]))
+
+
+def transpose(call: Call, R) -> Contribution:
+    x = call.args[0]
+    if len(call.args) < 3:  # aten.t
+        return _first_input(call, R.transpose(1, 2) if x.dim() == 2 else R)
+    d0, d1 = (d % x.dim() for d in call.args[1:3])
+    return _first_input(call, R.transpose(d0 + 1, d1 + 1))
+
+
+def expand(call: Call, R) -> Contribution:
+    return _first_input(call, sum_to(R, call.args[0].shape))
+
+
+def adjoint(call: Call, R) -> Contribution:
+    """Generic exact adjoint (cat, slice, index, gather, pad, flip, max-pool, topk, …)."""
+    return vjp_contribution(call, R)
+
+
+def embedding(call: Call, R) -> Contribution:
+    """``embedding(weight, ids)``: one relevance value per token position, summed over d."""
+    if call.is_data(0):
+        raise RuleError("embedding with a data-dependent weight matrix is not supported")
+    result = Contribution()
+    result.add(call.arg_node(1), R.sum(dim=-1))
+    return result
+
+
+def where(call: Call, R) -> Contribution:
+    """``where(cond, a, b)``: each element's relevance goes to the branch that was taken."""
+    cond = call.args[0]
+    result = Contribution()
+    absorbed = torch.zeros((), dtype=torch.float64)
+    for i, taken in ((1, cond), (2, ~cond)):
+        share = R * taken
+        value = call.args[i] if i < len(call.args) else None
+        if call.is_data(i):
+            result.add(call.arg_node(i), sum_to(share, value.shape))
+        else:
+            absorbed = absorbed + total(share[0])
+    result.absorbed = absorbed
+    return result
+
+
+def masked_fill(call: Call, R) -> Contribution:
+    """``masked_fill(x, mask, value)``: filled positions' relevance is absorbed."""
+    mask = call.args[1]
+    if call.is_data(2):
+        raise RuleError("masked_fill with a data-dependent fill value is not supported")
+    kept = R * ~mask
+    result = _first_input(call, sum_to(kept, call.args[0].shape))
+    result.absorbed = total((R * mask)[0])
+    return result
+
+
+def clamp_like(call: Call, R) -> Contribution:
+    """``minimum``/``maximum`` (and fmin/fmax): one rule with clamp and hardtanh (DESIGN.md 2.3).
+
+    Against a constant bound the element keeps its relevance wherever its value comes from
+    (identity; the producer's activation awareness sees the bound as a saturation range).
+    Between two data tensors the winner takes all (the op's exact adjoint).
+    """
+    data = [i for i in (0, 1) if call.is_data(i)]
+    if len(data) == 2:
+        return vjp_contribution(call, R)
+    (i,) = data
+    result = Contribution()
+    result.add(call.arg_node(i), sum_to(R, call.args[i].shape))
+    return result
+
+
+def copy(call: Call, R) -> Contribution:
+    """``copy(self, src)``: the result holds ``src``'s values (broadcast) in ``self``'s shape;
+    ``self`` is overwritten and gets nothing, a constant ``src`` absorbs its relevance."""
+    result = Contribution()
+    if call.is_data(1):
+        result.add(call.arg_node(1), sum_to(R, call.args[1].shape))
+    else:
+        result.absorbed = total(R[0])
+    return result

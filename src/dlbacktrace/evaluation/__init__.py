@@ -1,0 +1,1 @@
+"""Baseline methods, faithfulness/stability metrics and the benchmark that compares them."""

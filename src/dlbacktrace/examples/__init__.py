@@ -1,0 +1,1 @@
+"""Bundled real models and data: the model zoo, datasets and the demo."""

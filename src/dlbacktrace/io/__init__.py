@@ -1,0 +1,1 @@
+"""Reading inputs (one InputKind per modality) and loading models without pickle."""

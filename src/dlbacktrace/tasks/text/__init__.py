@@ -1,0 +1,42 @@
+"""Text and language models: classification and generation explained token by token.
+
+- :func:`explain_text`: per-token (and per-word) relevance for classifiers over text;
+- :func:`explain_generation`: generate, then explain every generated token with respect to all
+  tokens before it (one batched pass over the whole sequence);
+- :func:`explain_continuation`: the same for a given answer (teacher forcing).
+
+Needs ``transformers``-style tokenizers (``pip install dlbacktrace[text]``).
+"""
+
+from dlbacktrace.tasks.text.checks import (
+    ContextLengthError,
+    EmptyInputError,
+    NotALanguageModelError,
+    PaddingError,
+    TokenizerMismatchError,
+)
+from dlbacktrace.tasks.text.classify import TextExplanation, explain_text
+from dlbacktrace.tasks.text.generation import (
+    GenerationExplanation,
+    explain_continuation,
+    explain_generation,
+)
+from dlbacktrace.tasks.text.runner import clear_cache
+from dlbacktrace.tasks.text.tokens import TokenRelevance, TokenTable, WordRelevance
+
+__all__ = [
+    "ContextLengthError",
+    "EmptyInputError",
+    "GenerationExplanation",
+    "NotALanguageModelError",
+    "PaddingError",
+    "TextExplanation",
+    "TokenRelevance",
+    "TokenTable",
+    "TokenizerMismatchError",
+    "WordRelevance",
+    "clear_cache",
+    "explain_continuation",
+    "explain_generation",
+    "explain_text",
+]

@@ -1,0 +1,100 @@
+"""Driving the engine for text models: cached captures, length buckets, fixed batch sizes.
+
+``torch.export`` captures one graph per input signature (shapes and dtypes), which costs
+seconds for a transformer. The text helpers therefore keep the :class:`Backtrace` of the last
+few models (a small bounded cache, :func:`clear_cache` empties it), right-pad sequences to a
+multiple of ``bucket`` tokens with ``attention_mask`` 0, and explain in batches of a fixed size,
+so that repeated calls on texts of similar length reuse one capture.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import OrderedDict
+from typing import Any
+
+import torch
+
+from dlbacktrace.engine.backtrace import Backtrace
+
+__all__ = [
+    "backtrace_for",
+    "batch_sizes",
+    "bucket_length",
+    "clear_cache",
+    "forward_accepts",
+    "model_options",
+    "pad_right",
+]
+
+_CACHE_SIZE = 2
+_BACKTRACES: OrderedDict[int, Backtrace] = OrderedDict()
+
+
+def clear_cache() -> None:
+    """Forget the cached captures (and the references they hold to models)."""
+    _BACKTRACES.clear()
+
+
+def backtrace_for(model: torch.nn.Module, backtrace: Backtrace | None = None) -> Backtrace:
+    """The given ``backtrace``, or the cached one for ``model`` (created on first use)."""
+    if backtrace is not None:
+        if backtrace.model is not model:
+            raise ValueError("backtrace= wraps a different model than the one given")
+        return backtrace
+    key = id(model)
+    found = _BACKTRACES.get(key)
+    if found is not None and found.model is model:
+        _BACKTRACES.move_to_end(key)
+        return found
+    # Language models: big weights, short inputs. Recomputing |w| per call costs little next to
+    # a sweep, while caching it would add most of the weights' size to resident memory.
+    bt = Backtrace(model, cache_abs_weights=False)
+    _BACKTRACES[key] = bt
+    while len(_BACKTRACES) > _CACHE_SIZE:
+        _BACKTRACES.popitem(last=False)
+    return bt
+
+
+def bucket_length(n: int, bucket: int, limit: int | None = None) -> int:
+    """``n`` rounded up to a multiple of ``bucket``, but never beyond ``limit``."""
+    if bucket < 1:
+        raise ValueError(f"bucket must be a positive number of tokens, got {bucket}")
+    length = -(-n // bucket) * bucket
+    return min(length, limit) if limit is not None and n <= limit else length
+
+
+def pad_right(
+    ids: torch.Tensor, mask: torch.Tensor, length: int, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad ``[B, T]`` ids and mask to ``length`` (pad id, mask 0)."""
+    extra = length - ids.shape[1]
+    if extra <= 0:
+        return ids, mask
+    ids = torch.nn.functional.pad(ids, (0, extra), value=pad_id)
+    mask = torch.nn.functional.pad(mask, (0, extra), value=0)
+    return ids, mask
+
+
+def forward_accepts(model: torch.nn.Module, name: str) -> bool:
+    """Whether ``model.forward`` takes the keyword ``name`` by name (not only via **kwargs)."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params
+
+
+def batch_sizes(n: int, batch_size: int) -> list[int]:
+    """Chunk sizes for ``n`` rows: full chunks of ``batch_size``; the last rounded up to a power
+    of two (at most ``batch_size``), so a handful of batch shapes cover every ``n``."""
+    sizes = [batch_size] * (n // batch_size)
+    rest = n % batch_size
+    if rest:
+        sizes.append(min(batch_size, 1 << (rest - 1).bit_length()))
+    return sizes
+
+
+def model_options(model: torch.nn.Module) -> dict[str, Any]:
+    """Non-tensor keyword arguments the model needs to be exportable (no KV cache object)."""
+    return {"use_cache": False} if forward_accepts(model, "use_cache") else {}

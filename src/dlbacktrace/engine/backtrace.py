@@ -24,6 +24,7 @@ from dlbacktrace.engine.errors import (
 from dlbacktrace.engine.explanation import Explanation
 from dlbacktrace.engine.record import needed_values, needs_upcast, record
 from dlbacktrace.engine.rules.base import AbsCache, RuleOptions, default_epsilon
+from dlbacktrace.engine.state import inference_state
 from dlbacktrace.engine.sweep import sweep
 from dlbacktrace.engine.targets import Target, make_seed
 
@@ -40,22 +41,6 @@ DEFAULT_NORM = {"default": "identity", "contrast": "centre"}
 # The rule set this library computes; audit records carry it (a change of rules means a
 # recorded explanation cannot re-verify bit for bit).
 RULE_SET = "2"
-
-
-@contextlib.contextmanager
-def _inference_state(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode for the duration; every module's flag and every requires_grad restored."""
-    training = {m: m.training for m in model.modules()}
-    grads = {p: p.requires_grad for p in model.parameters()}
-    try:
-        model.eval()
-        yield
-    finally:
-        for module, flag in training.items():
-            module.training = flag
-        for param, flag in grads.items():
-            if param.requires_grad != flag:
-                param.requires_grad_(flag)
 
 
 @contextlib.contextmanager
@@ -211,7 +196,7 @@ class Backtrace:
         """The captured graph for these inputs (exported on first use, then cached)."""
         args = tuple(_as_tensor(a) for a in args)
         kwargs = {k: _as_tensor(v) for k, v in kwargs.items()}
-        with _inference_state(self.model):
+        with inference_state(self.model):
             return self._captured(args, kwargs)
 
     def _captured(self, args: tuple, kwargs: dict) -> CapturedGraph:
@@ -271,7 +256,7 @@ class Backtrace:
             self._check_attention(attention)
         args = tuple(_as_tensor(a) for a in inputs)
         kwargs = {k: _as_tensor(v) for k, v in model_kwargs.items()}
-        with _inference_state(self.model):
+        with inference_state(self.model):
             g = self._captured(args, kwargs)
             given = self._flat_inputs(g, args, kwargs)
             flat = [_fresh(v, n) for v, n in zip(given, g.user_inputs, strict=True)]

@@ -1,4 +1,9 @@
-"""Seeded randomness that leaves the caller's random streams as they were.
+"""State the library borrows from the caller and gives back: eval mode and random streams.
+
+``inference_state`` puts a model in eval mode and restores every module's training flag and
+every parameter's ``requires_grad`` afterwards.
+
+``seeded`` gives seeded randomness that leaves the caller's random streams as they were.
 
 ``torch.manual_seed`` also seeds every CUDA device (lazily, if CUDA is not yet initialised),
 while ``fork_rng`` restores only the devices it is given: seeding with it inside ``fork_rng``
@@ -12,6 +17,28 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
+
+
+@contextlib.contextmanager
+def inference_state(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode for the duration; every module's flag and every requires_grad restored.
+
+    Parameters
+    ----------
+    model:
+        The module to put in eval mode; nothing else about it is changed.
+    """
+    training = {m: m.training for m in model.modules()}
+    grads = {p: p.requires_grad for p in model.parameters()}
+    try:
+        model.eval()
+        yield
+    finally:
+        for module, flag in training.items():
+            module.training = flag
+        for param, flag in grads.items():
+            if param.requires_grad != flag:
+                param.requires_grad_(flag)
 
 
 @contextlib.contextmanager
@@ -29,4 +56,4 @@ def seeded(seed: int, device: torch.device | str | None = None) -> Iterator[None
         yield
 
 
-__all__ = ["seeded"]
+__all__ = ["inference_state", "seeded"]

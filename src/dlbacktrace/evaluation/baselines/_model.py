@@ -8,8 +8,7 @@ the per-token score is the sum over the hidden dimension.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,18 +38,6 @@ def logits_of(out: Any) -> torch.Tensor:
     if out.dim() == 1:
         out = out[:, None]
     return out
-
-
-@contextlib.contextmanager
-def eval_state(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the duration; every module's training flag restored afterwards."""
-    flags = {m: m.training for m in model.modules()}
-    try:
-        model.eval()
-        yield
-    finally:
-        for module, flag in flags.items():
-            module.training = flag
 
 
 def find_embedding(model: nn.Module) -> nn.Module:

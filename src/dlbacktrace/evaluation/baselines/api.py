@@ -18,12 +18,12 @@ from torch import nn
 
 from dlbacktrace.engine.backtrace import Backtrace
 from dlbacktrace.engine.explanation import Explanation
+from dlbacktrace.engine.state import inference_state
 from dlbacktrace.evaluation.baselines import captum_methods as cm
 from dlbacktrace.evaluation.baselines._model import (
     TOKEN_KEY,
     MethodError,
     Prepared,
-    eval_state,
     prepare,
     resolve_target,
 )
@@ -150,7 +150,7 @@ def explain(
             model, inputs, "contrast" if method == "dlb-contrast" else "default", target, options
         )
     model_kwargs = options.pop("model_kwargs", {}) or {}
-    with eval_state(model):
+    with inference_state(model):
         prep = prepare(model, inputs, **model_kwargs)
         tgt = resolve_target(prep, target)
         attr, signed = BASELINES[method](prep, tgt, **options)

@@ -26,9 +26,9 @@ from typing import Any
 
 import torch
 
-from dlbacktrace.engine.backtrace import MODES, Backtrace, _inference_state
+from dlbacktrace.engine.backtrace import MODES, Backtrace
 from dlbacktrace.engine.errors import InputError
-from dlbacktrace.engine.state import seeded
+from dlbacktrace.engine.state import inference_state, seeded
 from dlbacktrace.tasks.text.checks import (
     EmptyInputError,
     PaddingError,
@@ -386,7 +386,7 @@ def explain_generation(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     sequences = []
     for ids, text in encoded:  # generation is sequential per token anyway; one prompt at a time
-        with _inference_state(model), torch.no_grad(), seeded(seed, device):  # streams restored
+        with inference_state(model), torch.no_grad(), seeded(seed, device):  # streams restored
             out = model.generate(
                 input_ids=ids[None].to(device),
                 attention_mask=torch.ones(1, ids.numel(), dtype=torch.long, device=device),

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dlbacktrace.engine.state import seeded
+from dlbacktrace.examples.training import train_classifier
 
 __all__ = ["DigitsCNN", "load_digits_split", "run_demo", "train_digits_cnn"]
 
@@ -95,24 +95,12 @@ def train_digits_cnn(
     two cores; the first optimizer in a process also imports ``torch._dynamo`` (a one-off cost
     that ``torch.export`` pays anyway). Returns the model in eval mode.
 
-    ``seeded`` saves and restores the global CPU RNG, so seeding the weight initialisation here
-    does not change the user's random stream; shuffling uses its own generator.
+    The loop is :func:`~dlbacktrace.examples.training.train_classifier`: the caller's random
+    streams are left as they were.
     """
-    with seeded(seed):
-        model = DigitsCNN()
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(y_train), generator=generator)
-        for start in range(0, len(perm), batch_size):
-            idx = perm[start : start + batch_size]
-            optimizer.zero_grad()
-            loss = loss_fn(model(x_train[idx]), y_train[idx])
-            loss.backward()
-            optimizer.step()
-    return model.eval()
+    return train_classifier(
+        DigitsCNN, x_train, y_train, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr
+    )
 
 
 def _pick_examples(y_test: torch.Tensor, n_examples: int) -> list[int]:

@@ -24,6 +24,7 @@ from torch import nn
 
 from dlbacktrace.engine.errors import InputError
 from dlbacktrace.engine.state import seeded
+from dlbacktrace.examples.training import train_classifier
 
 __all__ = [
     "SentenceClassifier",
@@ -207,17 +208,7 @@ def train_tabular_mlp(
     xt = torch.as_tensor(np.asarray(x), dtype=torch.float32)
     yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
     classes = int(n_classes if n_classes is not None else int(yt.max()) + 1)
-    with seeded(seed):
-        model = TabularMLP(xt.shape[1], classes, hidden)
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(yt), generator=generator)
-        for start in range(0, len(perm), batch_size):
-            idx = perm[start : start + batch_size]
-            optimizer.zero_grad()
-            loss_fn(model(xt[idx]), yt[idx]).backward()
-            optimizer.step()
-    return model.eval()
+    return train_classifier(
+        lambda: TabularMLP(xt.shape[1], classes, hidden), xt, yt, seed=seed, epochs=epochs,
+        batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+    )

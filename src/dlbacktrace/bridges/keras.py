@@ -17,7 +17,6 @@ same layout, named after the model's inputs.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlbacktrace.engine.backtrace import Backtrace
+from dlbacktrace.bridges.base import Bridge, BridgedBacktrace
 from dlbacktrace.engine.errors import DLBacktraceError, InputError
 from dlbacktrace.engine.explanation import Explanation
 
@@ -106,12 +105,80 @@ def _model_inputs(model: Any) -> list[Any]:
         return []
 
 
-class KerasBacktrace:
+class KerasBridge(Bridge):
+    """A Keras 3 model as a torch module; inputs as an array, a list or a dict by input name."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        specs = _model_inputs(model)
+        self.input_names = [_input_name(t, i) for i, t in enumerate(specs)] or ["input"]
+        self.input_shapes = [tuple(t.shape) for t in specs] or [None]
+        self.input_dtypes = [str(t.dtype) for t in specs] or ["float32"]
+        self.module = KerasModule(model)
+
+    def _device(self) -> torch.device:
+        for weight in self.model.weights:
+            return weight.value.device
+        return torch.device("cpu")
+
+    def adapt(self, inputs: tuple[Any, ...]) -> tuple[torch.Tensor, ...]:
+        """One argument: an array/tensor, a list in ``model.inputs`` order, or a dict by name."""
+        names = self.input_names
+        inputs = inputs[0] if len(inputs) == 1 else list(inputs)
+        n = len(names)
+        if isinstance(inputs, Mapping):
+            unknown = set(inputs) - set(names)
+            if unknown or len(inputs) != n:
+                raise InputError(f"inputs by name must be exactly {names}, got "
+                                 f"{sorted(inputs)}")
+            values = [inputs[name] for name in names]
+        elif isinstance(inputs, (list, tuple)) and n > 1:
+            values = list(inputs)
+        else:
+            values = [inputs]
+        if len(values) != n:
+            raise InputError(f"the model takes {n} inputs {names}, got {len(values)}")
+        device = self._device()
+        return tuple(
+            _input_tensor(value, name, shape, dtype, device)
+            for value, name, shape, dtype in zip(values, names, self.input_shapes,
+                                                 self.input_dtypes, strict=True)
+        )
+
+
+def _input_tensor(value: Any, name: str, shape: tuple | None, dtype: str,
+                  device: torch.device) -> torch.Tensor:
+    tdtype = getattr(torch, dtype, torch.float32)
+    if isinstance(value, torch.Tensor):
+        t = value.to(device=device, dtype=tdtype)
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(value, dtype=dtype), device=device)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"input {name!r} is not numeric: {exc}") from exc
+    if shape is not None and (len(shape) != t.dim() or any(
+            d is not None and d != s for d, s in zip(shape, t.shape, strict=True))):
+        raise InputError(
+            f"input {name!r} has shape {tuple(t.shape)}; the model expects {shape} "
+            "(None = any size). Keras models take channels-last (NHWC) images."
+        )
+    return t
+
+
+class KerasBacktrace(BridgedBacktrace):
     """Explain a Keras 3 model; captured once per input signature and reused across calls.
 
-    ``model_or_path``: a ``keras.Model`` or a path to a ``.keras`` / legacy ``.h5`` file.
     The captured graph reads the Keras variables on every call, so later weight updates
     (``variable.assign``) are seen without recapturing.
+
+    Parameters
+    ----------
+    model_or_path:
+        A ``keras.Model`` or a path to a ``.keras`` / legacy ``.h5`` file.
+    mode:
+        ``"default"`` or ``"contrast"``.
+    **backtrace_kwargs:
+        Further :class:`~dlbacktrace.Backtrace` options.
     """
 
     def __init__(self, model_or_path: Any, mode: str = "default",
@@ -126,75 +193,28 @@ class KerasBacktrace:
                 f"expected a keras.Model or a path to a .keras/.h5 file, got "
                 f"{type(model_or_path).__name__}"
             )
+        bridge = KerasBridge(model)
+        super().__init__(bridge, mode=mode, **backtrace_kwargs)
         self.model = model
-        specs = _model_inputs(model)
-        self.input_names = [_input_name(t, i) for i, t in enumerate(specs)] or ["input"]
-        self.input_shapes = [tuple(t.shape) for t in specs] or [None]
-        self.input_dtypes = [str(t.dtype) for t in specs] or ["float32"]
-        self.module = KerasModule(model)
-        self.backtrace = Backtrace(self.module, mode=mode, **backtrace_kwargs)
-
-    def _device(self) -> torch.device:
-        for weight in self.model.weights:
-            return weight.value.device
-        return torch.device("cpu")
-
-    def _inputs(self, inputs: Any) -> tuple[torch.Tensor, ...]:
-        n = len(self.input_names)
-        if isinstance(inputs, Mapping):
-            unknown = set(inputs) - set(self.input_names)
-            if unknown or len(inputs) != n:
-                raise InputError(f"inputs by name must be exactly {self.input_names}, got "
-                                 f"{sorted(inputs)}")
-            values = [inputs[name] for name in self.input_names]
-        elif isinstance(inputs, (list, tuple)) and n > 1:
-            values = list(inputs)
-        else:
-            values = [inputs]
-        if len(values) != n:
-            raise InputError(f"the model takes {n} inputs {self.input_names}, got {len(values)}")
-        device = self._device()
-        out = []
-        for value, name, shape, dtype in zip(values, self.input_names, self.input_shapes,
-                                             self.input_dtypes, strict=True):
-            tdtype = getattr(torch, dtype, torch.float32)
-            if isinstance(value, torch.Tensor):
-                t = value.to(device=device, dtype=tdtype)
-            else:
-                try:
-                    t = torch.as_tensor(np.asarray(value, dtype=dtype), device=device)
-                except (TypeError, ValueError) as exc:
-                    raise InputError(f"input {name!r} is not numeric: {exc}") from exc
-            if shape is not None and (len(shape) != t.dim() or any(
-                    d is not None and d != s for d, s in zip(shape, t.shape, strict=True))):
-                raise InputError(
-                    f"input {name!r} has shape {tuple(t.shape)}; the model expects {shape} "
-                    "(None = any size). Keras models take channels-last (NHWC) images."
-                )
-            out.append(t)
-        return tuple(out)
+        self.input_shapes = bridge.input_shapes
+        self.input_dtypes = bridge.input_dtypes
 
     def predict(self, inputs: Any) -> Any:
         """The torch module's output (the same numbers as ``model.predict``)."""
-        with torch.no_grad():
-            return self.module(*self._inputs(inputs))
+        return super().predict(inputs)
 
     def explain(self, inputs: Any, **kwargs: Any) -> Explanation:
-        """Explain the model for ``inputs``: an array/tensor, a list in ``model.inputs`` order,
-        or a dict by input name. Keywords are those of ``Backtrace.explain`` (``target``,
-        ``mode``, ``seed``, ``output``, ...). Relevance has each input's (channels-last) shape.
+        """Explain the model for ``inputs``.
+
+        Parameters
+        ----------
+        inputs:
+            An array/tensor, a list in ``model.inputs`` order, or a dict by input name.
+        **kwargs:
+            Keywords of ``Backtrace.explain`` (``target``, ``mode``, ``seed``, ``output``, ...).
+            Relevance has each input's (channels-last) shape.
         """
-        exp = self.backtrace.explain(*self._inputs(inputs), **kwargs)
-        if len(exp.input_names) != len(self.input_names):
-            return exp
-        rename = dict(zip(exp.input_names, self.input_names, strict=True))
-        return dataclasses.replace(
-            exp,
-            input_names=list(self.input_names),
-            total_by_name={rename[k]: v for k, v in exp.total_by_name.items()},
-            net_by_name=None if exp.net_by_name is None else {
-                rename[k]: v for k, v in exp.net_by_name.items()},
-        )
+        return super().explain(inputs, **kwargs)
 
 
 def _input_name(tensor: Any, index: int) -> str:
@@ -209,6 +229,7 @@ def explain_keras(model_or_path: Any, inputs: Any, mode: str = "default",
 
 
 __all__: Sequence[str] = [
-    "KerasBackendError", "KerasBacktrace", "KerasModelError", "KerasModule", "explain_keras",
+    "KerasBackendError", "KerasBacktrace", "KerasBridge", "KerasModelError", "KerasModule",
+    "explain_keras",
     "load_keras",
 ]

@@ -10,7 +10,6 @@ and node. ``outputs=`` prunes the graph to the outputs you explain, which drops 
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlbacktrace.engine.backtrace import Backtrace
+from dlbacktrace.bridges.base import Bridge, BridgedBacktrace
 from dlbacktrace.engine.errors import CaptureError, InputError, UnsupportedOperationError
 from dlbacktrace.engine.explanation import Explanation
 
@@ -205,37 +204,31 @@ def _shape_fits(dims: list, shape: tuple) -> bool:
         dims, shape, strict=True))
 
 
-class OnnxBacktrace:
-    """Explain an ONNX model: converted once, captured once per input signature, reused.
+class OnnxBridge(Bridge):
+    """An ONNX graph converted by onnx2torch; inputs in graph order or a dict by input name."""
 
-    Inputs are NumPy arrays or tensors in the ONNX graph's input order (or a dict by ONNX input
-    name); NumPy inputs are cast to the dtype the graph declares. The explanation's inputs
-    carry the ONNX input names.
-    """
-
-    def __init__(self, source: OnnxSource, outputs: Sequence[str] | None = None,
-                 mode: str = "default", **backtrace_kwargs: Any) -> None:
-        proto = read_onnx(source, outputs)
+    def __init__(self, proto: Any) -> None:
         self.module = _convert(proto)
-        io = _io_spec(proto)
-        self.input_spec: list[tuple[str, Any, list]] = io["inputs"]
-        self.output_names: list[str] = io["outputs"]
+        spec = _io_spec(proto)
+        self.input_spec: list[tuple[str, Any, list]] = spec["inputs"]
+        self.output_names: list[str] = spec["outputs"]
+        self.input_names = [name for name, _, _ in self.input_spec]
         # submodule name -> ONNX node, to name the operator when a rule is missing
         self._nodes = {name: _node_by_name(proto, name) for name, _ in self.module.named_children()}
-        self.backtrace = Backtrace(self.module, mode=mode, **backtrace_kwargs)
 
-    def _inputs(self, inputs: tuple) -> tuple[torch.Tensor, ...]:
+    def adapt(self, inputs: tuple[Any, ...]) -> tuple[torch.Tensor, ...]:
+        """NumPy inputs are cast to the dtype the graph declares; shapes are checked."""
         spec = self.input_spec
         if len(inputs) == 1 and isinstance(inputs[0], dict):
             given = inputs[0]
-            unknown = set(given) - {name for name, _, _ in spec}
+            unknown = set(given) - set(self.input_names)
             if unknown:
                 raise InputError(f"unknown ONNX inputs {sorted(unknown)}; the model has "
-                                 f"{[name for name, _, _ in spec]}")
-            inputs = tuple(given.get(name) for name, _, _ in spec)
+                                 f"{self.input_names}")
+            inputs = tuple(given.get(name) for name in self.input_names)
         if len(inputs) != len(spec) or any(x is None for x in inputs):
             raise InputError(f"the ONNX model takes {len(spec)} input(s) "
-                             f"{[name for name, _, _ in spec]}, got {len(inputs)}")
+                             f"{self.input_names}, got {len(inputs)}")
         out = []
         for x, (name, np_dtype, dims) in zip(inputs, spec, strict=True):
             dtype = torch.from_numpy(np.zeros(0, np_dtype)).dtype
@@ -248,42 +241,8 @@ class OnnxBacktrace:
             out.append(t)
         return tuple(out)
 
-    def _output_index(self, output: str | int | None) -> int | None:
-        if isinstance(output, str):
-            if output not in self.output_names:
-                raise InputError(f"output {output!r} not in {self.output_names}")
-            return self.output_names.index(output)
-        return output
-
-    def predict(self, *inputs: Any) -> Any:
-        """The converted model's outputs (for checking it against onnxruntime)."""
-        with torch.no_grad():
-            return self.module(*self._inputs(inputs))
-
-    def explain(self, *inputs: Any, output: str | int | None = None, **kwargs: Any
-                ) -> Explanation:
-        """Explain one output (an ONNX output name or index; default the first)."""
-        xs = self._inputs(inputs)
-        index = self._output_index(output)
-        if len(self.output_names) == 1:
-            index = None  # the converted module returns a bare tensor
-        try:
-            exp = self.backtrace.explain(*xs, output=index, **kwargs)
-        except UnsupportedOperationError as exc:
-            raise self._translate(exc) from exc
-        names = [name for name, _, _ in self.input_spec]
-        if len(names) != len(exp.input_names):
-            return exp
-        rename = dict(zip(exp.input_names, names, strict=True))
-        return dataclasses.replace(
-            exp,
-            input_names=names,
-            total_by_name={rename[k]: v for k, v in exp.total_by_name.items()},
-            net_by_name=None if exp.net_by_name is None else {
-                rename[k]: v for k, v in exp.net_by_name.items()},
-        )
-
-    def _translate(self, exc: UnsupportedOperationError) -> UnsupportedOnnxOperatorError:
+    def translate(self, exc: UnsupportedOperationError) -> UnsupportedOnnxOperatorError:
+        """Name the ONNX operator behind the ATen op that has no rule."""
         text = str(exc)
         match = re.search(r"in module '([^']+)'", text)
         node = self._nodes.get(match.group(1)) if match else None
@@ -293,6 +252,58 @@ class OnnxBacktrace:
             f"ONNX operator {node} has no relevance rule in dlbacktrace:\n{text}",
             operators=[node.split(" ", 1)[0]],
         )
+
+
+class OnnxBacktrace(BridgedBacktrace):
+    """Explain an ONNX model: converted once, captured once per input signature, reused.
+
+    Inputs are NumPy arrays or tensors in the ONNX graph's input order (or a dict by ONNX input
+    name); NumPy inputs are cast to the dtype the graph declares. The explanation's inputs
+    carry the ONNX input names.
+
+    Parameters
+    ----------
+    source:
+        A path to an ``.onnx`` file or a ``ModelProto``.
+    outputs:
+        ONNX output names to keep (the graph is pruned to them first).
+    mode:
+        ``"default"`` or ``"contrast"``.
+    **backtrace_kwargs:
+        Further :class:`~dlbacktrace.Backtrace` options.
+    """
+
+    def __init__(self, source: OnnxSource, outputs: Sequence[str] | None = None,
+                 mode: str = "default", **backtrace_kwargs: Any) -> None:
+        bridge = OnnxBridge(read_onnx(source, outputs))
+        super().__init__(bridge, mode=mode, **backtrace_kwargs)
+        self.input_spec = bridge.input_spec
+        self.output_names = bridge.output_names
+
+    def _output_index(self, output: str | int | None) -> int | None:
+        if isinstance(output, str):
+            if output not in self.output_names:
+                raise InputError(f"output {output!r} not in {self.output_names}")
+            return self.output_names.index(output)
+        return output
+
+    def explain(self, *inputs: Any, output: str | int | None = None, **kwargs: Any
+                ) -> Explanation:
+        """Explain one output.
+
+        Parameters
+        ----------
+        *inputs:
+            Arrays/tensors in graph input order, or one dict by ONNX input name.
+        output:
+            An ONNX output name or index (default: the first).
+        **kwargs:
+            Keywords of ``Backtrace.explain`` (``target``, ``seed``, ``scale``, ...).
+        """
+        index = self._output_index(output)
+        if len(self.output_names) == 1:
+            index = None  # the converted module returns a bare tensor
+        return super().explain(*inputs, output=index, **kwargs)
 
 
 def explain_onnx(source: OnnxSource, *inputs: Any, outputs: Sequence[str] | None = None,

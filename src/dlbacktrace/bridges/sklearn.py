@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dlbacktrace.engine.backtrace import Backtrace
+from dlbacktrace.bridges.base import Bridge, BridgedBacktrace
 from dlbacktrace.engine.errors import InputError
 from dlbacktrace.engine.explanation import Explanation
 from dlbacktrace.engine.targets import Target
@@ -129,10 +129,39 @@ def _as_input(X: Any, n_features: int, dtype: torch.dtype) -> torch.Tensor:
     return x
 
 
+class SklearnBridge(Bridge):
+    """A fitted MLP (or scaler Pipeline + MLP) as :func:`mlp_to_torch`; rows as arrays,
+    DataFrames or tensors."""
+
+    def __init__(self, estimator: Any, dtype: torch.dtype | None = None) -> None:
+        self.module = mlp_to_torch(estimator, dtype)
+        first = next(m for m in self.module if isinstance(m, nn.Linear))
+        self.n_features = first.in_features
+        self.dtype = first.weight.dtype
+
+    def adapt(self, inputs: tuple[Any, ...]) -> tuple[torch.Tensor, ...]:
+        """One argument ``X``: rows × features (a single row is promoted to a batch of one)."""
+        if len(inputs) != 1:
+            raise InputError(f"a scikit-learn MLP takes one input X, got {len(inputs)}")
+        return (_as_input(inputs[0], self.n_features, self.dtype),)
+
+
 def mlp_backtrace(estimator: Any, mode: str = "default", dtype: torch.dtype | None = None,
-                  **kwargs: Any) -> Backtrace:
-    """A reusable ``Backtrace`` over :func:`mlp_to_torch` (captures once per input shape)."""
-    return Backtrace(mlp_to_torch(estimator, dtype), mode=mode, **kwargs)
+                  **kwargs: Any) -> BridgedBacktrace:
+    """A reusable explainer over :func:`mlp_to_torch` (captures once per input shape).
+
+    Parameters
+    ----------
+    estimator:
+        A fitted ``MLPClassifier``/``MLPRegressor`` or a Pipeline of scalers and one.
+    mode:
+        ``"default"`` or ``"contrast"``.
+    dtype:
+        The module's dtype (default: float64, the estimator's own precision).
+    **kwargs:
+        Further :class:`~dlbacktrace.Backtrace` options.
+    """
+    return BridgedBacktrace(SklearnBridge(estimator, dtype), mode=mode, **kwargs)
 
 
 def explain_mlp(
@@ -150,8 +179,4 @@ def explain_mlp(
     ``"negative"`` ``classes_[0]``); for a regressor it is the output unit. The relevance is
     for the logits and is shaped like ``X`` (rows × features).
     """
-    module = mlp_to_torch(estimator, dtype)
-    first = next(m for m in module if isinstance(m, nn.Linear))
-    n_features = first.in_features
-    x = _as_input(X, n_features, first.weight.dtype)
-    return Backtrace(module, mode=mode).explain(x, target=target, **kwargs)
+    return mlp_backtrace(estimator, mode=mode, dtype=dtype).explain(X, target=target, **kwargs)

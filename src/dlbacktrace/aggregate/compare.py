@@ -142,8 +142,8 @@ def compare(
     names: tuple[str, str] = ("a", "b"),
 ) -> Comparison:
     """Compare the feature importance of two aggregates over the same features and classes."""
-    name, ma = a._moments(input)
-    _, mb = b._moments(name)
+    name, ma = a.moments(input)
+    _, mb = b.moments(name)
     if ma.sums["sum"].shape != mb.sums["sum"].shape:
         raise AggregateError(
             f"the aggregates have different features: {ma.sums['sum'].shape[1:]} vs "

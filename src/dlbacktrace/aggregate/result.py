@@ -106,7 +106,16 @@ class GlobalExplanation:
         self.rows += other.rows
 
     # ---- derived views ------------------------------------------------------------------------
-    def _moments(self, name: str | None, layer: bool = False) -> tuple[str, ClassMoments]:
+    def moments(self, name: str | None = None, layer: bool = False) -> tuple[str, ClassMoments]:
+        """The per-class running moments of one input (or layer) and its resolved name.
+
+        Parameters
+        ----------
+        name:
+            The input (or layer) name; may be left out when there is only one.
+        layer:
+            Look ``name`` up among the layer statistics instead of the inputs.
+        """
         table = self.layers if layer else self.inputs
         if not table:
             kind = "layer" if layer else "input"
@@ -130,7 +139,7 @@ class GlobalExplanation:
     def class_maps(self, input: str | None = None, stat: str = "sum") -> np.ndarray:
         """Mean relevance per class, shaped ``[n_classes, *input_shape]`` (``stat='sumabs'``:
         mean |relevance|; contrast mode also ``'pos'``/``'neg'``)."""
-        return self._moments(input)[1].mean(stat)
+        return self.moments(input)[1].mean(stat)
 
     def channel_means(self, input: str | None = None) -> np.ndarray:
         """Mean per-row relevance of each channel (dim 1 of the input), ``[n_classes, C]``."""
@@ -141,16 +150,16 @@ class GlobalExplanation:
 
     def importance(self, input: str | None = None, per_class: bool = False) -> np.ndarray:
         """Mean |relevance| per feature (flattened): overall ``[F]`` or ``[n_classes, F]``."""
-        m = self._moments(input)[1].mean("sumabs", per_class=per_class)
+        m = self.moments(input)[1].mean("sumabs", per_class=per_class)
         return m.reshape(m.shape[0], -1) if per_class else m.reshape(-1)
 
     def feature_labels(self, input: str | None = None) -> list[str]:
-        name, moments = self._moments(input)
+        name, moments = self.moments(input)
         return _feature_labels(moments.sums["sum"].shape[1:], self.feature_names.get(name))
 
     def quantiles(self, q: Any, input: str | None = None) -> np.ndarray:
         """Quantiles of per-row relevance per feature, from the row sample: ``[len(q), F]``."""
-        name, _ = self._moments(input)
+        name, _ = self.moments(input)
         if self.sample is None or f"rel:{name}" not in self.sample.values:
             raise AggregateError("no row sample was kept for this input (sample_size=0 or "
                                  "not a [rows, features] input)")

@@ -39,7 +39,7 @@ def plot_feature_importance(
     ``cls`` restricts to rows explained as that class. In contrast mode each bar is split into
     mean positive evidence (red, right) and mean negative evidence (blue, left).
     """
-    name, m = g._moments(input)
+    name, m = g.moments(input)
     labels = g.feature_labels(name)
     per_class = cls is not None
     pick = (lambda a: a[cls]) if per_class else (lambda a: a)
@@ -68,7 +68,7 @@ def plot_feature_importance(
 def plot_beeswarm(g: GlobalExplanation, input: str | None = None, n: int = 15) -> Figure:
     """Per-row relevance of the ``n`` most important features (rows from the kept sample),
     coloured by the feature's value (low = blue, high = red), like a SHAP summary plot."""
-    name, _ = g._moments(input)
+    name, _ = g.moments(input)
     if g.sample is None or f"rel:{name}" not in g.sample.values:
         raise InputError("no row sample was kept for this input (aggregate with sample_size>0 "
                          "on [rows, features] data)")

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from dlbacktrace.aggregate.result import AggregateError, GlobalExplanation, _pandas
+from dlbacktrace.aggregate.result import AggregateError, GlobalExplanation, require_pandas
 from dlbacktrace.aggregate.stats import ClassMoments
 
 
@@ -31,7 +31,7 @@ def _abs_stats(m: ClassMoments, per_class: bool) -> tuple[np.ndarray, np.ndarray
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman's rank correlation (average ranks for ties)."""
-    pd = _pandas()
+    pd = require_pandas()
     ra = pd.Series(a).rank().to_numpy()
     rb = pd.Series(b).rank().to_numpy()
     if ra.std() == 0 or rb.std() == 0:
@@ -68,7 +68,7 @@ class Comparison:
 
     def table(self) -> Any:
         """One row per feature, sorted by change (biggest loss first)."""
-        pd = _pandas()
+        pd = require_pandas()
         with np.errstate(invalid="ignore", divide="ignore"):
             frame = pd.DataFrame({
                 "feature": self.labels,
@@ -83,7 +83,7 @@ class Comparison:
 
     def class_table(self) -> Any:
         """Per-class shifts: one row per (class, feature)."""
-        pd = _pandas()
+        pd = require_pandas()
         k, f = self.class_a.shape
         with np.errstate(invalid="ignore", divide="ignore"):
             return pd.DataFrame({

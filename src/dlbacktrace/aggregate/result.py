@@ -29,7 +29,8 @@ class AggregateError(InputError):
     """Aggregation input or state is inconsistent (mismatched checkpoint, shapes, classes)."""
 
 
-def _pandas() -> Any:
+def require_pandas() -> Any:
+    """The pandas module, or an ImportError naming the extra that installs it."""
     try:
         import pandas as pd
     except ImportError as exc:  # pragma: no cover - pandas is in the 'global' extra
@@ -167,7 +168,7 @@ class GlobalExplanation:
 
     # ---- export -------------------------------------------------------------------------------
     def _moments_frame(self, table: dict[str, ClassMoments], kind: str, units: bool) -> Any:
-        pd = _pandas()
+        pd = require_pandas()
         frames = []
         for name, m in table.items():
             labels = (
@@ -192,7 +193,7 @@ class GlobalExplanation:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def _keyed_frame(self, stats: KeyedStats | None, level: str, min_count: int) -> Any:
-        pd = _pandas()
+        pd = require_pandas()
         if stats is None or self.text_spec is None:
             raise AggregateError("this aggregate has no text statistics (pass tokenizer=)")
         spec = self.text_spec

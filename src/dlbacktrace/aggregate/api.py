@@ -24,7 +24,18 @@ BACKENDS = ("local", "ray")
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
-    """SHA-256 over parameter/buffer names, shapes and bytes: a resume must use the same model."""
+    """SHA-256 over parameter/buffer names, shapes and bytes: a resume must use the same model.
+
+    Parameters
+    ----------
+    model:
+        The module whose named parameters and buffers (names, shapes, dtypes, raw bytes) are
+        hashed.
+
+    Returns
+    -------
+    The hex digest.
+    """
     digest = hashlib.sha256()
     for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
@@ -63,19 +74,61 @@ def aggregate(
 ) -> GlobalExplanation:
     """Explain every row of ``data`` with ``model`` and keep per-class relevance statistics.
 
-    ``data``: a DataLoader, an iterable of batches (tensors, ``(x, y)`` tuples or mappings of
-    keyword inputs), a NumPy array, a tensor or a DataFrame (with ``labels=`` an array or a
-    label column name). ``target``: None (each row's predicted class), ``"label"`` (its true
-    class), a class index, or ``"positive"``/``"negative"`` for a single-logit model; rows are
-    grouped by the class explained. ``layers``: module names whose units (channels for conv
-    outputs, last dim otherwise; override with ``layer_units={name: rule}``) are
-    aggregated too (``"heads:N"``: one unit per attention head, ``"total"``: one per module,
-    e.g. per expert). ``tokenizer``: turns on per-token and per-word statistics of ``input_ids``.
-    ``checkpoint``: a ``.npz`` path saved atomically every ``checkpoint_every`` batches; if it
-    exists, finished batches are skipped (resume). ``backend="ray"`` explains batches on
-    ``num_workers`` Ray actors (a local Ray unless ``address`` names a cluster); the result is
-    the same as the local one. Extra keyword arguments go to ``Backtrace.explain``.
-    ``model`` may be a ``Backtrace``: its capture cache is reused (locally).
+    Rows are grouped by the class explained. The result is the same for either backend.
+
+    Parameters
+    ----------
+    model:
+        The model, or a ``Backtrace`` (its capture cache is then reused, locally).
+    data:
+        A DataLoader, an iterable of batches (tensors, ``(x, y)`` tuples or mappings of keyword
+        inputs), a NumPy array, a tensor or a DataFrame.
+    target:
+        None (each row's predicted class), ``"label"`` (its true class), a class index, or
+        ``"positive"``/``"negative"`` for a single-logit model.
+    mode:
+        ``"default"`` or ``"contrast"``.
+    labels:
+        For array or DataFrame data: an array of labels, or a label column name of the
+        DataFrame. Iterables carry their own labels.
+    batch_size:
+        Rows per batch for array data (default 256).
+    feature_names:
+        Names of the features of the one ``[rows, features]`` input (a DataFrame's columns by
+        default).
+    class_names:
+        One name per class of the model.
+    layers:
+        Module names whose units (channels for conv-like outputs, last dim otherwise) are
+        aggregated too.
+    layer_units:
+        ``{name: rule}`` overriding the unit rule of a layer: ``"channel"``, ``"last"``,
+        ``"heads:N"`` (one unit per attention head) or ``"total"`` (one per module, e.g. per
+        expert).
+    tokenizer:
+        A Hugging Face tokenizer; turns on per-token and per-word statistics of ``input_ids``.
+    sample_size:
+        Rows kept in the fixed-size sample of per-row values, for quantiles and beeswarm plots
+        (default 1024; 0 keeps none).
+    backend:
+        ``"local"`` or ``"ray"``.
+    num_workers:
+        Ray workers explaining batches at once (``backend="ray"`` only).
+    address:
+        The Ray cluster to connect to; a local Ray is started when None and none is running.
+    checkpoint:
+        A ``.npz`` path saved atomically every ``checkpoint_every`` batches; if it exists,
+        finished batches are skipped (resume).
+    checkpoint_every:
+        Batches between checkpoints (default 10).
+    progress:
+        Show a progress bar (needs ``rich``).
+    **explain_kwargs:
+        Passed on to ``Backtrace.explain``.
+
+    Returns
+    -------
+    The :class:`GlobalExplanation` over all rows.
     """
     bt = model if isinstance(model, Backtrace) else Backtrace(model)
     model = bt.model

@@ -22,7 +22,23 @@ from dlbacktrace.engine.backtrace import Backtrace
 def local_partials(
     bt: Backtrace, source: DataSource, start: int, spec: AggSpec
 ) -> Iterator[GlobalExplanation]:
-    """Explain the batches one after another in this process."""
+    """Explain the batches one after another in this process.
+
+    Parameters
+    ----------
+    bt:
+        The ``Backtrace`` that explains each batch.
+    source:
+        Where the batches come from.
+    start:
+        The first batch to explain; earlier ones are skipped (resume).
+    spec:
+        What to aggregate (mode, target, layers, text, ...).
+
+    Returns
+    -------
+    An iterator of partial aggregates, one per batch, in batch order.
+    """
     for batch in source.batches(start):
         yield explain_batch(bt, batch, spec)
 
@@ -77,6 +93,27 @@ def ray_partials(
     fingerprint), so captures are reused across batches and calls. The driver reads the batches
     and keeps at most ``num_workers`` of them (and as many finished partials) at once. A local
     Ray is started (and stopped afterwards) when none is running and no ``address`` is given.
+
+    Parameters
+    ----------
+    model:
+        The model; its class must be importable on the workers.
+    model_key:
+        The model's fingerprint, keying each worker's cached ``Backtrace``.
+    source:
+        Where the batches come from (read by the driver).
+    start:
+        The first batch to explain; earlier ones are skipped (resume).
+    spec:
+        What to aggregate; sent to the object store once.
+    num_workers:
+        Batches explained at once (at least 1; also the CPUs of a local Ray).
+    address:
+        The Ray cluster to connect to when Ray is not already initialised.
+
+    Returns
+    -------
+    An iterator of partial aggregates, one per batch, in batch order.
     """
     if num_workers < 1:
         raise ValueError(f"num_workers must be at least 1, got {num_workers}")

@@ -30,7 +30,17 @@ def _abs_stats(m: ClassMoments, per_class: bool) -> tuple[np.ndarray, np.ndarray
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation (average ranks for ties)."""
+    """Spearman's rank correlation (average ranks for ties).
+
+    Parameters
+    ----------
+    a, b:
+        Two vectors of the same length.
+
+    Returns
+    -------
+    The correlation, or NaN when either vector is constant.
+    """
     pd = require_pandas()
     ra = pd.Series(a).rank().to_numpy()
     rb = pd.Series(b).rank().to_numpy()
@@ -41,7 +51,27 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 @dataclass
 class Comparison:
-    """What changed from ``a`` to ``b``: per-feature (and per-class) importance shifts."""
+    """What changed from ``a`` to ``b``: per-feature (and per-class) importance shifts.
+
+    Built by :func:`compare`; importance is the mean |relevance| per feature.
+
+    Parameters
+    ----------
+    labels:
+        Feature names, ``F`` of them.
+    class_names:
+        Class names, ``K`` of them.
+    name_a, name_b:
+        What to call the two aggregates in tables and the summary.
+    importance_a, importance_b:
+        ``[F]`` importance over all rows.
+    stderr:
+        ``[F]`` standard error of the change.
+    class_a, class_b:
+        ``[K, F]`` per-class importance (NaN where a class has no rows).
+    class_stderr:
+        ``[K, F]`` standard error of the per-class change.
+    """
 
     labels: list[str]
     class_names: list[str]
@@ -56,13 +86,16 @@ class Comparison:
 
     @property
     def change(self) -> np.ndarray:
+        """``[F]`` importance of ``b`` minus importance of ``a``."""
         return self.importance_b - self.importance_a
 
     @property
     def rank_correlation(self) -> float:
+        """Spearman's correlation of the two importance vectors."""
         return spearman(self.importance_a, self.importance_b)
 
     def class_rank_correlation(self) -> dict[str, float]:
+        """Spearman's correlation of the two importance vectors of each class, by class name."""
         return {c: spearman(self.class_a[k], self.class_b[k])
                 for k, c in enumerate(self.class_names)}
 
@@ -96,16 +129,40 @@ class Comparison:
             })
 
     def lost(self, n: int = 5) -> list[str]:
-        """Features that lost the most importance (largest drop first)."""
+        """Features that lost the most importance (largest drop first).
+
+        Parameters
+        ----------
+        n:
+            At most this many features (default 5); only those whose importance dropped.
+        """
         order = np.argsort(self.change, kind="stable")
         return [self.labels[i] for i in order[:n] if self.change[i] < 0]
 
     def gained(self, n: int = 5) -> list[str]:
+        """Features that gained the most importance (largest gain first).
+
+        Parameters
+        ----------
+        n:
+            At most this many features (default 5); only those whose importance rose.
+        """
         order = np.argsort(-self.change, kind="stable")
         return [self.labels[i] for i in order[:n] if self.change[i] > 0]
 
     def summary(self, n: int = 3) -> str:
-        """A plain-language account of the biggest changes."""
+        """A plain-language account of the biggest changes.
+
+        Parameters
+        ----------
+        n:
+            Features listed as lost and as gained, each (default 3).
+
+        Returns
+        -------
+        Lines of text: rank agreement, the biggest losses and gains (within or beyond noise)
+        and each class's largest shift.
+        """
         rho = self.rank_correlation
         agree = ("almost the same" if rho > 0.9 else "similar" if rho > 0.7
                  else "partly different" if rho > 0.4 else "very different")
@@ -141,7 +198,21 @@ def compare(
     input: str | None = None,
     names: tuple[str, str] = ("a", "b"),
 ) -> Comparison:
-    """Compare the feature importance of two aggregates over the same features and classes."""
+    """Compare the feature importance of two aggregates over the same features and classes.
+
+    Parameters
+    ----------
+    a, b:
+        The aggregates before and after (same features, same feature names).
+    input:
+        The input to compare, for aggregates of several inputs (None: the only one).
+    names:
+        What to call ``a`` and ``b`` in tables and the summary.
+
+    Returns
+    -------
+    A :class:`Comparison`; raises ``AggregateError`` when the features differ.
+    """
     name, ma = a.moments(input)
     _, mb = b.moments(name)
     if ma.sums["sum"].shape != mb.sums["sum"].shape:

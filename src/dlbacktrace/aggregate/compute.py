@@ -25,7 +25,29 @@ _CHANNEL_MODULES = ("Conv", "BatchNorm", "InstanceNorm", "GroupNorm", "Pool", "U
 
 @dataclass
 class AggSpec:
-    """Everything a worker needs besides the model and the batch (plain, picklable data)."""
+    """Everything a worker needs besides the model and the batch (plain, picklable data).
+
+    Parameters
+    ----------
+    mode:
+        ``"default"`` or ``"contrast"``.
+    target:
+        None (predicted class), ``"label"``, a class index, or ``"positive"``/``"negative"``.
+    layers:
+        Module names whose relevance is aggregated too.
+    layer_units:
+        ``{module name: rule}`` for :func:`reduce_units` (layers not named use ``"last"``).
+    sample_size:
+        Rows kept in the per-row sample (0: none).
+    text:
+        The tokenizer description for per-token and per-word statistics, if any.
+    text_input:
+        The input holding the token ids (default ``"input_ids"``).
+    pad_to:
+        Pad short (last) batches to this many rows, so they reuse the capture.
+    explain_kwargs:
+        Further keywords of ``Backtrace.explain``.
+    """
 
     mode: str = "default"
     target: Any = None  # None (predicted class), "label", an int, or "positive"/"negative"
@@ -39,7 +61,19 @@ class AggSpec:
 
 
 def layer_unit_rule(model: torch.nn.Module, name: str) -> str:
-    """How a module's output reduces to units: channels for conv-like modules, last dim else."""
+    """How a module's output reduces to units: channels for conv-like modules, last dim else.
+
+    Parameters
+    ----------
+    model:
+        The model holding the module.
+    name:
+        The module's name in ``model`` (raises ``AggregateError`` if there is none).
+
+    Returns
+    -------
+    ``"channel"`` or ``"last"``.
+    """
     try:
         module = model.get_submodule(name)
     except AttributeError as exc:
@@ -55,6 +89,13 @@ def reduce_units(relevance: torch.Tensor, rule: str) -> torch.Tensor:
     channel (dim 1; spatial dims summed; also used for any ``[B, C, H, W]`` output);
     ``"heads:H"``: the last dim split into ``H`` equal heads, one unit per head; ``"total"``:
     one unit, the module's whole relevance (e.g. one expert of a mixture-of-experts).
+
+    Parameters
+    ----------
+    relevance:
+        ``[B, ...]`` relevance of a module's output.
+    rule:
+        ``"last"``, ``"channel"``, ``"heads:H"`` or ``"total"``.
     """
     if rule == "total":
         return relevance.flatten(1).sum(1, keepdim=True)
@@ -72,13 +113,34 @@ def reduce_units(relevance: torch.Tensor, rule: str) -> torch.Tensor:
 
 
 def n_classes_of(output: torch.Tensor) -> int:
+    """The number of classes of a model output: its last dim, or 1 for a single logit.
+
+    Parameters
+    ----------
+    output:
+        The model output, ``[B, K]`` (or ``[B]``/``[B, 1]`` for one logit).
+    """
     if output.dim() >= 2 and output.shape[-1] > 1:
         return int(output.shape[-1])
     return 1
 
 
 def explain_batch(bt: Backtrace, batch: Batch, spec: AggSpec) -> GlobalExplanation:
-    """Explain one batch in one call and reduce it to a partial aggregate."""
+    """Explain one batch in one call and reduce it to a partial aggregate.
+
+    Parameters
+    ----------
+    bt:
+        The ``Backtrace`` that explains the batch.
+    batch:
+        The batch (inputs, labels and its global row offset).
+    spec:
+        What to aggregate.
+
+    Returns
+    -------
+    A :class:`GlobalExplanation` of this batch alone, to be merged with the others.
+    """
     target = spec.target
     if target == "label":
         if batch.labels is None:

@@ -17,7 +17,17 @@ STAT_FIELDS = ("sum", "sumabs", "sumsq")
 
 @dataclass
 class KeyedStats:
-    """``keys [M, P]`` (int64, -1 padded); ``count [M, K]``; float64 sums ``[M, K]`` per field."""
+    """``keys [M, P]`` (int64, -1 padded); ``count [M, K]``; float64 sums ``[M, K]`` per field.
+
+    Parameters
+    ----------
+    keys:
+        ``[M, P]`` int64 keys, sorted and unique, padded with -1.
+    count:
+        ``[M, K]`` int64 observations per key and class.
+    sums:
+        ``{"sum", "sumabs", "sumsq"}`` -> ``[M, K]`` float64 sums per key and class.
+    """
 
     keys: np.ndarray
     count: np.ndarray
@@ -25,6 +35,15 @@ class KeyedStats:
 
     @classmethod
     def empty(cls, width: int, n_classes: int) -> KeyedStats:
+        """A table with no keys.
+
+        Parameters
+        ----------
+        width:
+            Key width ``P``.
+        n_classes:
+            Number of classes ``K``.
+        """
         return cls(
             np.zeros((0, width), np.int64),
             np.zeros((0, n_classes), np.int64),
@@ -35,7 +54,19 @@ class KeyedStats:
     def from_values(
         cls, keys: np.ndarray, classes: np.ndarray, values: np.ndarray, n_classes: int
     ) -> KeyedStats:
-        """One observation per row of ``keys`` ([N, P]) with its class and relevance value."""
+        """One observation per row of ``keys`` ([N, P]) with its class and relevance value.
+
+        Parameters
+        ----------
+        keys:
+            ``[N, P]`` integer keys, one per observation.
+        classes:
+            ``[N]`` class index of each observation.
+        values:
+            ``[N]`` relevance of each observation.
+        n_classes:
+            Number of classes ``K``.
+        """
         values = np.asarray(values, np.float64)
         ones = np.ones(len(values), np.int64)
         return cls._reduce(
@@ -67,7 +98,13 @@ class KeyedStats:
         )
 
     def merge(self, other: KeyedStats) -> None:
-        """Add ``other`` into ``self`` (in place); keys stay sorted and unique."""
+        """Add ``other`` into ``self`` (in place); keys stay sorted and unique.
+
+        Parameters
+        ----------
+        other:
+            Statistics of the same key width and classes.
+        """
         if other.keys.shape[1] != self.keys.shape[1]:
             raise ValueError("cannot merge keyed statistics of different key widths")
         n_classes = self.count.shape[1]

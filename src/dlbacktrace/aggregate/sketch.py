@@ -21,7 +21,17 @@ _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def row_hash(rows: np.ndarray) -> np.ndarray:
-    """splitmix64 of each row number: a fixed, well-mixed 64-bit hash (vectorised)."""
+    """splitmix64 of each row number: a fixed, well-mixed 64-bit hash (vectorised).
+
+    Parameters
+    ----------
+    rows:
+        Global row numbers (any integer array).
+
+    Returns
+    -------
+    A uint64 array of the same shape.
+    """
     z = rows.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
     with np.errstate(over="ignore"):
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -31,7 +41,19 @@ def row_hash(rows: np.ndarray) -> np.ndarray:
 
 @dataclass
 class RowSample:
-    """Up to ``k`` sampled rows: their row numbers, class and named per-row arrays."""
+    """Up to ``k`` sampled rows: their row numbers, class and named per-row arrays.
+
+    Parameters
+    ----------
+    k:
+        The most rows kept.
+    rows:
+        ``[m]`` int64 global row numbers.
+    classes:
+        ``[m]`` int64 class of each row.
+    values:
+        Named per-row arrays, each ``[m, ...]``.
+    """
 
     k: int
     rows: np.ndarray  # [m] int64 global row numbers
@@ -42,6 +64,19 @@ class RowSample:
     def from_batch(
         cls, k: int, rows: np.ndarray, classes: np.ndarray, values: dict[str, np.ndarray]
     ) -> RowSample:
+        """The sample of one batch: its ``k`` rows of smallest hash.
+
+        Parameters
+        ----------
+        k:
+            The most rows kept.
+        rows:
+            Global row numbers of the batch's rows.
+        classes:
+            Class of each row.
+        values:
+            Named per-row arrays (first dim: rows).
+        """
         sample = cls(k, np.asarray(rows, np.int64), np.asarray(classes, np.int64), values)
         return sample._keep_smallest()
 
@@ -54,7 +89,13 @@ class RowSample:
         return self
 
     def merge(self, other: RowSample) -> None:
-        """Union with ``other`` and keep the ``k`` smallest hashes (in place)."""
+        """Union with ``other`` and keep the ``k`` smallest hashes (in place).
+
+        Parameters
+        ----------
+        other:
+            A sample with the same named arrays.
+        """
         self.rows = np.concatenate([self.rows, other.rows])
         self.classes = np.concatenate([self.classes, other.classes])
         self.values = {n: np.concatenate([v, other.values[n]]) for n, v in self.values.items()}

@@ -24,7 +24,21 @@ LABEL_KEYS = ("labels", "label")
 
 @dataclass
 class Batch:
-    """One batch: its number, the global number of its first row, inputs and labels."""
+    """One batch: its number, the global number of its first row, inputs and labels.
+
+    Parameters
+    ----------
+    index:
+        The batch number (from 0).
+    offset:
+        The global number of the batch's first row.
+    args:
+        Positional model inputs.
+    kwargs:
+        Keyword model inputs.
+    labels:
+        ``[B]`` int64 labels, if the data has them.
+    """
 
     index: int
     offset: int
@@ -34,13 +48,32 @@ class Batch:
 
     @property
     def size(self) -> int:
+        """Rows in the batch (first dim of the first input)."""
         first = self.args[0] if self.args else next(iter(self.kwargs.values()))
         return int(first.shape[0])
 
 
 @dataclass
 class DataSource:
-    """A re-iterable description of the data; ``batches(start)`` yields from batch ``start``."""
+    """A re-iterable description of the data; ``batches(start)`` yields from batch ``start``.
+
+    Parameters
+    ----------
+    data:
+        A DataLoader or iterable of batches, a NumPy array, a tensor or a pandas DataFrame
+        (numeric columns; converted to a float64 array).
+    batch_size:
+        Rows per batch for array data (positive).
+    labels:
+        For array data: one label per row; for a DataFrame also a label column name (the
+        column is then dropped from the features). Not allowed for iterables.
+    dtype:
+        Floating-point inputs are cast to it.
+    feature_names:
+        Feature names (default: a DataFrame's columns).
+    device:
+        The model's device: batches are moved there.
+    """
 
     data: Any
     batch_size: int
@@ -92,10 +125,12 @@ class DataSource:
 
     @property
     def is_array(self) -> bool:
+        """Whether the data is an array or tensor (sliced) rather than an iterable (drawn)."""
         return isinstance(self.data, (np.ndarray, torch.Tensor))
 
     @property
     def n_batches(self) -> int | None:
+        """The number of batches, or None for an iterable without a length."""
         if self.is_array:
             return -(-len(self.data) // self.batch_size)
         try:
@@ -114,7 +149,14 @@ class DataSource:
         return value
 
     def batches(self, start: int = 0) -> Iterator[Batch]:
-        """Batches numbered from 0; those before ``start`` are skipped without explaining."""
+        """Batches numbered from 0; those before ``start`` are skipped without explaining.
+
+        Parameters
+        ----------
+        start:
+            The first batch to yield (arrays are sliced from there; iterables are drawn and
+            the earlier batches discarded).
+        """
         if self.is_array:
             n, bs = len(self.data), self.batch_size
             for index in range(start, self.n_batches or 0):

@@ -21,13 +21,33 @@ CONTRAST_FIELDS = ("pos", "neg")
 
 @dataclass
 class ClassMoments:
-    """Per-class sums of one relevance group; arrays are ``[n_classes, *shape]`` float64."""
+    """Per-class sums of one relevance group; arrays are ``[n_classes, *shape]`` float64.
+
+    Parameters
+    ----------
+    count:
+        ``[K]`` int64 rows per class.
+    sums:
+        ``"sum"``, ``"sumsq"``, ``"sumabs"`` (and in contrast mode ``"pos"``, ``"neg"``) ->
+        ``[K, *shape]`` float64 sums.
+    """
 
     count: np.ndarray  # [K] int64: rows per class
     sums: dict[str, np.ndarray]
 
     @classmethod
     def empty(cls, n_classes: int, shape: tuple[int, ...], contrast: bool) -> ClassMoments:
+        """All-zero statistics.
+
+        Parameters
+        ----------
+        n_classes:
+            Number of classes ``K``.
+        shape:
+            The shape of one row's relevance.
+        contrast:
+            Also keep the sums of the positive and negative halves.
+        """
         names = FIELDS + (CONTRAST_FIELDS if contrast else ())
         return cls(
             np.zeros(n_classes, dtype=np.int64),
@@ -43,7 +63,19 @@ class ClassMoments:
         positive: torch.Tensor | None = None,
         negative: torch.Tensor | None = None,
     ) -> ClassMoments:
-        """Partial sums of one batch: ``relevance`` is ``[B, *shape]``, ``classes`` is ``[B]``."""
+        """Partial sums of one batch: ``relevance`` is ``[B, *shape]``, ``classes`` is ``[B]``.
+
+        Parameters
+        ----------
+        relevance:
+            ``[B, *shape]`` relevance (the net map in contrast mode).
+        classes:
+            ``[B]`` class of each row, in ``0..n_classes - 1``.
+        n_classes:
+            Number of classes ``K``.
+        positive, negative:
+            ``[B, *shape]`` positive and negative halves (contrast mode); both or neither.
+        """
         rel = _float64(relevance)
         idx = classes.detach().cpu().numpy().astype(np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= n_classes):
@@ -70,7 +102,13 @@ class ClassMoments:
         return cls(count, sums)
 
     def merge(self, other: ClassMoments) -> None:
-        """Add ``other`` into ``self`` (in place)."""
+        """Add ``other`` into ``self`` (in place).
+
+        Parameters
+        ----------
+        other:
+            Statistics of the same classes, mode and shape.
+        """
         if set(self.sums) != set(other.sums) or self.count.shape != other.count.shape:
             raise InputError("cannot merge statistics of different classes or modes")
         for name, arr in self.sums.items():
@@ -85,6 +123,7 @@ class ClassMoments:
     # ---- derived ------------------------------------------------------------------------------
     @property
     def contrast(self) -> bool:
+        """Whether the positive and negative halves are kept (contrast mode)."""
         return "pos" in self.sums
 
     def _n(self, per_class: bool) -> np.ndarray:
@@ -96,13 +135,28 @@ class ClassMoments:
         return arr if per_class else arr.sum(axis=0)
 
     def mean(self, name: str = "sum", per_class: bool = True) -> np.ndarray:
-        """Mean of a summed field per row (NaN for a class with no rows)."""
+        """Mean of a summed field per row (NaN for a class with no rows).
+
+        Parameters
+        ----------
+        name:
+            The field: ``"sum"`` (mean relevance), ``"sumabs"``, ``"sumsq"``, ``"pos"`` or
+            ``"neg"``.
+        per_class:
+            ``[K, *shape]`` per class if true, else ``[*shape]`` over all rows.
+        """
         n = self._n(per_class)
         with np.errstate(invalid="ignore", divide="ignore"):
             return self._total(name, per_class) / n
 
     def std(self, per_class: bool = True) -> np.ndarray:
-        """Sample standard deviation of the relevance (NaN below two rows)."""
+        """Sample standard deviation of the relevance (NaN below two rows).
+
+        Parameters
+        ----------
+        per_class:
+            ``[K, *shape]`` per class if true, else ``[*shape]`` over all rows.
+        """
         n = self._n(per_class)
         s, ss = self._total("sum", per_class), self._total("sumsq", per_class)
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -24,7 +24,19 @@ _START_MARKS = ("Ġ", "▁")
 
 @dataclass
 class TextSpec:
-    """What the aggregation needs to know about a tokenizer (plain data; ships to workers)."""
+    """What the aggregation needs to know about a tokenizer (plain data; ships to workers).
+
+    Parameters
+    ----------
+    tokens:
+        The token string of each id (``""`` for ids not in the vocabulary).
+    skip_ids:
+        Special and padding token ids, left out of the statistics.
+    word_start:
+        ``[V]`` bool: whether each id starts a word.
+    continuation_prefix:
+        ``"##"`` for WordPiece, ``""`` otherwise.
+    """
 
     tokens: list[str]
     skip_ids: list[int]
@@ -33,6 +45,13 @@ class TextSpec:
 
     @classmethod
     def from_tokenizer(cls, tokenizer: Any) -> TextSpec:
+        """Read the vocabulary, special ids and word-start scheme of a tokenizer.
+
+        Parameters
+        ----------
+        tokenizer:
+            A Hugging Face tokenizer (``get_vocab``, ``all_special_ids``, ``pad_token_id``).
+        """
         vocab = tokenizer.get_vocab()
         size = max(len(tokenizer), max(vocab.values()) + 1)
         tokens = [""] * size
@@ -51,13 +70,26 @@ class TextSpec:
         return cls(tokens, skip, start, "##" if wordpiece else "")
 
     def word(self, key: np.ndarray) -> str:
-        """The text of a word key (pieces joined, markers removed)."""
+        """The text of a word key (pieces joined, markers removed).
+
+        Parameters
+        ----------
+        key:
+            Token ids of the word's pieces, padded with -1.
+        """
         pieces = [self.tokens[i] for i in key if i >= 0]
         if self.continuation_prefix:
             return "".join(p.removeprefix(self.continuation_prefix) for p in pieces)
         return "".join(pieces).replace("Ġ", " ").replace("▁", " ").strip()
 
     def token(self, idx: int) -> str:
+        """The string of a token id (``"<id N>"`` outside the vocabulary).
+
+        Parameters
+        ----------
+        idx:
+            The token id.
+        """
         return self.tokens[idx] if 0 <= idx < len(self.tokens) else f"<id {idx}>"
 
 
@@ -69,7 +101,28 @@ def text_partial(
     spec: TextSpec,
     n_classes: int,
 ) -> tuple[KeyedStats, KeyedStats]:
-    """Token and word statistics of one batch (``ids``/``relevance`` are ``[B, T]``)."""
+    """Token and word statistics of one batch (``ids``/``relevance`` are ``[B, T]``).
+
+    Parameters
+    ----------
+    ids:
+        ``[B, T]`` token ids.
+    mask:
+        ``[B, T]`` attention mask (zeros are left out), or None.
+    relevance:
+        ``[B, T]`` relevance of each token.
+    classes:
+        ``[B]`` class of each row.
+    spec:
+        The tokenizer description.
+    n_classes:
+        Number of classes ``K``.
+
+    Returns
+    -------
+    ``(tokens, words)``: statistics keyed by token id and by word (up to ``WORD_WIDTH``
+    pieces).
+    """
     if ids.dim() != 2 or relevance.shape != ids.shape:
         raise InputError(
             f"text aggregation needs input_ids [batch, tokens] with one relevance per token, got "

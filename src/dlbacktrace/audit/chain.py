@@ -18,15 +18,40 @@ GENESIS = "0" * 64
 
 
 def canonical_json(content: Any) -> str:
-    """One exact text per value: sorted keys, no whitespace, no NaN (it has no JSON form)."""
+    """One exact text per value: sorted keys, no whitespace, no NaN (it has no JSON form).
+
+    Parameters
+    ----------
+    content:
+        A JSON-serialisable value (a ``ValueError`` is raised for NaN or infinities).
+    """
     return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False)
 
 
 def chain_hash(prev_hash: str, content_json: str) -> str:
-    """The record's hash: covers its canonical content and the previous record's hash."""
+    """The record's hash: covers its canonical content and the previous record's hash.
+
+    Parameters
+    ----------
+    prev_hash:
+        The previous record's hash (``GENESIS`` for the first record).
+    content_json:
+        The record's content as :func:`canonical_json` text.
+
+    Returns
+    -------
+    The SHA-256 hex digest.
+    """
     return hashlib.sha256(f"{prev_hash}\n{content_json}".encode()).hexdigest()
 
 
 def blob_digest(data: bytes) -> str:
+    """SHA-256 hex digest of a stored blob.
+
+    Parameters
+    ----------
+    data:
+        The blob's bytes.
+    """
     return hashlib.sha256(data).hexdigest()

@@ -61,14 +61,44 @@ def _jsonable(value: Any) -> Any:
 
 
 def explain_options(kw: dict[str, Any]) -> tuple[dict[str, Any], torch.Tensor | None]:
-    """Split ``Backtrace.explain`` keywords into JSON options and a custom seed tensor."""
+    """Split ``Backtrace.explain`` keywords into JSON options and a custom seed tensor.
+
+    Parameters
+    ----------
+    kw:
+        Keywords of ``Backtrace.explain``; only the explain options that are not None
+        (``target``, ``mode``, ``scale``, ``output``, ``position``, ``attention``, ``layers``)
+        and ``seed`` are read.
+
+    Returns
+    -------
+    ``(options, seed)``: the options with tensors turned into lists, and the seed (or None).
+    """
     options = {k: _jsonable(kw[k]) for k in EXPLAIN_OPTIONS if kw.get(k) is not None}
     return options, kw.get("seed")
 
 
 @dataclass
 class AuditRecord:
-    """One stored explanation: its content (JSON), blobs and chain hashes."""
+    """One stored explanation: its content (JSON), blobs and chain hashes.
+
+    Parameters
+    ----------
+    id:
+        The record's id (increasing in chain order).
+    created_at:
+        The ISO timestamp of the record.
+    prev_hash:
+        The previous record's hash.
+    hash:
+        This record's hash.
+    content_json:
+        The hashed content as canonical JSON.
+    explanation_blob:
+        The encoded explanation.
+    inputs_blob:
+        The encoded inputs.
+    """
 
     id: int
     created_at: str
@@ -80,15 +110,19 @@ class AuditRecord:
 
     @property
     def content(self) -> dict[str, Any]:
+        """The record's content, parsed."""
         return json.loads(self.content_json)
 
     def explanation(self) -> Explanation:
+        """The stored explanation, decoded."""
         return decode_explanation(self.explanation_blob)
 
     def inputs(self) -> StoredInputs:
+        """The stored inputs (positional, keyword, constants and seed), decoded."""
         return decode_inputs(self.inputs_blob)
 
     def summary(self) -> dict[str, Any]:
+        """The record's main facts (id, time, model, input, mode, prediction, hash) as a dict."""
         c = self.content
         return {
             "id": self.id,
@@ -131,7 +165,14 @@ def _url(location: str | Path, create: bool = True) -> str:
 class AuditStore:
     """Open (and create) an audit log at a SQLite path or any SQLAlchemy URL.
 
-    ``create=False`` opens an existing SQLite log only (reading commands never create one).
+    Parameters
+    ----------
+    location:
+        A SQLite file path or an SQLAlchemy URL (``sqlite``, ``postgresql``, ``mysql``,
+        ``mariadb``, ``oracle``, ``mssql``).
+    create:
+        Create the SQLite file (and its folder) if missing; ``create=False`` opens an existing
+        SQLite log only (reading commands never create one).
     """
 
     def __init__(self, location: str | Path, create: bool = True) -> None:
@@ -184,6 +225,7 @@ class AuditStore:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     def close(self) -> None:
+        """Release the database connections."""
         self.engine.dispose()
 
     def __enter__(self) -> AuditStore:
@@ -194,7 +236,20 @@ class AuditStore:
 
     # ---- writing --------------------------------------------------------------------------------
     def append(self, content: dict[str, Any], explanation_blob: bytes, inputs_blob: bytes) -> int:
-        """Append one record in one transaction; returns its id."""
+        """Append one record in one transaction; returns its id.
+
+        Retried when another writer took the same chain position.
+
+        Parameters
+        ----------
+        content:
+            The record's content; the blobs' digests are added under ``"blobs"`` and its
+            ``"timestamp"`` (if any) becomes ``created_at``.
+        explanation_blob:
+            The encoded explanation.
+        inputs_blob:
+            The encoded inputs.
+        """
         sa = _sqlalchemy()
         content = dict(content)
         content["blobs"] = {
@@ -243,8 +298,32 @@ class AuditStore:
     ) -> int:
         """Store ``explanation`` (made by ``bt`` from ``args``/``kwargs``) with its context.
 
-        ``spec`` (a :class:`~dlbacktrace.io.loading.ModelSpec`) is what lets ``verify`` reload
-        the model later; without it, verify needs the model passed in.
+        Parameters
+        ----------
+        bt:
+            The ``Backtrace`` that made the explanation.
+        explanation:
+            The explanation to store.
+        args, kwargs:
+            The model inputs it was made from (positional, and keyword: tensors and constants).
+        options:
+            The explain options (see :func:`explain_options`); ``mode`` defaults to the
+            explanation's.
+        seed:
+            The custom seed tensor, if one was used.
+        spec:
+            A :class:`~dlbacktrace.io.loading.ModelSpec`: what lets ``verify`` reload the model
+            later; without it, verify needs the model passed in.
+        source:
+            What made the record (``"api"``, ``"demo"``, ...).
+        input_info:
+            Extra facts about the input, stored with its digest and shapes.
+        weights:
+            A known digest of the model's weights, reused instead of hashing them again.
+
+        Returns
+        -------
+        The new record's id.
         """
         kwargs = dict(kwargs or {})
         tensors = {k: v for k, v in kwargs.items() if isinstance(v, torch.Tensor)}
@@ -294,7 +373,21 @@ class AuditStore:
     def explain(
         self, bt: Any, *inputs: Any, spec: Any = None, source: str = "api", **kw: Any
     ) -> tuple[Explanation, int]:
-        """``bt.explain(*inputs, **kw)`` and record it; returns ``(explanation, record_id)``."""
+        """``bt.explain(*inputs, **kw)`` and record it; returns ``(explanation, record_id)``.
+
+        Parameters
+        ----------
+        bt:
+            The ``Backtrace`` to explain with.
+        *inputs:
+            Positional model inputs.
+        spec:
+            The model's ``ModelSpec``, so the record can be verified without the model.
+        source:
+            What made the record.
+        **kw:
+            Explain options and seed (stored as options) and model keyword inputs.
+        """
         explanation = bt.explain(*inputs, **kw)
         model_kwargs = {k: v for k, v in kw.items() if k not in (*EXPLAIN_OPTIONS, "seed")}
         options, seed = explain_options(kw)
@@ -324,6 +417,13 @@ class AuditStore:
         )
 
     def get(self, record_id: int) -> AuditRecord:
+        """One record by id; raises ``AuditError`` if there is none.
+
+        Parameters
+        ----------
+        record_id:
+            The record's id.
+        """
         sa = _sqlalchemy()
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(self.table).where(self.table.c.id == record_id)).first()
@@ -332,19 +432,34 @@ class AuditStore:
         return self._row(row)
 
     def list(self, limit: int = 50, offset: int = 0) -> list[AuditRecord]:
-        """Newest first."""
+        """A page of records, newest first.
+
+        Parameters
+        ----------
+        limit:
+            At most this many records (default 50).
+        offset:
+            Records skipped from the newest (default 0).
+        """
         sa = _sqlalchemy()
         query = sa.select(self.table).order_by(self.table.c.id.desc()).limit(limit).offset(offset)
         with self.engine.connect() as conn:
             return [self._row(r) for r in conn.execute(query)]
 
     def count(self) -> int:
+        """The number of records."""
         sa = _sqlalchemy()
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar())
 
     def iter_records(self, batch: int = 200) -> Iterator[AuditRecord]:
-        """All records, oldest first, read in batches."""
+        """All records, oldest first, read in batches.
+
+        Parameters
+        ----------
+        batch:
+            Records read per query (default 200).
+        """
         sa = _sqlalchemy()
         last = 0
         while True:

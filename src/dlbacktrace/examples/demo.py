@@ -35,7 +35,13 @@ TOP_PIXELS = 5
 
 
 class DigitsCNN(nn.Module):
-    """conv-bn-relu-maxpool, conv-relu, linear: small, but has every common CNN layer type."""
+    """conv-bn-relu-maxpool, conv-relu, linear: small, but has every common CNN layer type.
+
+    Parameters
+    ----------
+    n_classes:
+        Output logits (default 10).
+    """
 
     def __init__(self, n_classes: int = 10) -> None:
         super().__init__()
@@ -50,6 +56,13 @@ class DigitsCNN(nn.Module):
         self.classifier = nn.Linear(32 * 4 * 4, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits of a batch of digits.
+
+        Parameters
+        ----------
+        x:
+            ``[N, 1, 8, 8]`` images.
+        """
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
@@ -58,7 +71,18 @@ def load_digits_split(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Digits as (N, 1, 8, 8) float tensors in [0, 1] with a seeded random split.
 
-    Returns ``x_train, y_train, x_test, y_test``. The split uses a local numpy Generator.
+    The split uses a local numpy Generator.
+
+    Parameters
+    ----------
+    seed:
+        Seeds the split.
+    test_fraction:
+        The share of images in the test part (default 0.2).
+
+    Returns
+    -------
+    ``x_train, y_train, x_test, y_test``.
     """
     from sklearn.datasets import load_digits
 
@@ -97,6 +121,17 @@ def train_digits_cnn(
 
     The loop is :func:`~dlbacktrace.examples.training.train_classifier`: the caller's random
     streams are left as they were.
+
+    Parameters
+    ----------
+    x_train, y_train:
+        ``[N, 1, 8, 8]`` images and their labels.
+    seed:
+        Seeds the initialisation and the shuffling.
+    epochs, batch_size:
+        Passes over the data and mini-batch size.
+    lr:
+        Adam's learning rate.
     """
     return train_classifier(
         DigitsCNN, x_train, y_train, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr
@@ -145,13 +180,27 @@ def run_demo(
 ) -> dict[str, Any]:
     """Train the digits CNN, explain ``n_examples`` held-out digits, write figures + summary.
 
-    Writes into ``out_dir``: ``default_relevance.png`` (inputs above their default-mode
-    relevance), ``contrast_relevance.png`` (one row per example: input, positive, negative and
-    net relevance) and ``summary.json``. With ``report=True`` also ``report.html`` (a
-    self-contained HTML report of the contrast explanations), the trained weights
-    (``digits_cnn.safetensors``) and a fresh audit log ``audit.db`` holding the default and
-    contrast explanations, re-verifiable with ``dlbacktrace audit verify ID --db``. Returns the
-    summary as a dict; file names in it are relative to ``out_dir``.
+    Parameters
+    ----------
+    out_dir:
+        The folder written into (created if missing): ``default_relevance.png`` (inputs above
+        their default-mode relevance), ``contrast_relevance.png`` (one row per example: input,
+        positive, negative and net relevance) and ``summary.json``.
+    n_examples:
+        Held-out digits explained (at least 1), cycling through the classes.
+    seed:
+        Seeds the split and the training.
+    epochs:
+        Training epochs.
+    report:
+        Also write ``report.html`` (a self-contained HTML report of the contrast
+        explanations), the trained weights (``digits_cnn.safetensors``) and a fresh audit log
+        ``audit.db`` holding the default and contrast explanations, re-verifiable with
+        ``dlbacktrace audit verify ID --db``.
+
+    Returns
+    -------
+    The summary as a dict; file names in it are relative to ``out_dir``.
     """
     from dlbacktrace import Backtrace
     from dlbacktrace.viz import plot_contrast, plot_relevance_grid, save_figure

@@ -56,8 +56,11 @@ def load_minilm() -> tuple[nn.Module, Any]:
 def load_smollm2(cache_dir: str | Path | None = None) -> tuple[nn.Module, Any]:
     """SmolLM2-135M-Instruct (``LlamaForCausalLM``, float32, eval) and its chat tokenizer.
 
-    With ``cache_dir``, the de-quantised weights, config and tokenizer are saved there on the
-    first call and loaded from there afterwards.
+    Parameters
+    ----------
+    cache_dir:
+        If given, the de-quantised weights, config and tokenizer are saved there on the first
+        call and loaded from there afterwards (about a second instead of 20-40 s).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -89,7 +92,15 @@ def load_smollm2(cache_dir: str | Path | None = None) -> tuple[nn.Module, Any]:
 
 
 class SentenceClassifier(nn.Module):
-    """Encoder → masked mean pooling over tokens → linear head (logits)."""
+    """Encoder → masked mean pooling over tokens → linear head (logits).
+
+    Parameters
+    ----------
+    encoder:
+        A Hugging Face encoder (``last_hidden_state``; ``config.hidden_size`` sizes the head).
+    n_classes:
+        Output logits.
+    """
 
     def __init__(self, encoder: nn.Module, n_classes: int) -> None:
         super().__init__()
@@ -97,11 +108,29 @@ class SentenceClassifier(nn.Module):
         self.head = nn.Linear(encoder.config.hidden_size, n_classes)
 
     def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The mean of the encoder's last hidden states over the unmasked tokens.
+
+        Parameters
+        ----------
+        input_ids:
+            ``[B, T]`` token ids.
+        attention_mask:
+            ``[B, T]`` 1 for real tokens, 0 for padding.
+        """
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The logits of a batch of tokenised texts.
+
+        Parameters
+        ----------
+        input_ids:
+            ``[B, T]`` token ids.
+        attention_mask:
+            ``[B, T]`` 1 for real tokens, 0 for padding.
+        """
         return self.head(self.pooled(input_ids, attention_mask))
 
 
@@ -135,8 +164,27 @@ def train_minilm_sentiment(
     """MiniLM + a linear sentiment head trained on clearly labelled tweets.
 
     The encoder stays frozen (its pooled features are computed once); the head is fitted by
-    full-batch L-BFGS. Returns ``(model, tokenizer, info)`` where ``info`` has the held-out
-    accuracy, the class names and the held-out texts/labels.
+    full-batch L-BFGS on three quarters of the tweets; the rest are held out.
+
+    Parameters
+    ----------
+    n_per_class:
+        Tweets drawn per class (default 400).
+    classes:
+        The sentiments to classify.
+    min_confidence:
+        Keep only tweets labelled with at least this confidence.
+    seed:
+        Seeds the sample, the split and the head.
+    max_length:
+        Tokens kept per tweet.
+    batch_size:
+        Tweets encoded at once.
+
+    Returns
+    -------
+    ``(model, tokenizer, info)`` where ``info`` has the held-out accuracy, the class names,
+    the held-out texts/labels and ``max_length``.
     """
     from dlbacktrace.examples.datasets import load_tweets
 
@@ -176,7 +224,17 @@ def train_minilm_sentiment(
 
 
 class TabularMLP(nn.Module):
-    """Linear-ReLU stack for standardised tabular features."""
+    """Linear-ReLU stack for standardised tabular features.
+
+    Parameters
+    ----------
+    n_features:
+        Input features.
+    n_classes:
+        Output logits.
+    hidden:
+        Widths of the hidden layers (default ``(64, 32)``).
+    """
 
     def __init__(self, n_features: int, n_classes: int, hidden: tuple[int, ...] = (64, 32)):
         super().__init__()
@@ -189,6 +247,13 @@ class TabularMLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits of a batch of rows.
+
+        Parameters
+        ----------
+        x:
+            ``[N, n_features]`` features.
+        """
         return self.net(x)
 
 
@@ -204,7 +269,23 @@ def train_tabular_mlp(
     lr: float = 3e-3,
     weight_decay: float = 1e-4,
 ) -> TabularMLP:
-    """Adam on mini-batches with a local generator; returns the model in eval mode."""
+    """Adam on mini-batches with a local generator; returns the model in eval mode.
+
+    Parameters
+    ----------
+    x, y:
+        ``[N, F]`` features and integer class labels.
+    n_classes:
+        Output logits (default: the largest label plus one).
+    hidden:
+        Widths of the hidden layers.
+    seed:
+        Seeds the initialisation and the shuffling.
+    epochs, batch_size:
+        Passes over the data and mini-batch size.
+    lr, weight_decay:
+        Adam's learning rate and weight decay.
+    """
     xt = torch.as_tensor(np.asarray(x), dtype=torch.float32)
     yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
     classes = int(n_classes if n_classes is not None else int(yt.max()) + 1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import zipfile
 from collections.abc import Sequence
@@ -18,29 +17,10 @@ from dlbacktrace.aggregate.result import AggregateError, GlobalExplanation
 from dlbacktrace.aggregate.sources import DataSource
 from dlbacktrace.aggregate.text import TextSpec
 from dlbacktrace.engine.backtrace import Backtrace
+from dlbacktrace.io.loading import weights_digest
 
 log = logging.getLogger(__name__)
 BACKENDS = ("local", "ray")
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """SHA-256 over parameter/buffer names, shapes and bytes: a resume must use the same model.
-
-    Parameters
-    ----------
-    model:
-        The module whose named parameters and buffers (names, shapes, dtypes, raw bytes) are
-        hashed.
-
-    Returns
-    -------
-    The hex digest.
-    """
-    digest = hashlib.sha256()
-    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
 
 
 def _dtype_device(model: torch.nn.Module) -> tuple[torch.dtype, torch.device | None]:
@@ -156,7 +136,7 @@ def aggregate(
         pad_to=batch_size if source.is_array else getattr(data, "batch_size", None),
     )
     fingerprint = {
-        "model": model_fingerprint(model), "mode": mode, "target": repr(target),
+        "model": weights_digest(model), "mode": mode, "target": repr(target),
         "batch_size": batch_size, "layers": spec.layers, "layer_units": units,
         "sample_size": sample_size, "explain": repr(sorted(explain_kwargs.items())),
         "text": tokenizer is not None,
@@ -255,4 +235,4 @@ def _progress(stack: ExitStack, enabled: bool, total: int | None, done: int):
     return lambda: bar.advance(task)
 
 
-__all__ = ["aggregate", "model_fingerprint"]
+__all__ = ["aggregate"]

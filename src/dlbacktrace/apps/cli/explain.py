@@ -108,6 +108,19 @@ def write_results(results: list[Any], fmt: str, out: Path | None) -> None:
         console.print(f"Report written to [bold]{path}[/bold]")
 
 
+def _check_choices(fmt: str, mode: str) -> None:
+    if fmt not in FORMATS:
+        raise typer.BadParameter("--format must be summary, json or report")
+    if mode not in ("default", "contrast"):
+        raise typer.BadParameter("--mode must be default or contrast")
+
+
+def _open_audit(location: str) -> Any:
+    from dlbacktrace.audit import AuditStore
+
+    return AuditStore(location)
+
+
 def _explain_batches(service: Any, batches: list[Any], target: Any, mode: str) -> list[Any]:
     from rich.progress import Progress
 
@@ -159,17 +172,11 @@ def explain(
     from dlbacktrace.io.inputs import read_batches
     from dlbacktrace.io.kinds import ReadOptions
 
-    if fmt not in FORMATS:
-        raise typer.BadParameter("--format must be summary, json or report")
-    if mode not in ("default", "contrast"):
-        raise typer.BadParameter("--mode must be default or contrast")
+    _check_choices(fmt, mode)
     check_outputs(out)
     with reported_errors():
-        store = None
-        if not no_audit:  # opened first: a bad audit location fails before any computation
-            from dlbacktrace.audit import AuditStore
-
-            store = AuditStore(audit)
+        # Opened first: a bad audit location fails before any computation.
+        store = None if no_audit else _open_audit(audit)
         loaded = load(model, task, weights, factory)
         if loaded.task == "causal-lm":
             explain_prompts(loaded, list(text or []), list(inputs or []), mode=mode, fmt=fmt,

@@ -102,7 +102,21 @@ class ExplainService:
         scale: float = 1.0,
         position: int | None = None,
     ) -> ExplainResult:
-        """Explain every row of ``batch`` in one call (and store one audit record)."""
+        """Explain every row of ``batch`` in one call (and store one audit record).
+
+        Parameters
+        ----------
+        batch
+            The inputs, as read by an :class:`~dlbacktrace.io.kinds.InputKind`.
+        target
+            Class index (or one per row), ``"positive"``/``"negative"``; default predicted.
+        mode
+            ``default`` or ``contrast``.
+        scale
+            Seed scale, as for :meth:`~dlbacktrace.Backtrace.explain`.
+        position
+            Sequence position to explain (sequence outputs).
+        """
         from dlbacktrace.audit.fingerprint import model_fingerprint
 
         options: dict[str, Any] = {"mode": mode, "attention": self.bt.attention_for(mode)}
@@ -172,7 +186,13 @@ class ExplainService:
 
 
 def record_report(record: Any) -> str:
-    """An HTML report rebuilt from an audit record alone (no model needed)."""
+    """An HTML report rebuilt from an audit record alone (no model needed).
+
+    Parameters
+    ----------
+    record
+        An :class:`~dlbacktrace.audit.AuditRecord`.
+    """
     from dlbacktrace.report.render import explanation_report
 
     content = record.content

@@ -50,7 +50,7 @@ def browser():
 
 def _app(tmp_path, model, weights, token=None):
     from dlbacktrace.apps.server import ExplainService, create_app
-    from dlbacktrace.apps.server.app import ServerConfig
+    from dlbacktrace.apps.server.config import ServerConfig
     from dlbacktrace.audit import AuditStore
     from dlbacktrace.io.loading import load_model
 

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, settings
 
 from dlbacktrace import Backtrace
 from dlbacktrace.apps.server import ExplainService, create_app
-from dlbacktrace.apps.server.app import ServerConfig, ServerConfigError
+from dlbacktrace.apps.server.config import ServerConfig, ServerConfigError
 from dlbacktrace.audit import AuditStore
 from dlbacktrace.io.loading import load_model
 
@@ -212,7 +212,7 @@ def test_one_failing_request_does_not_take_the_server_down(iris_service, monkeyp
     r = c.post("/explain", json=body)
     assert r.status_code == 500 and "RuntimeError" in r.text and "boom" not in r.text
     assert c.post("/explain", json=body).status_code == 200
-    assert not service._lock.locked()
+    assert not service.busy
 
 
 def _free_port() -> int:

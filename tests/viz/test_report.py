@@ -121,3 +121,13 @@ def test_generic_sections_and_json_reports():
              "model": {"description": "m"}, "record_id": 7}
     html = report_from_json([saved, saved])
     assert "DLBacktrace batch of 2" in html and "audit record <b>#7</b>" in html
+
+
+def test_render_page_is_the_one_page_header():
+    from dlbacktrace.report.render import render_page
+
+    html = render_page("sections.html.j2", title="<b>T</b>", versions={"torch": "9.9"},
+                       sections=[{"id": "s", "title": "only", "kv": {"a": 1}}])
+    assert "&lt;b&gt;T&lt;/b&gt;" in html and "<b>T</b>" not in html  # autoescaped
+    assert "9.9" in html and "only" in html
+    no_external_refs(html)

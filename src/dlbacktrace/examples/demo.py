@@ -300,7 +300,7 @@ def _write_report(
 
     from dlbacktrace.apps.server.service import ExplainService
     from dlbacktrace.audit import AuditStore
-    from dlbacktrace.io.inputs import InputBatch
+    from dlbacktrace.io.batch import InputBatch
     from dlbacktrace.io.loading import LoadedModel, ModelSpec
     from dlbacktrace.report import write_html
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dlbacktrace.report.render import _common, _env, sections_report
+from dlbacktrace.report.render import render_page, sections_report
 
 __all__ = [
     "benchmark_report",
@@ -60,9 +60,9 @@ def report_from_json(data: Any, title: str | None = None) -> str:
     if isinstance(data, dict) and "rows" in data and "ledger" in data:
         config = {"mode": data.get("mode", "default"), **(data.get("options") or {})}
         n = len(data["rows"])
-        return _env().get_template("explanation.html.j2").render(
-            **_common(title or ("DLBacktrace explanation" if n == 1 else
-                                f"DLBacktrace batch of {n}"), None),
+        return render_page(
+            "explanation.html.j2",
+            title=title or ("DLBacktrace explanation" if n == 1 else f"DLBacktrace batch of {n}"),
             kind=data.get("kind", "tensor"),
             rows=data["rows"],
             ledger=data["ledger"],

@@ -1,8 +1,9 @@
 """Explanations as plain, JSON-friendly rows: what reports, the CLI and the dashboard show.
 
-One function per input kind turns relevance into what a person reads: top pixels of an image,
-per-token relevance of a text, per-feature relevance of a table row, plus the prediction with
-its probabilities and the conservation ledger. All array work is vectorised per row.
+Each row holds the prediction with its probabilities and the explained target; what the
+relevance looks like for a person (top pixels of an image, per-token relevance of a text,
+per-feature relevance of a table row) comes from the input's
+:class:`~dlbacktrace.io.kinds.InputKind`. The conservation ledger summarises the whole call.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from typing import Any
 import torch
 
 from dlbacktrace.engine.explanation import Explanation
-from dlbacktrace.report.figures import contrast_png, heatmap_png, token_color
+from dlbacktrace.io.kinds import InputKind, RowInputs, registered_kinds
 
 __all__ = ["explanation_rows", "ledger", "prediction"]
+
+# Kinds that are not registered here (an old record, a plugin not loaded) get generic rows.
+_GENERIC = InputKind()
 
 
 def prediction(output: torch.Tensor, labels: list[str] | None = None, k: int = 5) -> dict:
@@ -69,90 +73,6 @@ def _maps(exp: Explanation, name: str) -> dict[str, torch.Tensor]:
     return maps
 
 
-def _image_row(maps: dict[str, torch.Tensor], i: int, image: torch.Tensor, k: int,
-               figures: bool) -> dict[str, Any]:
-    rel = maps["relevance"][i]
-    heat = rel.reshape(-1, *rel.shape[-2:]).sum(dim=0) if rel.dim() > 2 else rel
-    order = heat.abs().flatten().argsort(descending=True)[:k]
-    width = heat.shape[-1]
-    row: dict[str, Any] = {
-        "top_features": [
-            {"feature": f"pixel ({int(j) // width}, {int(j) % width})",
-             "relevance": float(heat.flatten()[j])}
-            for j in order.tolist()
-        ],
-        "shape": list(rel.shape),
-    }
-    if figures:
-        row["heatmap_png"] = heatmap_png(image, rel)
-        if "positive" in maps:
-            row["contrast_png"] = contrast_png(
-                image, maps["positive"][i], maps["negative"][i], rel
-            )
-    return row
-
-
-def _text_row(maps: dict[str, torch.Tensor], i: int, tokens: list[str], mask: torch.Tensor | None,
-              k: int) -> dict[str, Any]:
-    keep = mask[i].bool() if mask is not None else torch.ones_like(maps["relevance"][i]).bool()
-    values = {key: m[i][keep].tolist() for key, m in maps.items()}
-    rel = values["relevance"]
-    scale = max((abs(v) for v in rel), default=0.0)
-    items = []
-    for j, token in enumerate(tokens[: len(rel)]):
-        item = {"token": token, "relevance": rel[j], "color": token_color(rel[j], scale)}
-        if "positive" in values:
-            item["positive"] = values["positive"][j]
-            item["negative"] = values["negative"][j]
-        items.append(item)
-    ranked = sorted(range(len(items)), key=lambda j: -abs(items[j]["relevance"]))[:k]
-    return {
-        "tokens": items,
-        "top_features": [
-            {"feature": f"{items[j]['token']} @{j}", "relevance": items[j]["relevance"]}
-            for j in ranked
-        ],
-    }
-
-
-def _table_row(maps: dict[str, torch.Tensor], i: int, values: torch.Tensor,
-               feature_names: list[str], k: int) -> dict[str, Any]:
-    rel = maps["relevance"][i].reshape(-1)
-    scale = float(rel.abs().max()) if rel.numel() else 0.0
-    features = []
-    for j, name in enumerate(feature_names):
-        item = {
-            "name": name,
-            "value": float(values[i].reshape(-1)[j]),
-            "relevance": float(rel[j]),
-            "width": 0.0 if scale == 0 else 100.0 * abs(float(rel[j])) / scale,
-        }
-        if "positive" in maps:
-            item["positive"] = float(maps["positive"][i].reshape(-1)[j])
-            item["negative"] = float(maps["negative"][i].reshape(-1)[j])
-        features.append(item)
-    features.sort(key=lambda f: -abs(f["relevance"]))
-    return {
-        "features": features,
-        "top_features": [{"feature": f["name"], "relevance": f["relevance"]}
-                         for f in features[:k]],
-    }
-
-
-def _tensor_row(maps: dict[str, torch.Tensor], i: int, k: int) -> dict[str, Any]:
-    rel = maps["relevance"][i]
-    flat = rel.reshape(-1)
-    order = flat.abs().argsort(descending=True)[:k]
-    return {
-        "shape": list(rel.shape),
-        "top_features": [
-            {"feature": str(tuple(int(c) for c in torch.unravel_index(j, rel.shape)))
-             if rel.dim() else "()", "relevance": float(flat[j])}
-            for j in order
-        ],
-    }
-
-
 def explanation_rows(
     exp: Explanation,
     kind: str,
@@ -166,14 +86,35 @@ def explanation_rows(
     top_k: int = 10,
     figures: bool = True,
 ) -> list[dict[str, Any]]:
-    """One dict per explained row (batch element): prediction, target, maps, top features."""
-    kwargs = kwargs or {}
-    if kind == "text" and "input_ids" in exp.input_names:
-        name = "input_ids"
-    else:
-        name = exp.input_names[0]
-    maps = _maps(exp, name)
+    """One dict per explained row (batch element): prediction, target, maps, top features.
+
+    Parameters
+    ----------
+    exp
+        The explanation.
+    kind
+        Name of the input kind (an unregistered name gets generic rows).
+    args, kwargs
+        The explained inputs (images and table values are shown from them).
+    names
+        One name per row (default ``#i``).
+    tokens
+        Tokens per text row.
+    feature_names
+        Names of table columns.
+    labels
+        Class names for the prediction.
+    top_k
+        How many top features each row lists.
+    figures
+        Embed figures (image heat maps) as PNG data.
+    """
+    input_kind = registered_kinds().get(kind) or _GENERIC
+    maps = _maps(exp, input_kind.relevance_input(exp.input_names))
     n = int(maps["relevance"].shape[0]) if maps["relevance"].dim() else 1
+    parts = input_kind.report_rows(
+        maps, RowInputs(args, kwargs or {}, tokens, feature_names), top_k=top_k, figures=figures
+    )
     rows = []
     for i in range(n):
         row: dict[str, Any] = {
@@ -183,15 +124,7 @@ def explanation_rows(
             "target": None if exp.target is None else exp.target.reshape(n, -1)[i].tolist(),
             "relevance_sum": float(maps["relevance"][i].sum()),
         }
-        if kind == "image":
-            row.update(_image_row(maps, i, args[0][i], top_k, figures))
-        elif kind == "text" and tokens is not None:
-            row.update(_text_row(maps, i, tokens[i], kwargs.get("attention_mask"), top_k))
-        elif kind == "table":
-            fnames = feature_names or [f"x{j}" for j in range(args[0].shape[-1])]
-            row.update(_table_row(maps, i, args[0], fnames, top_k))
-        else:
-            row.update(_tensor_row(maps, i, top_k))
+        row.update(parts[i])
         if len(row["target"] or []) == 1:
             row["target"] = row["target"][0]
         rows.append(row)

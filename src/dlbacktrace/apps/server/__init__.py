@@ -1,12 +1,21 @@
 """Web server and dashboard (``dlbacktrace serve``); needs the ``server`` extra.
 
-``create_app`` builds the FastAPI app; :class:`ExplainService` is the model-serving core it
-shares with the CLI. Importing this package does not import FastAPI.
+``create_app`` builds the FastAPI app from the route modules in :mod:`.routes`;
+:class:`ExplainService` is the model-serving core it shares with the CLI. Importing this
+package does not import FastAPI.
 """
 
+from dlbacktrace.apps.server.config import ServerConfig, ServerConfigError
 from dlbacktrace.apps.server.service import ExplainResult, ExplainService, record_report
 
-__all__ = ["ExplainResult", "ExplainService", "create_app", "record_report"]
+__all__ = [
+    "ExplainResult",
+    "ExplainService",
+    "ServerConfig",
+    "ServerConfigError",
+    "create_app",
+    "record_report",
+]
 
 
 def __getattr__(name: str):  # lazy: FastAPI only when the app is built

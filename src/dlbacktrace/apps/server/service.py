@@ -13,7 +13,7 @@ from typing import Any
 
 from dlbacktrace.engine.backtrace import Backtrace
 from dlbacktrace.engine.explanation import Explanation
-from dlbacktrace.io.inputs import InputBatch
+from dlbacktrace.io.batch import InputBatch
 from dlbacktrace.io.loading import LoadedModel, weights_digest
 
 __all__ = ["ExplainResult", "ExplainService", "record_report"]
@@ -84,6 +84,11 @@ class ExplainService:
         self._weights: str | None = None
 
     @property
+    def busy(self) -> bool:
+        """Whether an explanation or a verification is running now."""
+        return self._lock.locked()
+
+    @property
     def description(self) -> str:
         spec = self.loaded.spec
         return spec.describe() if spec is not None else type(self.loaded.model).__name__
@@ -97,7 +102,21 @@ class ExplainService:
         scale: float = 1.0,
         position: int | None = None,
     ) -> ExplainResult:
-        """Explain every row of ``batch`` in one call (and store one audit record)."""
+        """Explain every row of ``batch`` in one call (and store one audit record).
+
+        Parameters
+        ----------
+        batch
+            The inputs, as read by an :class:`~dlbacktrace.io.kinds.InputKind`.
+        target
+            Class index (or one per row), ``"positive"``/``"negative"``; default predicted.
+        mode
+            ``default`` or ``contrast``.
+        scale
+            Seed scale, as for :meth:`~dlbacktrace.Backtrace.explain`.
+        position
+            Sequence position to explain (sequence outputs).
+        """
         from dlbacktrace.audit.fingerprint import model_fingerprint
 
         options: dict[str, Any] = {"mode": mode, "attention": self.bt.attention_for(mode)}
@@ -133,6 +152,28 @@ class ExplainService:
         return ExplainResult(exp, batch, options, fingerprint, model_info,
                              self.loaded.labels, record_id)
 
+    def verify(self, record_id: int) -> Any:
+        """Recompute a stored record with the served model and compare bit for bit.
+
+        Runs behind the same lock as :meth:`explain` (the ``Backtrace`` is shared).
+
+        Parameters
+        ----------
+        record_id
+            The audit record to recompute.
+
+        Returns
+        -------
+        VerifyResult
+            See :func:`~dlbacktrace.audit.verify_record`.
+        """
+        from dlbacktrace.audit import AuditError, verify_record
+
+        if self.audit is None:
+            raise AuditError("this service has no audit log to verify against")
+        with self._lock:
+            return verify_record(self.audit, record_id, self.bt)
+
     def _input_info(self, batch: InputBatch) -> dict[str, Any]:
         info: dict[str, Any] = {"kind": batch.kind, "names": batch.names}
         if batch.tokens is not None:
@@ -145,7 +186,13 @@ class ExplainService:
 
 
 def record_report(record: Any) -> str:
-    """An HTML report rebuilt from an audit record alone (no model needed)."""
+    """An HTML report rebuilt from an audit record alone (no model needed).
+
+    Parameters
+    ----------
+    record
+        An :class:`~dlbacktrace.audit.AuditRecord`.
+    """
     from dlbacktrace.report.render import explanation_report
 
     content = record.content

@@ -17,7 +17,7 @@ from dlbacktrace.aggregate.result import AggregateError, GlobalExplanation
 from dlbacktrace.aggregate.sources import DataSource
 from dlbacktrace.aggregate.text import TextSpec
 from dlbacktrace.engine.backtrace import Backtrace
-from dlbacktrace.io.loading import weights_digest
+from dlbacktrace.io.digests import weights_digest
 
 log = logging.getLogger(__name__)
 BACKENDS = ("local", "ray")

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlbacktrace.io.loading import weights_digest
+from dlbacktrace.io.digests import weights_digest
 
 __all__ = ["model_fingerprint", "versions"]
 

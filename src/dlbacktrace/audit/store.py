@@ -329,7 +329,7 @@ class AuditStore:
         tensors = {k: v for k, v in kwargs.items() if isinstance(v, torch.Tensor)}
         consts = {k: v for k, v in kwargs.items() if not isinstance(v, torch.Tensor)}
         stored = StoredInputs(tuple(args), tensors, consts, seed)
-        from dlbacktrace.io.batch import tensor_digest
+        from dlbacktrace.io.digests import tensor_digest
 
         options = dict(options or {})
         options.setdefault("mode", explanation.mode)

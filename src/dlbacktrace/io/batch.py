@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from dlbacktrace.engine.errors import InputError
+from dlbacktrace.io.digests import tensor_digest
 
-__all__ = ["InputBatch", "InputFileError", "tensor_digest"]
+__all__ = ["InputBatch", "InputFileError"]
 
 
 class InputFileError(InputError):
@@ -100,26 +100,3 @@ class InputBatch:
             {k: v.clone(memory_format=torch.contiguous_format) for k, v in self.kwargs.items()},
             self.names, self.display, self.feature_names, self.tokens, self.texts,
         )
-
-
-def tensor_digest(args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> str:
-    """SHA-256 over the exact input tensors (position/name, dtype, shape, bytes).
-
-    Parameters
-    ----------
-    args
-        Positional inputs; non-tensors are hashed by their ``repr``.
-    kwargs
-        Keyword inputs, hashed in name order.
-    """
-    digest = hashlib.sha256()
-    items = [(str(i), a) for i, a in enumerate(args)]
-    items += sorted((kwargs or {}).items())
-    for key, value in items:
-        if not isinstance(value, torch.Tensor):
-            digest.update(f"{key}|const|{value!r}|".encode())
-            continue
-        t = value.detach().cpu().contiguous()
-        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()

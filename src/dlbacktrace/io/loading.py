@@ -39,7 +39,6 @@ __all__ = [
     "ModelSpec",
     "load_model",
     "parse_model_spec",
-    "weights_digest",
 ]
 
 HF_TASKS = {
@@ -301,17 +300,3 @@ def load_model(spec: ModelSpec | str, **parse_kwargs: Any) -> LoadedModel:
     if spec.kind == "hf":
         return _load_hf(spec)
     raise ModelLoadError(f"unknown model spec kind {spec.kind!r}; expected one of {KINDS}")
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    """SHA-256 over every parameter and buffer (name, dtype, shape, bytes), in name order."""
-    digest = hashlib.sha256()
-    state = model.state_dict(keep_vars=False)
-    for name in sorted(state):
-        tensor = state[name]
-        if not isinstance(tensor, torch.Tensor):
-            continue
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()

@@ -14,7 +14,8 @@ from typing import Any
 from dlbacktrace.engine.backtrace import Backtrace
 from dlbacktrace.engine.explanation import Explanation
 from dlbacktrace.io.batch import InputBatch
-from dlbacktrace.io.loading import LoadedModel, weights_digest
+from dlbacktrace.io.digests import weights_digest
+from dlbacktrace.io.loading import LoadedModel
 
 __all__ = ["ExplainResult", "ExplainService", "record_report"]
 

@@ -30,6 +30,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from dlbacktrace.engine.rules import movement, registry
+from dlbacktrace.engine.rules.spec import Family
 
 aten = torch.ops.aten
 
@@ -105,6 +106,8 @@ CASES: list[Case] = [
     *_cases(aten.expand_as, ((1, 4), lambda op, x: op(x, torch.empty(3, 4)), "row")),
     *_cases(aten.broadcast_to, ((2, 1, 3), lambda op, x: op(x, [2, 4, 3]), "mid")),
     *_cases(aten.dropout, ((3, 4), lambda op, x: op(x, 0.5, False), "eval")),
+    *_cases(aten.feature_dropout, ((2, 3, 4), lambda op, x: op(x, 0.5, False), "eval")),
+    *_cases(aten.alpha_dropout, ((3, 4), lambda op, x: op(x, 0.5, False), "eval")),
     *_cases(aten.type_as, ((3, 2), lambda op, x: op(x, torch.empty(1, dtype=torch.float64)),
                            "to_f64")),
     # generic moves
@@ -272,14 +275,11 @@ _MOVEMENT_RULES = (
 
 
 def _registered() -> set:
-    """Every packet the registry treats as data movement or selection."""
-    listed = set(
-        registry.IDENTITY_MOVES + registry.RESHAPES + registry.GENERIC_MOVES
-        + registry.SELECTIONS
-    )
-    moving = {p for p in registry._RULES if registry.is_movement(p) or registry.is_selection(p)}
-    by_rule = {p for p, rule in registry._RULES.items() if rule in _MOVEMENT_RULES}
-    return listed | moving | by_rule
+    """Every packet declared as data movement or selection, or routed by a movement rule."""
+    return {
+        op for op, spec in registry.specs().items()
+        if spec.family in (Family.MOVEMENT, Family.SELECTION) or spec.rule in _MOVEMENT_RULES
+    }
 
 
 def test_every_movement_op_is_covered_or_skipped_with_a_reason():

@@ -20,6 +20,7 @@ from torch.export.graph_signature import InputKind, OutputKind
 
 from dlbacktrace.engine.errors import CaptureError, UnsupportedOperationError
 from dlbacktrace.engine.rules import registry
+from dlbacktrace.engine.rules.spec import Family, OpSpec
 
 _MAX_DECOMPOSITION_ROUNDS = 4
 
@@ -181,6 +182,15 @@ def input_nodes(node: fx.Node) -> list[fx.Node]:
     return list(node.all_input_nodes)
 
 
+def _spec(node: fx.Node) -> OpSpec:
+    """The declaration of a node's op (every analysis below reads only this)."""
+    return registry.spec_of(node.target)
+
+
+def _family(node: fx.Node) -> Family:
+    return _spec(node).family
+
+
 def _mark_data(g: CapturedGraph) -> None:
     """Data = float tensors that depend on a float user input or on an embedded token id."""
     data: set[fx.Node] = set()
@@ -195,7 +205,8 @@ def _mark_data(g: CapturedGraph) -> None:
         if node.op != "call_function":
             continue
         ins = input_nodes(node)
-        if registry.is_embedding(node.target):
+        family = _family(node)
+        if family is Family.EMBEDDING:
             indices = node.args[1]
             if indices in id_candidates:
                 data.add(node)
@@ -203,7 +214,7 @@ def _mark_data(g: CapturedGraph) -> None:
             elif node.args[0] in data:  # a data-dependent table: its rule says it is refused
                 data.add(node)
             continue
-        if _is_int_tensor_node(node) and registry.is_movement(node.target):
+        if _is_int_tensor_node(node) and family is Family.MOVEMENT:
             if any(i in id_candidates for i in ins):
                 id_candidates.add(node)
             continue
@@ -211,7 +222,7 @@ def _mark_data(g: CapturedGraph) -> None:
             if node.args[0] in data and _is_float_node(node):
                 data.add(node)
             continue
-        if registry.is_shape_only(node.target):
+        if family is Family.SHAPE_ONLY:
             continue  # zeros_like(x) and friends: constants of x's shape
         if _is_float_node(node) and any(i in data for i in ins):
             data.add(node)
@@ -227,21 +238,41 @@ def _mark_data(g: CapturedGraph) -> None:
 
 
 def _mark_gates(g: CapturedGraph) -> None:
-    """Probability-like tensors: sigmoid/softmax outputs and what stays a gate (registry)."""
+    """Probability-like tensors: outputs of gate ops and what stays a gate."""
     gates: set[fx.Node] = set()
     for node in g.nodes:
         if node.op != "call_function":
             continue
-        if registry.is_gate_op(node.target) or registry.is_gate_preserving(node, gates, g.data):
+        if _family(node) is Family.GATE or _keeps_gate(node, gates, g.data):
             gates.add(node)
     g.gates = gates
+
+
+def _keeps_gate(node: fx.Node, gates: set[fx.Node], data: set[fx.Node]) -> bool:
+    """Values that stay probability-like when computed from a gate.
+
+    Moves and selections of a gate (MoE top-k routing weights, ``gather``), a gate divided by
+    anything (top-k weights renormalised by their sum) and a gate scaled by a constant (a
+    routing scale factor) are gates (the op's ``keeps_gate``); ``1 − gate`` too
+    (``complement_arg``).
+    """
+    spec = _spec(node)
+    first = node.args[0] if node.args else None
+    if not isinstance(first, fx.Node) or first not in gates:
+        return spec.is_complement(node) and any(i in gates for i in node.all_input_nodes)
+    if node.target is operator.getitem:
+        return True
+    passage = spec.gate_passage
+    if passage == "constant":
+        return not any(isinstance(a, fx.Node) and a in data for a in node.args[1:])
+    return passage == "any"
 
 
 def _mark_attention_probs(g: CapturedGraph) -> None:
     """Softmax nodes whose output reaches a data·data matrix product through moves only."""
     found: set[fx.Node] = set()
     for node in g.nodes:
-        if node.op != "call_function" or not registry.is_softmax(node.target):
+        if node.op != "call_function" or not _spec(node).attention_probs:
             continue
         chain, frontier, feeds = {node}, [node], False
         while frontier:
@@ -249,14 +280,21 @@ def _mark_attention_probs(g: CapturedGraph) -> None:
             for user in current.users:
                 if user.op != "call_function" or user not in g.data:
                     continue
-                if registry.is_data_product(user, g.data):
+                if _is_data_product(user, g.data):
                     feeds = True
-                elif registry.is_movement(user.target) and user.args[0] is current:
+                elif _family(user) is Family.MOVEMENT and user.args[0] is current:
                     chain.add(user)
                     frontier.append(user)
         if feeds:
             found |= chain
     g.attention_probs = found
+
+
+def _is_data_product(node: fx.Node, data: set[fx.Node]) -> bool:
+    """A matrix product of two data tensors (attention's ``A·V``)."""
+    if not _spec(node).data_product:
+        return False
+    return sum(isinstance(a, fx.Node) and a in data for a in node.args[:2]) == 2
 
 
 def _shape(node: Any) -> tuple | None:
@@ -273,7 +311,7 @@ def _bias_free_affine(g: CapturedGraph, node: fx.Node) -> bool:
     """An affine op with constant weights and no bias of its own."""
     if node.op != "call_function" or node not in g.data or len(_consumers(g, node)) != 1:
         return False
-    if not registry.accepts_bias_add(node):
+    if not _spec(node).accepts_bias_add(node):
         return False
     operands = [a for a in node.args[:2] if isinstance(a, fx.Node)]
     return sum(a in g.data for a in operands) == 1
@@ -282,7 +320,7 @@ def _bias_free_affine(g: CapturedGraph, node: fx.Node) -> bool:
 def _mark_bias_adds(g: CapturedGraph) -> None:
     """Find ``affine(x) + c`` with a constant ``c`` that keeps the affine output's shape."""
     for node in g.nodes:
-        if node.op != "call_function" or not registry.is_bias_add_op(node):
+        if node.op != "call_function" or not _spec(node).adds_bias(node):
             continue
         a, b = node.args[:2]
         for affine, const in ((a, b), (b, a)):
@@ -290,7 +328,7 @@ def _mark_bias_adds(g: CapturedGraph) -> None:
                 continue
             if isinstance(const, fx.Node) and const in g.data:
                 continue
-            if registry.is_sub(node) and affine is not a:
+            if _spec(node).bias_sign < 0 and affine is not a:
                 continue  # c - affine(x) negates the weights: leave it to the add rule
             if _shape(node) != _shape(affine):
                 continue
@@ -306,7 +344,7 @@ def _constant_scalar(g: CapturedGraph, value: Any) -> float | None:
         return float(value)
     if not isinstance(value, fx.Node) or value in g.data:
         return None
-    while value.op == "call_function" and registry.is_identity_move(value.target):
+    while value.op == "call_function" and _spec(value).identity:
         value = value.args[0]  # lift_fresh_copy / clone / _to_copy of a constant
         if not isinstance(value, fx.Node):
             return _constant_scalar(g, value)
@@ -316,19 +354,18 @@ def _constant_scalar(g: CapturedGraph, value: Any) -> float | None:
         if isinstance(tensor, torch.Tensor) and tensor.numel() == 1:
             return float(tensor)
         return None
-    if value.op == "call_function":
-        name = getattr(getattr(value.target, "overloadpacket", None), "__name__", "")
-        if name in ("full", "full_like", "scalar_tensor") and len(value.args) >= 1:
-            fill = value.args[1] if name != "scalar_tensor" else value.args[0]
-            if isinstance(fill, (int, float)) and not isinstance(fill, bool):
-                return float(fill)
+    fill_arg = _spec(value).fill_arg if value.op == "call_function" else None
+    if fill_arg is not None and len(value.args) > fill_arg:
+        fill = value.args[fill_arg]  # full(size, 2.0), scalar_tensor(2.0)
+        if isinstance(fill, (int, float)) and not isinstance(fill, bool):
+            return float(fill)
     return None
 
 
 def _mark_saturation(g: CapturedGraph) -> None:
     """For affine nodes whose output feeds only an activation, remember its saturation range."""
     for node in g.nodes:
-        if node.op != "call_function" or not registry.is_affine(node.target):
+        if node.op != "call_function" or _family(node) is not Family.AFFINE:
             continue
         current = node
         while True:
@@ -340,12 +377,12 @@ def _mark_saturation(g: CapturedGraph) -> None:
                 break
             if (
                 (user.target is operator.getitem and user.args[1] == 0)
-                or registry.is_bijective(user.target)
+                or _spec(user).bijective
                 or g.bias_source.get(user) is current
             ):
                 current = user
                 continue
-            bounds = registry.saturation_bounds(user, lambda a: _constant_scalar(g, a))
+            bounds = _spec(user).saturation_bounds(user, lambda a: _constant_scalar(g, a))
             if bounds is not None:
                 g.saturation[node] = _chained_bounds(g, user, bounds)
             break
@@ -355,12 +392,12 @@ def _chained_bounds(g: CapturedGraph, act: fx.Node, bounds: tuple) -> tuple:
     """Clamp-like ops in a row (``maximum(minimum(y, 1), −1)``) saturate at both bounds."""
     low, high = bounds
     current = act
-    while registry.is_clamp_like(current.target):
+    while _spec(current).clamps:
         users = _consumers(g, current)
-        if len(users) != 1 or not registry.is_clamp_like(users[0].target):
+        if len(users) != 1 or not _spec(users[0]).clamps:
             break
         current = users[0]
-        more = registry.saturation_bounds(current, lambda a: _constant_scalar(g, a))
+        more = _spec(current).saturation_bounds(current, lambda a: _constant_scalar(g, a))
         if more is None:
             break
         if more[0] is not None:
@@ -402,7 +439,7 @@ def blocking_node(g: CapturedGraph, output: fx.Node) -> fx.Node | None:
     cut = [n for n in g.nodes if n.op == "call_function" and n in depends and n in ancestors
            and n not in g.data]
     # moves of integer ids (a view before an embedding bag) are not the reason: name the op
-    named = [n for n in cut if not registry.is_movement(n.target)]
+    named = [n for n in cut if _family(n) is not Family.MOVEMENT]
     return (named or cut or [None])[0]
 
 

@@ -118,7 +118,7 @@ def _bias_value(g, env, add: fx.Node, affine: fx.Node) -> torch.Tensor:
     value = env[const] if isinstance(const, fx.Node) else const
     out = env[add]
     value = torch.as_tensor(value, dtype=out.dtype, device=out.device)
-    return -value if registry.is_sub(add) else value
+    return -value if registry.spec_of(add.target).bias_sign < 0 else value
 
 
 def _apply_rule(g, env, node, R, options, store, result, dtype, abs_cache) -> None:

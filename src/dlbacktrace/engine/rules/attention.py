@@ -25,7 +25,7 @@ from dlbacktrace.engine.rules.base import (
     total,
 )
 from dlbacktrace.engine.rules.movement import identity
-from dlbacktrace.engine.rules.products import _magnitude_share, signed_share
+from dlbacktrace.engine.rules.products import magnitude_share, signed_share
 
 
 def softmax_relevance(R_A: torch.Tensor, A: torch.Tensor, logits: torch.Tensor, dim: int):
@@ -128,7 +128,7 @@ def sdpa(call: Call, R) -> Contribution:
         absorbed = absorbed + total(rho_attn[0] - kept[0])
         rho_attn = kept
     # Each operand of Q·Kᵀ takes half of the scores' relevance.
-    outs, dead = _magnitude_share(call, rho_attn / 2, scores_of, q, k, (True, True))
+    outs, dead = magnitude_share(call, rho_attn / 2, scores_of, q, k, (True, True))
     result.absorbed = result.absorbed + absorbed + 2 * dead
     for i, part in ((0, outs[0]), (1, outs[1])):
         if call.is_data(i):

@@ -3,6 +3,8 @@ normalising divisions and matrix products (attention ``A·V`` and ``Q·Kᵀ``)."
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from dlbacktrace.engine.rules.affine import AffineMap, matrix_affine
@@ -59,11 +61,29 @@ def divide_by_data(call: Call, R) -> Contribution:
     return result
 
 
-def _magnitude_share(call, R, fn, a, b, which: tuple[bool, bool]) -> tuple[list, torch.Tensor]:
+def magnitude_share(
+    call: Any, R: torch.Tensor, fn: Any, a: torch.Tensor, b: torch.Tensor,
+    which: tuple[bool, bool],
+) -> tuple[list, torch.Tensor]:
     """Split relevance of ``fn(a, b)`` (bilinear) over both operands by ``|a_i·b_j|``.
 
-    Returns per-operand relevance for the operands flagged in ``which`` and the absorbed part
-    (outputs whose contributions are all zero).
+    Parameters
+    ----------
+    call:
+        The node's :class:`~dlbacktrace.engine.rules.base.Call`.
+    R:
+        Relevance of the output (leading stream dimension).
+    fn:
+        The bilinear function (matmul, bmm, einsum, ...), re-run on ``|a|`` and ``|b|``.
+    a, b:
+        The two data operands.
+    which:
+        Which operands get relevance.
+
+    Returns
+    -------
+    Per-operand relevance for the operands flagged in ``which`` and the absorbed part (outputs
+    whose contributions are all zero).
     """
     la = a.detach().abs().requires_grad_(True)
     lb = b.detach().abs().requires_grad_(True)
@@ -142,7 +162,7 @@ def matmul_of_data(call: Call, R) -> Contribution:
     if call.options.signed:
         outs, dead = signed_share(call, half, op, a, b, call.out)
     else:
-        outs, dead = _magnitude_share(call, half, op, a, b, (True, True))
+        outs, dead = magnitude_share(call, half, op, a, b, (True, True))
     result.add(call.arg_node(0), outs[0].to(R.dtype))
     result.add(call.arg_node(1), outs[1].to(R.dtype))
     result.absorbed = 2 * dead
@@ -159,7 +179,7 @@ def bilinear_linear(call: Call, R) -> Contribution:
     if call.options.signed:
         outs, dead = signed_share(call, R / 2, fn, call.args[0], call.args[1], call.out)
     else:
-        outs, dead = _magnitude_share(call, R / 2, fn, call.args[0], call.args[1], (True, True))
+        outs, dead = magnitude_share(call, R / 2, fn, call.args[0], call.args[1], (True, True))
     result = Contribution(absorbed=2 * dead)
     result.add(call.arg_node(0), outs[0].to(R.dtype))
     result.add(call.arg_node(1), outs[1].to(R.dtype))

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from dlbacktrace.evaluation.metrics._perturb import (
@@ -31,17 +32,6 @@ from dlbacktrace.evaluation.metrics._perturb import (
     ranks,
     removal_value,
 )
-
-HIGHER_IS_BETTER = {
-    "deletion_auc": False,  # MoRF
-    "lerf_auc": True,
-    "insertion_auc": True,
-    "abpc": True,
-    "comprehensiveness": True,
-    "sufficiency": False,
-    "faithfulness_correlation": True,
-    "infidelity": False,
-}
 
 
 @dataclass
@@ -72,6 +62,13 @@ class Curves:
     @property
     def abpc(self) -> torch.Tensor:
         return self.lerf_auc - self.deletion_auc
+
+    def numpy(self) -> dict[str, np.ndarray]:
+        """The curves and their areas as NumPy arrays (``fractions`` ``[S]``, curves
+        ``[B, S]``, areas ``[B]``)."""
+        names = ("fractions", "morf", "lerf", "insertion", "deletion_auc", "lerf_auc",
+                 "insertion_auc", "abpc")  # fmt: skip
+        return {name: getattr(self, name).detach().cpu().numpy() for name in names}
 
     def eraser(self, bins: tuple[float, ...]) -> dict[str, torch.Tensor]:
         """ERASER comprehensiveness / sufficiency read off the curves (no extra forwards):
@@ -110,6 +107,27 @@ def _removed(scores, valid, fractions, descending: bool, inserted: bool = False)
     return chosen & valid[:, None, :]
 
 
+def _scores_without(
+    forward: Forward,
+    x: torch.Tensor,
+    removed: torch.Tensor,
+    mask: torch.Tensor,
+    base: torch.Tensor,
+    target: torch.Tensor,
+    additional_forward_args: tuple[torch.Tensor, ...],
+    output: str,
+    batch_size: int,
+) -> torch.Tensor:
+    """``[B, S]`` target scores of each input with the features ``removed[:, s]`` replaced by
+    ``base``, all ``B·S`` perturbed copies in batches."""
+    copies = removed.shape[1]
+    perturbed = apply_removed(x, removed, mask, base)
+    extra = expand_extra(tuple(additional_forward_args), copies)
+    tgt = target.repeat_interleave(copies)
+    values = evaluate(forward, perturbed, extra, tgt, output, batch_size)
+    return values.reshape(x.shape[0], copies)
+
+
 def curves(
     forward: Forward,
     x: torch.Tensor,
@@ -141,11 +159,8 @@ def curves(
         ],
         dim=1,
     )
-    copies = removed.shape[1]
-    perturbed = apply_removed(x, removed, mask, base)
-    extra = expand_extra(tuple(additional_forward_args), copies)
-    tgt = target.repeat_interleave(copies)
-    values = evaluate(forward, perturbed, extra, tgt, output, batch_size).reshape(x.shape[0], -1)
+    values = _scores_without(forward, x, removed, mask, base, target, additional_forward_args,
+                             output, batch_size)  # fmt: skip
     s = fr.numel()
     return Curves(fr, values[:, :s], values[:, s : 2 * s], values[:, 2 * s :])
 
@@ -157,27 +172,25 @@ def eraser(
     target: torch.Tensor,
     *,
     bins: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2, 0.5),
-    **kwargs: Any,
+    feature_mask: torch.Tensor | None = None,
+    removal: Any = "zero",
+    additional_forward_args: tuple[torch.Tensor, ...] = (),
+    valid_elements: torch.Tensor | None = None,
+    output: str = "prob",
+    batch_size: int = 256,
 ) -> dict[str, torch.Tensor]:
     """ERASER comprehensiveness (p(x) − p(x without the top k%), higher is better) and
     sufficiency (p(x) − p(only the top k%), lower is better), averaged over ``bins``.
-    At least one feature is moved in every bin."""
+    At least one feature is moved in every bin. Options as for :func:`curves`."""
     fr = torch.tensor((0.0, *bins), dtype=torch.float64)
-    mask, scores, valid, base = _setup(
-        x, attributions, kwargs.pop("feature_mask", None), kwargs.pop("valid_elements", None),
-        kwargs.pop("removal", "zero"),
-    )
+    mask, scores, valid, base = _setup(x, attributions, feature_mask, valid_elements, removal)
     r = ranks(scores, valid, descending=True)
     k = counts(fr, valid)
     k[:, 1:] = k[:, 1:].clamp_min(1)
     top = (r[:, None, :] < k[:, :, None]) & valid[:, None, :]
     removed = torch.cat([top, valid[:, None, :] & ~top[:, 1:]], dim=1)
-    copies = removed.shape[1]
-    extra = expand_extra(tuple(kwargs.pop("additional_forward_args", ())), copies)
-    perturbed = apply_removed(x, removed, mask, base)
-    values = evaluate(
-        forward, perturbed, extra, target.repeat_interleave(copies), **kwargs
-    ).reshape(x.shape[0], copies)
+    values = _scores_without(forward, x, removed, mask, base, target, additional_forward_args,
+                             output, batch_size)  # fmt: skip
     full = values[:, :1]
     n = len(bins)
     return {
@@ -220,11 +233,9 @@ def faithfulness_correlation(
     r = torch.argsort(torch.argsort(noise, dim=2), dim=2).to(scores.device)
     k = (valid.sum(1) * subset_fraction).round().long().clamp_min(1)
     subset = r < k[:, None, None]
-    perturbed = apply_removed(x, torch.cat([subset[:, :1] & False, subset], 1), mask, base)
-    extra = expand_extra(tuple(additional_forward_args), n_samples + 1)
-    values = evaluate(
-        forward, perturbed, extra, target.repeat_interleave(n_samples + 1), output, batch_size
-    ).reshape(b, n_samples + 1)
+    removed = torch.cat([subset[:, :1] & False, subset], 1)  # first: the input itself
+    values = _scores_without(forward, x, removed, mask, base, target, additional_forward_args,
+                             output, batch_size)  # fmt: skip
     drop = values[:, :1] - values[:, 1:]
     attr_sum = (subset.to(torch.float64) * scores[:, None, :]).sum(-1)
     return _pearson(attr_sum, drop)

@@ -64,7 +64,17 @@ def _pad_id(prep: Prepared) -> int | None:
 
 
 def saliency(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Tensor:
-    """|∂f/∂x| (Simonyan et al.)."""
+    """|∂f/∂x| (Simonyan et al.).
+
+    Parameters
+    ----------
+    prep
+        The prepared model and inputs.
+    target
+        The explained class per row.
+    **options
+        Unused.
+    """
     a = _captum().Saliency(prep.forward).attribute(
         prep.x, target=target, abs=True, additional_forward_args=prep.extra or None
     )
@@ -72,6 +82,17 @@ def saliency(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Tens
 
 
 def input_x_gradient(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Tensor:
+    """Gradient × input (Shrikumar et al.): the first-order contribution of each element.
+
+    Parameters
+    ----------
+    prep
+        The prepared model and inputs.
+    target
+        The explained class per row.
+    **options
+        Unused.
+    """
     a = _captum().InputXGradient(prep.forward).attribute(
         prep.x, target=target, additional_forward_args=prep.extra or None
     )
@@ -81,7 +102,18 @@ def input_x_gradient(prep: Prepared, target: torch.Tensor, **options: Any) -> to
 def integrated_gradients(
     prep: Prepared, target: torch.Tensor, **options: Any
 ) -> torch.Tensor:
-    """IG (Sundararajan et al.): Gauss-Legendre path, ``n_steps`` (default 50)."""
+    """IG (Sundararajan et al.): Gauss-Legendre path, ``n_steps`` (default 50).
+
+    Parameters
+    ----------
+    prep
+        The prepared model and inputs.
+    target
+        The explained class per row.
+    **options
+        ``n_steps``, ``baseline`` (float inputs) or ``baseline_token_id`` (text),
+        ``internal_batch_size``.
+    """
     a = _captum().IntegratedGradients(prep.forward).attribute(
         prep.x,
         baselines=reference(prep, options),
@@ -95,7 +127,17 @@ def integrated_gradients(
 
 def smoothgrad(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Tensor:
     """SmoothGrad (Smilkov et al.): mean |gradient| over ``n_samples`` (default 25) noisy
-    copies, noise σ = ``noise_level`` (default 0.15) × the input's value range."""
+    copies, noise σ = ``noise_level`` (default 0.15) × the input's value range.
+
+    Parameters
+    ----------
+    prep
+        The prepared model and inputs.
+    target
+        The explained class per row.
+    **options
+        ``n_samples``, ``noise_level``, ``seed``, ``internal_batch_size``.
+    """
     x = prep.x
     span = (x.amax() - x.amin()).item() or 1.0
     sigma = float(options.get("noise_level", 0.15)) * span
@@ -115,7 +157,17 @@ def smoothgrad(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Te
 
 
 def deeplift(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Tensor:
-    """DeepLift (Shrikumar et al., Rescale rule) against the same reference as IG."""
+    """DeepLift (Shrikumar et al., Rescale rule) against the same reference as IG.
+
+    Parameters
+    ----------
+    prep
+        The prepared model and inputs.
+    target
+        The explained class per row.
+    **options
+        ``baseline`` (float inputs) or ``baseline_token_id`` (text).
+    """
     model = _forward_module(prep)
     if prep.kind == "tensor":  # one module per call (e.g. ResNet's reused ReLU)
         unshared = unshare_modules(prep.model)
@@ -160,7 +212,17 @@ def _last_conv(model: nn.Module) -> nn.Module:
 
 def grad_cam(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al.) at the last conv layer (``layer=`` overrides: a module or its
-    name), ReLU'd and upsampled bilinearly to the input size, the same on every channel."""
+    name), ReLU'd and upsampled bilinearly to the input size, the same on every channel.
+
+    Parameters
+    ----------
+    prep
+        The prepared model and inputs.
+    target
+        The explained class per row.
+    **options
+        ``layer``: a module or its name.
+    """
     if prep.kind != "tensor" or prep.x.dim() != 4:
         raise MethodError("grad-cam applies to image inputs [B, C, H, W] of a CNN")
     layer = options.get("layer")
@@ -203,7 +265,18 @@ def _perturbation_inputs(prep: Prepared, options: dict[str, Any]):
 
 def lime(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Tensor:
     """LIME (Ribeiro et al.): ridge surrogate on ``n_samples`` (default 200) random feature
-    subsets; features are columns, tokens, patches or superpixels (``feature_mask=``)."""
+    subsets; features are columns, tokens, patches or superpixels (``feature_mask=``).
+
+    Parameters
+    ----------
+    prep
+        The prepared model and inputs.
+    target
+        The explained class per row.
+    **options
+        ``n_samples``, ``feature_mask`` (a mask or its kind), ``baseline`` /
+        ``baseline_token_id``, ``seed``, ``perturbations_per_eval``.
+    """
     from captum._utils.models.linear_model import SkLearnRidge
 
     x, forward, extra, base, mask = _perturbation_inputs(prep, options)
@@ -218,7 +291,17 @@ def lime(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Tensor:
 
 def kernel_shap(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Tensor:
     """KernelSHAP (Lundberg & Lee): Shapley-kernel weighted regression on ``n_samples``
-    (default 200) coalitions of the same feature groups as LIME."""
+    (default 200) coalitions of the same feature groups as LIME.
+
+    Parameters
+    ----------
+    prep
+        The prepared model and inputs.
+    target
+        The explained class per row.
+    **options
+        As for :func:`lime`.
+    """
     x, forward, extra, base, mask = _perturbation_inputs(prep, options)
     explainer = _captum().KernelShap(forward)
     return _sampled(explainer, prep, target, options, x, extra, base, mask)
@@ -246,7 +329,17 @@ def _to_attr_space(prep: Prepared, a: torch.Tensor) -> torch.Tensor:
 
 def lrp_epsilon(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Tensor:
     """LRP-ε (Bach et al.) with Captum's rules, on a copy of the model (Captum attaches rule
-    objects to modules). Layers Captum has no rule for raise an error naming the layer."""
+    objects to modules). Layers Captum has no rule for raise an error naming the layer.
+
+    Parameters
+    ----------
+    prep
+        The prepared model and inputs.
+    target
+        The explained class per row.
+    **options
+        Unused.
+    """
     if prep.kind != "tensor":
         raise MethodError("lrp-epsilon: Captum's LRP has no rules for embeddings/attention")
     model = copy.deepcopy(prep.model).eval()

@@ -55,6 +55,18 @@ def rollout_matrix(attentions: tuple[torch.Tensor, ...]) -> torch.Tensor:
 
 
 def attention_rollout(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Tensor:
+    """Rollout relevance of every token, ``[B, T, 1]`` (zero on padding).
+
+    Parameters
+    ----------
+    prep
+        The prepared transformer and token inputs.
+    target
+        The explained class per row (rollout does not depend on it).
+    **options
+        ``position``: ``"mean"``, ``"cls"``, ``"last"`` or an index (default: last for
+        causal models, mean otherwise).
+    """
     if prep.kind != "tokens":
         raise MethodError("attention-rollout applies to transformers on token inputs")
     inner = _transformer(prep.model)

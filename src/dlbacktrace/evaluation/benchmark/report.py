@@ -42,6 +42,25 @@ def _best(rows: dict[str, Any], metric: str, higher: bool) -> str | None:
     return (max if higher else min)(scored, key=scored.get)
 
 
+def _cell(score: dict[str, Any] | None, instances: int, metric: str, bold: bool) -> str:
+    if score is None:
+        return "–"
+    text = _fmt(score["mean"]) if score["std"] == 0 or score["n"] <= 1 else (
+        f"{_fmt(score['mean'])} ± {_fmt(score['std'])}"
+    )
+    if score["n"] not in (instances, 1) and metric != "peak_memory_mb":
+        text += f" (n={score['n']})"
+    return f"**{text}**" if bold else text
+
+
+def _row(method: str, r: dict[str, Any], cols: list[str], best: dict[str, str | None]) -> str:
+    if "error" in r:
+        return f"| {method} | failed: {r['error'][:120]} |"
+    cells = [method, r["map"].split(" (")[0], str(r["instances"])]
+    cells += [_cell(r["metrics"].get(c), r["instances"], c, best[c] == method) for c in cols]
+    return "| " + " | ".join(cells) + " |"
+
+
 def markdown(results: dict[str, Any]) -> str:
     """One Markdown table per task: mean ± std per method and metric, the best non-random
     method in bold, failures and the methods not run with their reasons.
@@ -80,23 +99,7 @@ def markdown(results: dict[str, Any]) -> str:
         ]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         best = {c: _best(rows, c, hib.get(c, False)) for c in cols}
-        for method, r in rows.items():
-            if "error" in r:
-                lines.append(f"| {method} | failed: {r['error'][:120]} |")
-                continue
-            cells = [method, r["map"].split(" (")[0], str(r["instances"])]
-            for c in cols:
-                m = r["metrics"].get(c)
-                if m is None:
-                    cells.append("–")
-                    continue
-                text = _fmt(m["mean"]) if m["std"] == 0 or m["n"] <= 1 else (
-                    f"{_fmt(m['mean'])} ± {_fmt(m['std'])}"
-                )
-                if m["n"] not in (r["instances"], 1) and c not in ("peak_memory_mb",):
-                    text += f" (n={m['n']})"
-                cells.append(f"**{text}**" if best[c] == method else text)
-            lines.append("| " + " | ".join(cells) + " |")
+        lines += [_row(method, r, cols, best) for method, r in rows.items()]
         skipped = task.get("skipped") or {}
         if skipped:
             lines += ["", "Not run: " + "; ".join(f"{m} ({why})" for m, why in skipped.items())]

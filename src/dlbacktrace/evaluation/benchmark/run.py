@@ -101,7 +101,21 @@ class TaskRunner:
         self, method: Method, inputs: Any, target: torch.Tensor, model: nn.Module | None = None,
         **extra: Any,
     ) -> tuple[torch.Tensor, Explanation]:
-        """The map (shaped like the perturbed inputs) and the Explanation of ``inputs``."""
+        """The map (shaped like the perturbed inputs) and the Explanation of ``inputs``.
+
+        Parameters
+        ----------
+        method
+            The method.
+        inputs
+            Model inputs (a tensor, or a dict of token tensors).
+        target
+            The class per row.
+        model
+            Another model to explain (default: the task's), e.g. a randomised copy.
+        **extra
+            Options on top of the task's options for the method (e.g. ``seed``).
+        """
         task = self.task
         model = task.model if model is None else model
         opts = {**self._setup(method, model), **task.options.get(method.name, {}), **extra}
@@ -115,7 +129,19 @@ class TaskRunner:
         self, method: Method, count: int, model: nn.Module | None = None, **extra: Any
     ) -> tuple[torch.Tensor, list[Explanation]]:
         """Maps for the first ``count`` instances in fixed-size chunks (the last one padded, so
-        a method that captures the model sees one input signature)."""
+        a method that captures the model sees one input signature), and the Explanations.
+
+        Parameters
+        ----------
+        method
+            The method.
+        count
+            How many instances, from the first.
+        model
+            Another model to explain (default: the task's).
+        **extra
+            Options on top of the task's options for the method.
+        """
         task = self.task
         inputs, target = task.subset(count)
         size = min(task.chunk, self.count(method) if method.captures_graph else count)
@@ -130,7 +156,13 @@ class TaskRunner:
         return torch.cat(maps), exps
 
     def count(self, method: Method) -> int:
-        """Instances explained with ``method`` (fewer for the costly sampling methods)."""
+        """Instances explained with ``method`` (fewer for the costly sampling methods).
+
+        Parameters
+        ----------
+        method
+            The method.
+        """
         return min(self.task.n, self.task.limits.get(method.name, self.task.n))
 
     # ---- selection -------------------------------------------------------------------------
@@ -165,8 +197,19 @@ class TaskRunner:
     def context(
         self, method: Method, maps: torch.Tensor, exps: list[Explanation], cost: M.Cost
     ) -> M.EvaluationContext:
-        """What the metrics may use for ``method``'s maps of the first ``len(maps)``
-        instances."""
+        """What the metrics may use for ``method``'s maps of the first ``len(maps)`` instances.
+
+        Parameters
+        ----------
+        method
+            The method that made the maps (re-explaining metrics call it again).
+        maps
+            The maps, shaped like the perturbed inputs.
+        exps
+            Their Explanations (ledgers).
+        cost
+            Time and memory of computing them.
+        """
         task = self.task
         n = maps.shape[0]
         return M.EvaluationContext(
@@ -200,7 +243,19 @@ class TaskRunner:
 
     def run_method(self, method: Method) -> dict[str, Any]:
         """Explain the task's instances with ``method`` (timed) and score the maps with every
-        metric that applies."""
+        metric that applies.
+
+        Parameters
+        ----------
+        method
+            The method.
+
+        Returns
+        -------
+        dict
+            ``map`` (how the map reads), ``instances``, ``metrics`` (mean, std, n per metric)
+            and the metrics' details (mean curves, per-layer randomisation similarity).
+        """
         task = self.task
         n = self.count(method)
         # warm-up: the capture of a capturing method, first-call overheads for the others
@@ -209,13 +264,12 @@ class TaskRunner:
         warm = time.perf_counter() - t0
         cost = M.measure(lambda: self.explain_all(method, n))
         maps, exps = cost.result
-        res: dict[str, Any] = {"map": method.map_kind, "instances": n, "metrics": {}}
+        res: dict[str, Any] = {"map": method.map_kind, "instances": n}
         if method.captures_graph:
             res["first_call_s"] = warm
         ctx = self.context(method, maps, exps, cost)
-        for metric in self.metrics():
-            if metric.applies_to(ctx):
-                res["metrics"][metric.name] = _stats(metric(ctx))
+        scores = M.evaluate(ctx, self.metrics())
+        res["metrics"] = {name: _stats(values) for name, values in scores.items()}
         self._setups = {k: v for k, v in self._setups.items() if k[1]}  # randomised copies
         res.update(ctx.details)  # mean curves, per-layer randomisation similarities
         return res

@@ -4,7 +4,8 @@ complexity, conservation and cost.
 The functions are batched torch implementations; per-instance scores are ``[B]`` float64
 tensors (``.numpy()`` gives an array; :meth:`Curves.numpy` converts the curves). Each score is
 also registered in :data:`METRICS` as a self-describing :class:`Metric` (``higher_is_better``,
-``category``, ``needs``) that reads its arguments from an :class:`EvaluationContext`.
+``category``, ``needs``) that reads its arguments from an :class:`EvaluationContext`;
+:func:`evaluate` computes every metric that applies to a context.
 """
 
 from dlbacktrace.evaluation.metrics._perturb import (
@@ -13,7 +14,7 @@ from dlbacktrace.evaluation.metrics._perturb import (
     gaussian_blur,
     removal_value,
 )
-from dlbacktrace.evaluation.metrics.catalogue import METRICS, higher_is_better
+from dlbacktrace.evaluation.metrics.catalogue import METRICS, evaluate, higher_is_better
 from dlbacktrace.evaluation.metrics.complexity import entropy, sparseness
 from dlbacktrace.evaluation.metrics.conservation import completeness_error, conservation_error
 from dlbacktrace.evaluation.metrics.context import NEEDS, EvaluationContext
@@ -56,6 +57,7 @@ __all__ = [
     "determinism",
     "entropy",
     "eraser",
+    "evaluate",
     "faithfulness_correlation",
     "gaussian_blur",
     "higher_is_better",

@@ -7,6 +7,8 @@ follow the benchmark's budget (``context.quick``, text or not). Adding a metric 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 
 from dlbacktrace.evaluation.metrics import faithfulness as F
@@ -220,9 +222,31 @@ for _metric in (
 del _metric
 
 
+def evaluate(
+    context: EvaluationContext, metrics: Iterable[Metric] | None = None
+) -> dict[str, torch.Tensor]:
+    """Every metric that applies to ``context``, by name (Quantus's ``evaluate`` for one
+    method): metrics whose needs the context does not meet are left out.
+
+    Parameters
+    ----------
+    context
+        The method's maps and what the metrics may use.
+    metrics
+        The metrics to try (default: every registered one, in registry order).
+
+    Returns
+    -------
+    dict
+        ``{name: values}``, each ``[B]`` (or ``[1]`` for a value of the whole run).
+    """
+    chosen = METRICS.values() if metrics is None else metrics
+    return {m.name: m(context) for m in chosen if m.applies_to(context)}
+
+
 def higher_is_better() -> dict[str, bool]:
     """``{name: higher_is_better}`` of every registered metric (for result files)."""
     return {name: metric.higher_is_better for name, metric in METRICS.items()}
 
 
-__all__ = ["METRICS", "higher_is_better"]
+__all__ = ["METRICS", "evaluate", "higher_is_better"]

@@ -144,7 +144,36 @@ def curves(
     batch_size: int = 256,
 ) -> Curves:
     """MoRF, LeRF deletion and MoRF insertion curves at ``steps + 1`` equally spaced
-    fractions of the features (or the given ``fractions``), for every input row."""
+    fractions of the features (or the given ``fractions``), for every input row.
+
+    Parameters
+    ----------
+    forward
+        The model as ``forward(x, *additional_forward_args) -> [N, C]`` scores.
+    x
+        ``[B, ...]`` the inputs (float, or token ids).
+    attributions
+        ``[B, ...]`` the maps, shaped like ``x``.
+    target
+        ``[B]`` the explained class per row.
+    steps
+        Equal steps from 0 to 1 (when ``fractions`` is None).
+    fractions
+        The fractions of features removed, ascending from 0 to 1.
+    feature_mask
+        Elements → feature index (−1: none); default one feature per element (per pixel
+        for images).
+    removal
+        What a removed element becomes (:func:`~._perturb.removal_value`).
+    additional_forward_args
+        Batch-aligned tensors passed on to ``forward`` (e.g. an attention mask).
+    valid_elements
+        Elements that count as features (text: real tokens); None for all.
+    output
+        Score the ``"prob"`` (softmax probability) or the ``"logit"`` of the target.
+    batch_size
+        Perturbed copies per forward call.
+    """
     mask, scores, valid, base = _setup(x, attributions, feature_mask, valid_elements, removal)
     fr = (
         torch.linspace(0, 1, steps + 1, dtype=torch.float64)
@@ -181,7 +210,34 @@ def eraser(
 ) -> dict[str, torch.Tensor]:
     """ERASER comprehensiveness (p(x) − p(x without the top k%), higher is better) and
     sufficiency (p(x) − p(only the top k%), lower is better), averaged over ``bins``.
-    At least one feature is moved in every bin. Options as for :func:`curves`."""
+    At least one feature is moved in every bin.
+
+    Parameters
+    ----------
+    forward
+        The model as ``forward(x, *additional_forward_args) -> [N, C]`` scores.
+    x
+        ``[B, ...]`` the inputs (float, or token ids).
+    attributions
+        ``[B, ...]`` the maps, shaped like ``x``.
+    target
+        ``[B]`` the explained class per row.
+    bins
+        Fractions of the features in the top-k bins.
+    feature_mask
+        Elements → feature index (−1: none); default one feature per element (per pixel
+        for images).
+    removal
+        What a removed element becomes (:func:`~._perturb.removal_value`).
+    additional_forward_args
+        Batch-aligned tensors passed on to ``forward`` (e.g. an attention mask).
+    valid_elements
+        Elements that count as features (text: real tokens); None for all.
+    output
+        Score the ``"prob"`` (softmax probability) or the ``"logit"`` of the target.
+    batch_size
+        Perturbed copies per forward call.
+    """
     fr = torch.tensor((0.0, *bins), dtype=torch.float64)
     mask, scores, valid, base = _setup(x, attributions, feature_mask, valid_elements, removal)
     r = ranks(scores, valid, descending=True)
@@ -224,7 +280,38 @@ def faithfulness_correlation(
 ) -> torch.Tensor:
     """Pearson correlation, over ``n_samples`` random feature subsets (``subset_fraction`` of
     the features, at least one), between the attribution summed over the subset and the drop
-    of the target score when the subset is removed (Bhatt et al., 2020). ``[B]``."""
+    of the target score when the subset is removed (Bhatt et al., 2020). ``[B]``.
+
+    Parameters
+    ----------
+    forward
+        The model as ``forward(x, *additional_forward_args) -> [N, C]`` scores.
+    x
+        ``[B, ...]`` the inputs (float, or token ids).
+    attributions
+        ``[B, ...]`` the maps, shaped like ``x``.
+    target
+        ``[B]`` the explained class per row.
+    n_samples
+        Random subsets per input.
+    subset_fraction
+        Fraction of the features in each subset.
+    feature_mask
+        Elements → feature index (−1: none); default one feature per element (per pixel
+        for images).
+    removal
+        What a removed element becomes (:func:`~._perturb.removal_value`).
+    additional_forward_args
+        Batch-aligned tensors passed on to ``forward`` (e.g. an attention mask).
+    valid_elements
+        Elements that count as features (text: real tokens); None for all.
+    output
+        Score the ``"prob"`` (softmax probability) or the ``"logit"`` of the target.
+    seed
+        Seed of the local generator drawing the subsets.
+    batch_size
+        Perturbed copies per forward call.
+    """
     mask, scores, valid, base = _setup(x, attributions, feature_mask, valid_elements, removal)
     b, f = scores.shape
     gen = torch.Generator().manual_seed(seed)

@@ -68,10 +68,8 @@ def saliency(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Tens
 
     Parameters
     ----------
-    prep
-        The prepared model and inputs.
-    target
-        The explained class per row.
+    prep, target
+        The prepared model and inputs, and the explained class per row.
     **options
         Unused.
     """
@@ -86,10 +84,8 @@ def input_x_gradient(prep: Prepared, target: torch.Tensor, **options: Any) -> to
 
     Parameters
     ----------
-    prep
-        The prepared model and inputs.
-    target
-        The explained class per row.
+    prep, target
+        The prepared model and inputs, and the explained class per row.
     **options
         Unused.
     """
@@ -106,10 +102,8 @@ def integrated_gradients(
 
     Parameters
     ----------
-    prep
-        The prepared model and inputs.
-    target
-        The explained class per row.
+    prep, target
+        The prepared model and inputs, and the explained class per row.
     **options
         ``n_steps``, ``baseline`` (float inputs) or ``baseline_token_id`` (text),
         ``internal_batch_size``.
@@ -131,10 +125,8 @@ def smoothgrad(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Te
 
     Parameters
     ----------
-    prep
-        The prepared model and inputs.
-    target
-        The explained class per row.
+    prep, target
+        The prepared model and inputs, and the explained class per row.
     **options
         ``n_samples``, ``noise_level``, ``seed``, ``internal_batch_size``.
     """
@@ -161,10 +153,8 @@ def deeplift(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Tens
 
     Parameters
     ----------
-    prep
-        The prepared model and inputs.
-    target
-        The explained class per row.
+    prep, target
+        The prepared model and inputs, and the explained class per row.
     **options
         ``baseline`` (float inputs) or ``baseline_token_id`` (text).
     """
@@ -216,10 +206,8 @@ def grad_cam(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Tens
 
     Parameters
     ----------
-    prep
-        The prepared model and inputs.
-    target
-        The explained class per row.
+    prep, target
+        The prepared model and inputs, and the explained class per row.
     **options
         ``layer``: a module or its name.
     """
@@ -269,10 +257,8 @@ def lime(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Tensor:
 
     Parameters
     ----------
-    prep
-        The prepared model and inputs.
-    target
-        The explained class per row.
+    prep, target
+        The prepared model and inputs, and the explained class per row.
     **options
         ``n_samples``, ``feature_mask`` (a mask or its kind), ``baseline`` /
         ``baseline_token_id``, ``seed``, ``perturbations_per_eval``.
@@ -295,10 +281,8 @@ def kernel_shap(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.T
 
     Parameters
     ----------
-    prep
-        The prepared model and inputs.
-    target
-        The explained class per row.
+    prep, target
+        The prepared model and inputs, and the explained class per row.
     **options
         As for :func:`lime`.
     """
@@ -333,10 +317,8 @@ def lrp_epsilon(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.T
 
     Parameters
     ----------
-    prep
-        The prepared model and inputs.
-    target
-        The explained class per row.
+    prep, target
+        The prepared model and inputs, and the explained class per row.
     **options
         Unused.
     """

@@ -214,29 +214,12 @@ def eraser(
 
     Parameters
     ----------
-    forward
-        The model as ``forward(x, *additional_forward_args) -> [N, C]`` scores.
-    x
-        ``[B, ...]`` the inputs (float, or token ids).
-    attributions
-        ``[B, ...]`` the maps, shaped like ``x``.
-    target
-        ``[B]`` the explained class per row.
+    forward, x, attributions, target
+        As for :func:`curves`.
     bins
         Fractions of the features in the top-k bins.
-    feature_mask
-        Elements → feature index (−1: none); default one feature per element (per pixel
-        for images).
-    removal
-        What a removed element becomes (:func:`~._perturb.removal_value`).
-    additional_forward_args
-        Batch-aligned tensors passed on to ``forward`` (e.g. an attention mask).
-    valid_elements
-        Elements that count as features (text: real tokens); None for all.
-    output
-        Score the ``"prob"`` (softmax probability) or the ``"logit"`` of the target.
-    batch_size
-        Perturbed copies per forward call.
+    feature_mask, removal, additional_forward_args, valid_elements, output, batch_size
+        As for :func:`curves`.
     """
     fr = torch.tensor((0.0, *bins), dtype=torch.float64)
     mask, scores, valid, base = _setup(x, attributions, feature_mask, valid_elements, removal)
@@ -284,33 +267,16 @@ def faithfulness_correlation(
 
     Parameters
     ----------
-    forward
-        The model as ``forward(x, *additional_forward_args) -> [N, C]`` scores.
-    x
-        ``[B, ...]`` the inputs (float, or token ids).
-    attributions
-        ``[B, ...]`` the maps, shaped like ``x``.
-    target
-        ``[B]`` the explained class per row.
+    forward, x, attributions, target
+        As for :func:`curves`.
     n_samples
         Random subsets per input.
     subset_fraction
         Fraction of the features in each subset.
-    feature_mask
-        Elements → feature index (−1: none); default one feature per element (per pixel
-        for images).
-    removal
-        What a removed element becomes (:func:`~._perturb.removal_value`).
-    additional_forward_args
-        Batch-aligned tensors passed on to ``forward`` (e.g. an attention mask).
-    valid_elements
-        Elements that count as features (text: real tokens); None for all.
-    output
-        Score the ``"prob"`` (softmax probability) or the ``"logit"`` of the target.
     seed
         Seed of the local generator drawing the subsets.
-    batch_size
-        Perturbed copies per forward call.
+    feature_mask, removal, additional_forward_args, valid_elements, output, batch_size
+        As for :func:`curves`.
     """
     mask, scores, valid, base = _setup(x, attributions, feature_mask, valid_elements, removal)
     b, f = scores.shape

@@ -155,6 +155,9 @@ def _time_per_instance_ms(ctx: EvaluationContext) -> torch.Tensor:
 
 CURVES = ("forward",)
 MASKED = ("masked_forward",)
+# Token inputs are discrete: infidelity and sensitivity perturb inputs with small continuous
+# noise, which token ids do not have. Completeness needs the methods' own reference, which for
+# text also replaces special tokens. So these need continuous inputs.
 FLOAT = ("forward", "continuous_inputs")
 METRICS: Registry[Metric] = Registry("metric")
 for _metric in (

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from dlbacktrace.evaluation import metrics as M
+from dlbacktrace.evaluation.baselines import METHODS
 from dlbacktrace.evaluation.benchmark import run as R
 from dlbacktrace.evaluation.benchmark import tasks as T
 
@@ -52,17 +53,18 @@ def main() -> None:
              "Δ = ABPC(dlb-contrast) − ABPC(peer) on the same instances, mean ± standard error "
              "of the paired differences.", ""]  # fmt: skip
     for name in args.tasks:
-        task = R._build(name, R.FULL_INSTANCES[name], False, {})
-        runner = R._Runner(task, False, lambda m: print(m, file=sys.stderr, flush=True))
+        task = R.build_task(name, R.FULL_INSTANCES[name], False, {})
+        runner = R.TaskRunner(task, False, lambda m: print(m, file=sys.stderr, flush=True))
         n = task.n
-        ours = _abpc(task, runner.explain_all("dlb-contrast", n)[0], n)
+        ours = _abpc(task, runner.explain_all(METHODS["dlb-contrast"], n)[0], n)
         table = {"dlb-contrast": {"abpc": float(ours.mean()), "n": n}}
         lines += [f"## {name} (n = {n})", "", "| peer | peer ABPC | Δ (paired) |", "|---|---|---|"]
+        run = {method.name: method for method in runner.methods()[0]}
         for peer in PEERS:
-            if peer not in task.methods:
+            if peer not in run:
                 continue
-            count = runner.count(peer)
-            theirs = _abpc(task, runner.explain_all(peer, count)[0], count)
+            count = runner.count(run[peer])
+            theirs = _abpc(task, runner.explain_all(run[peer], count)[0], count)
             diff = _paired(ours[:count], theirs)
             table[peer] = {"abpc": float(theirs.mean()), "n": count, "paired_diff": diff}
             lines.append(f"| {peer} (n={count}) | {float(theirs.mean()):.3f} | "

@@ -9,9 +9,7 @@ from torch import nn
 from dlbacktrace import Backtrace, Explanation, InputError
 from dlbacktrace.evaluation.baselines import (
     METHODS,
-    SIGNED,
     MethodError,
-    applicable,
     default_mask,
     explain,
     patch_mask,
@@ -72,8 +70,9 @@ def test_every_applicable_method_runs(case, request):
     ran = []
     state = torch.get_rng_state()
     for method in METHODS:
-        if not applicable(method, inputs, model):
+        if not METHODS[method].applies_to(model, inputs):
             continue
+        signed = METHODS[method].signed
         opts = {"backtrace": bt} if method.startswith("dlb") else {}
         if method in ("lime", "kernel-shap"):
             opts["n_samples"] = 40
@@ -82,8 +81,8 @@ def test_every_applicable_method_runs(case, request):
         expected = inputs["input_ids"].shape if tokens else inputs.shape
         assert tuple(rel.shape) == tuple(expected), method
         assert bool(torch.isfinite(rel).all()), method
-        assert exp.mode == ("contrast" if method in SIGNED else "default"), method
-        if method not in SIGNED:
+        assert exp.mode == ("contrast" if signed else "default"), method
+        if not signed:
             assert bool((rel >= 0).all()), method
         else:  # the contrast identities hold for every signed map
             i = exp.input_names.index("input_ids") if tokens else 0

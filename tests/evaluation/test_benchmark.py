@@ -85,3 +85,89 @@ def test_quick_benchmark_produces_every_table(tmp_path, minilm_sentiment, smollm
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert {r["task"] for r in rows} == set(TASKS)
     assert json.loads((tmp_path / "machine.json").read_text())["cpu_count"] >= 1
+
+
+def _input_map(prep, target, **options):
+    return prep.x.clone()  # a signed map equal to the input
+
+
+@pytest.fixture
+def user_extensions():
+    """A user's method, an inapplicable method and a metric, each registered once."""
+    from dlbacktrace.evaluation.baselines import METHODS, MapMethod
+    from dlbacktrace.evaluation.metrics import METRICS, Category, Metric
+
+    added = [
+        METHODS.register(MapMethod(name="test-input", signed=True, map_fn=_input_map)),
+        METHODS.register(MapMethod(name="test-never", signed=False, map_fn=_input_map,
+                                   applies=lambda model, inputs: False,
+                                   requires="a model with wings")),
+    ]  # fmt: skip
+    metric = METRICS.register(Metric(
+        name="test_max_abs", higher_is_better=False, category=Category.COMPLEXITY,
+        label="max|a|", score=lambda ctx: ctx.attributions.abs().flatten(1).amax(1).double(),
+    ))  # fmt: skip
+    try:
+        yield
+    finally:
+        for method in added:
+            METHODS.unregister(method.name)
+        METRICS.unregister(metric.name)
+
+
+def _toy_task():
+    import torch
+    from torch import nn
+
+    from dlbacktrace.evaluation.benchmark.tasks import Task
+    from dlbacktrace.evaluation.metrics import Category
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    x = torch.tensor([[1.0, -3.0, 2.0, 0.5, 0.0, 1.0], [2.0, 1.0, -1.0, 0.0, 4.0, 0.0],
+                      [0.5, 0.5, -0.5, 1.0, 1.0, 1.0]])  # fmt: skip
+    with torch.no_grad():
+        target = model(x).argmax(-1)
+    # every registered method (methods=None); the cheap metric categories only
+    return Task("toy", "toy MLP", model, x, target, steps=4,
+                categories=(Category.FAITHFULNESS, Category.COMPLEXITY, Category.STABILITY,
+                            Category.CONSERVATION, Category.COST),
+                options={"lime": {"n_samples": 30}, "kernel-shap": {"n_samples": 30}})  # fmt: skip
+
+
+def test_registered_user_method_and_metric_are_benchmarked_with_no_other_change(
+    user_extensions,
+):
+    import math
+
+    from dlbacktrace.evaluation.baselines import METHODS
+    from dlbacktrace.evaluation.benchmark.run import TaskRunner
+
+    result = TaskRunner(_toy_task(), quick=True).run()
+    methods = result["methods"]
+    assert "test-input" in methods and "test-never" not in methods
+    assert result["skipped"]["test-never"] == "not applicable: needs a model with wings"
+    assert result["skipped"]["grad-cam"].startswith("not applicable: needs image inputs")
+    failed = {m: r["error"] for m, r in methods.items() if "error" in r}
+    assert not failed, failed
+    # the user metric on the user method's map (the input): max |x| per row = 3, 4, 1
+    mine = methods["test-input"]["metrics"]["test_max_abs"]
+    assert mine["n"] == 3
+    assert mine["mean"] == pytest.approx(8 / 3, abs=1e-12)
+    assert mine["std"] == pytest.approx(math.sqrt(7 / 3), abs=1e-12)
+    assert methods["test-input"]["map"] == "signed"
+    for name, row in methods.items():  # every method gets the user metric, traits decide others
+        method = METHODS[name]
+        scores = row["metrics"]
+        assert "test_max_abs" in scores, name
+        assert ("conservation_error" in scores) == method.has_ledger, name
+        assert ("run_variance" in scores) == method.sampling, name
+        assert ("completeness_error" in scores) == (method.signed and not method.has_ledger), name
+        assert scores["determinism"]["mean"] == 1.0, name  # reruns use the same seed
+        assert "max_sensitivity" not in scores  # robustness is not among the task's categories
+    md = markdown({"mode": "quick", "machine": {"cpu_count": 1, "processor": "x", "torch": "2",
+                                                "torch_threads": 1, "python": "3", "note": "t"},
+                   "higher_is_better": {"test_max_abs": False}, "tasks": {"toy": result}})
+    assert "max|a| ↓" in md
+    assert "test-never (not applicable: needs a model with wings)" in md

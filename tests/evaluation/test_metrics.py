@@ -297,8 +297,8 @@ def test_every_metric_declares_its_direction():
                  "avg_sensitivity", "determinism", "run_variance", "randomisation_similarity",
                  "sparseness", "entropy", "conservation_error", "time_per_instance_ms",
                  "peak_memory_mb"):
-        assert isinstance(M.HIGHER_IS_BETTER[name], bool)
-    assert M.HIGHER_IS_BETTER["abpc"] and not M.HIGHER_IS_BETTER["deletion_auc"]
+        assert isinstance(M.METRICS[name].higher_is_better, bool)
+    assert M.METRICS["abpc"].higher_is_better and not M.METRICS["deletion_auc"].higher_is_better
 
 
 def test_shape_mismatch_is_a_clear_error():

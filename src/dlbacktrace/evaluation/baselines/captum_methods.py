@@ -1,8 +1,9 @@
 """Methods Captum implements, configured as their authors recommend.
 
-Every function takes a :class:`~._model.Prepared` model, the target per row and options, and
-returns ``(attributions shaped like prep.x, signed)``. Sampling methods draw from a local,
-seeded random state: Captum samples from torch's global generator, so those calls run inside
+Every function takes a :class:`~.prepared.Prepared` model, the target per row and options, and
+returns attributions shaped like ``prep.x``; each is wrapped in a :class:`~.method.MapMethod`,
+which knows whether the map is signed. Sampling methods draw from a local, seeded random
+state: Captum samples from torch's global generator, so those calls run inside
 ``torch.random.fork_rng`` (the caller's random stream is left untouched).
 """
 
@@ -15,8 +16,8 @@ import torch
 from torch import nn
 
 from dlbacktrace.engine.state import seeded
-from dlbacktrace.evaluation.baselines._model import TOKEN_KEY, MethodError, Prepared, prepare
 from dlbacktrace.evaluation.baselines.masks import default_mask
+from dlbacktrace.evaluation.baselines.prepared import TOKEN_KEY, MethodError, Prepared, prepare
 from dlbacktrace.evaluation.baselines.unshare import unshare_modules
 
 
@@ -62,23 +63,51 @@ def _pad_id(prep: Prepared) -> int | None:
     return int(pad) if pad is not None else None
 
 
-def saliency(prep: Prepared, target: torch.Tensor, **options: Any) -> tuple[torch.Tensor, bool]:
-    """|∂f/∂x| (Simonyan et al.)."""
+def saliency(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Tensor:
+    """|∂f/∂x| (Simonyan et al.).
+
+    Parameters
+    ----------
+    prep, target
+        The prepared model and inputs, and the explained class per row.
+    **options
+        Unused.
+    """
     a = _captum().Saliency(prep.forward).attribute(
         prep.x, target=target, abs=True, additional_forward_args=prep.extra or None
     )
-    return a.detach(), False
+    return a.detach()
 
 
-def input_x_gradient(prep: Prepared, target: torch.Tensor, **options: Any):
+def input_x_gradient(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Tensor:
+    """Gradient × input (Shrikumar et al.): the first-order contribution of each element.
+
+    Parameters
+    ----------
+    prep, target
+        The prepared model and inputs, and the explained class per row.
+    **options
+        Unused.
+    """
     a = _captum().InputXGradient(prep.forward).attribute(
         prep.x, target=target, additional_forward_args=prep.extra or None
     )
-    return a.detach(), True
+    return a.detach()
 
 
-def integrated_gradients(prep: Prepared, target: torch.Tensor, **options: Any):
-    """IG (Sundararajan et al.): Gauss-Legendre path, ``n_steps`` (default 50)."""
+def integrated_gradients(
+    prep: Prepared, target: torch.Tensor, **options: Any
+) -> torch.Tensor:
+    """IG (Sundararajan et al.): Gauss-Legendre path, ``n_steps`` (default 50).
+
+    Parameters
+    ----------
+    prep, target
+        The prepared model and inputs, and the explained class per row.
+    **options
+        ``n_steps``, ``baseline`` (float inputs) or ``baseline_token_id`` (text),
+        ``internal_batch_size``.
+    """
     a = _captum().IntegratedGradients(prep.forward).attribute(
         prep.x,
         baselines=reference(prep, options),
@@ -87,12 +116,20 @@ def integrated_gradients(prep: Prepared, target: torch.Tensor, **options: Any):
         n_steps=int(options.get("n_steps", 50)),
         internal_batch_size=options.get("internal_batch_size"),
     )
-    return a.detach(), True
+    return a.detach()
 
 
-def smoothgrad(prep: Prepared, target: torch.Tensor, **options: Any):
+def smoothgrad(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Tensor:
     """SmoothGrad (Smilkov et al.): mean |gradient| over ``n_samples`` (default 25) noisy
-    copies, noise σ = ``noise_level`` (default 0.15) × the input's value range."""
+    copies, noise σ = ``noise_level`` (default 0.15) × the input's value range.
+
+    Parameters
+    ----------
+    prep, target
+        The prepared model and inputs, and the explained class per row.
+    **options
+        ``n_samples``, ``noise_level``, ``seed``, ``internal_batch_size``.
+    """
     x = prep.x
     span = (x.amax() - x.amin()).item() or 1.0
     sigma = float(options.get("noise_level", 0.15)) * span
@@ -108,11 +145,19 @@ def smoothgrad(prep: Prepared, target: torch.Tensor, **options: Any):
             abs=True,
             additional_forward_args=prep.extra or None,
         )
-    return a.detach(), False
+    return a.detach()
 
 
-def deeplift(prep: Prepared, target: torch.Tensor, **options: Any):
-    """DeepLift (Shrikumar et al., Rescale rule) against the same reference as IG."""
+def deeplift(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Tensor:
+    """DeepLift (Shrikumar et al., Rescale rule) against the same reference as IG.
+
+    Parameters
+    ----------
+    prep, target
+        The prepared model and inputs, and the explained class per row.
+    **options
+        ``baseline`` (float inputs) or ``baseline_token_id`` (text).
+    """
     model = _forward_module(prep)
     if prep.kind == "tensor":  # one module per call (e.g. ResNet's reused ReLU)
         unshared = unshare_modules(prep.model)
@@ -127,7 +172,7 @@ def deeplift(prep: Prepared, target: torch.Tensor, **options: Any):
         )
     except (AssertionError, RuntimeError) as exc:
         raise MethodError(f"DeepLift failed on this model: {exc}") from exc
-    return a.detach(), True
+    return a.detach()
 
 
 class _Forward(nn.Module):
@@ -155,9 +200,17 @@ def _last_conv(model: nn.Module) -> nn.Module:
     return convs[-1]
 
 
-def grad_cam(prep: Prepared, target: torch.Tensor, **options: Any):
+def grad_cam(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al.) at the last conv layer (``layer=`` overrides: a module or its
-    name), ReLU'd and upsampled bilinearly to the input size, the same on every channel."""
+    name), ReLU'd and upsampled bilinearly to the input size, the same on every channel.
+
+    Parameters
+    ----------
+    prep, target
+        The prepared model and inputs, and the explained class per row.
+    **options
+        ``layer``: a module or its name.
+    """
     if prep.kind != "tensor" or prep.x.dim() != 4:
         raise MethodError("grad-cam applies to image inputs [B, C, H, W] of a CNN")
     layer = options.get("layer")
@@ -171,7 +224,7 @@ def grad_cam(prep: Prepared, target: torch.Tensor, **options: Any):
         prep.x, target=target, relu_attributions=True
     )
     up = attr.LayerAttribution.interpolate(cam, tuple(prep.x.shape[-2:]), "bilinear")
-    return up.detach().expand_as(prep.x).clone(), False
+    return up.detach().expand_as(prep.x).clone()
 
 
 def _lime_kernel(prep: Prepared, n_features: int) -> Any:
@@ -198,9 +251,18 @@ def _perturbation_inputs(prep: Prepared, options: dict[str, Any]):
     return prep.x, prep.forward, (), _baseline(prep, options.get("baseline")), mask
 
 
-def lime(prep: Prepared, target: torch.Tensor, **options: Any):
+def lime(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Tensor:
     """LIME (Ribeiro et al.): ridge surrogate on ``n_samples`` (default 200) random feature
-    subsets; features are columns, tokens, patches or superpixels (``feature_mask=``)."""
+    subsets; features are columns, tokens, patches or superpixels (``feature_mask=``).
+
+    Parameters
+    ----------
+    prep, target
+        The prepared model and inputs, and the explained class per row.
+    **options
+        ``n_samples``, ``feature_mask`` (a mask or its kind), ``baseline`` /
+        ``baseline_token_id``, ``seed``, ``perturbations_per_eval``.
+    """
     from captum._utils.models.linear_model import SkLearnRidge
 
     x, forward, extra, base, mask = _perturbation_inputs(prep, options)
@@ -210,15 +272,23 @@ def lime(prep: Prepared, target: torch.Tensor, **options: Any):
         interpretable_model=SkLearnRidge(alpha=1.0),
         similarity_func=_lime_kernel(prep, n_features),
     )
-    return _sampled(explainer, prep, target, options, x, extra, base, mask), True
+    return _sampled(explainer, prep, target, options, x, extra, base, mask)
 
 
-def kernel_shap(prep: Prepared, target: torch.Tensor, **options: Any):
+def kernel_shap(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Tensor:
     """KernelSHAP (Lundberg & Lee): Shapley-kernel weighted regression on ``n_samples``
-    (default 200) coalitions of the same feature groups as LIME."""
+    (default 200) coalitions of the same feature groups as LIME.
+
+    Parameters
+    ----------
+    prep, target
+        The prepared model and inputs, and the explained class per row.
+    **options
+        As for :func:`lime`.
+    """
     x, forward, extra, base, mask = _perturbation_inputs(prep, options)
     explainer = _captum().KernelShap(forward)
-    return _sampled(explainer, prep, target, options, x, extra, base, mask), True
+    return _sampled(explainer, prep, target, options, x, extra, base, mask)
 
 
 def _sampled(explainer, prep: Prepared, target, options, x, extra, base, mask) -> torch.Tensor:
@@ -241,9 +311,17 @@ def _to_attr_space(prep: Prepared, a: torch.Tensor) -> torch.Tensor:
     return a[..., None] if prep.kind == "tokens" else a
 
 
-def lrp_epsilon(prep: Prepared, target: torch.Tensor, **options: Any):
+def lrp_epsilon(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Tensor:
     """LRP-ε (Bach et al.) with Captum's rules, on a copy of the model (Captum attaches rule
-    objects to modules). Layers Captum has no rule for raise an error naming the layer."""
+    objects to modules). Layers Captum has no rule for raise an error naming the layer.
+
+    Parameters
+    ----------
+    prep, target
+        The prepared model and inputs, and the explained class per row.
+    **options
+        Unused.
+    """
     if prep.kind != "tensor":
         raise MethodError("lrp-epsilon: Captum's LRP has no rules for embeddings/attention")
     model = copy.deepcopy(prep.model).eval()
@@ -258,4 +336,4 @@ def lrp_epsilon(prep: Prepared, target: torch.Tensor, **options: Any):
                 "Conv2d, pooling, BatchNorm2d, ReLU, Tanh and Dropout"
             ) from exc
         raise
-    return a.detach(), True
+    return a.detach()

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlbacktrace.evaluation.baselines._model import TOKEN_KEY, MethodError, Prepared
+from dlbacktrace.evaluation.baselines.prepared import TOKEN_KEY, MethodError, Prepared
 
 
 def _transformer(model: nn.Module) -> nn.Module:
@@ -54,7 +54,19 @@ def rollout_matrix(attentions: tuple[torch.Tensor, ...]) -> torch.Tensor:
     return result
 
 
-def attention_rollout(prep: Prepared, target: torch.Tensor, **options: Any):
+def attention_rollout(prep: Prepared, target: torch.Tensor, **options: Any) -> torch.Tensor:
+    """Rollout relevance of every token, ``[B, T, 1]`` (zero on padding).
+
+    Parameters
+    ----------
+    prep
+        The prepared transformer and token inputs.
+    target
+        The explained class per row (rollout does not depend on it).
+    **options
+        ``position``: ``"mean"``, ``"cls"``, ``"last"`` or an index (default: last for
+        causal models, mean otherwise).
+    """
     if prep.kind != "tokens":
         raise MethodError("attention-rollout applies to transformers on token inputs")
     inner = _transformer(prep.model)
@@ -88,4 +100,4 @@ def attention_rollout(prep: Prepared, target: torch.Tensor, **options: Any):
     rows = rows * valid
     if prep.token_kwargs[TOKEN_KEY].shape != rows.shape:
         raise MethodError("attention rollout: unexpected attention shape")
-    return rows[..., None], False
+    return rows[..., None]

@@ -9,25 +9,17 @@ import math
 from pathlib import Path
 from typing import Any
 
-COLUMNS = (
-    "deletion_auc", "insertion_auc", "lerf_auc", "abpc", "comprehensiveness", "sufficiency",
-    "faithfulness_correlation", "deletion_auc_mask", "lerf_auc_mask", "abpc_mask",
-    "faithfulness_correlation_mask", "infidelity", "max_sensitivity", "avg_sensitivity",
-    "randomisation_similarity", "sparseness", "entropy", "determinism", "run_variance",
-    "conservation_error", "completeness_error", "time_per_instance_ms", "peak_memory_mb",
-)  # fmt: skip
-SHORT = {
-    "deletion_auc": "MoRF AUC", "insertion_auc": "insertion AUC", "lerf_auc": "LeRF AUC",
-    "abpc": "ABPC", "comprehensiveness": "compr.", "sufficiency": "suff.",
-    "faithfulness_correlation": "faithf. corr.", "infidelity": "infidelity",
-    "max_sensitivity": "max-sens.", "avg_sensitivity": "avg-sens.",
-    "randomisation_similarity": "rand. sim.", "sparseness": "Gini", "entropy": "entropy",
-    "determinism": "determ.", "run_variance": "run var.", "conservation_error": "cons. err.",
-    "completeness_error": "compl. err.",
-    "deletion_auc_mask": "MoRF AUC (mask)", "lerf_auc_mask": "LeRF AUC (mask)",
-    "abpc_mask": "ABPC (mask)", "faithfulness_correlation_mask": "faithf. corr. (mask)",
-    "time_per_instance_ms": "ms/inst.", "peak_memory_mb": "peak MB",
-}  # fmt: skip
+from dlbacktrace.evaluation.metrics import METRICS
+
+
+def _columns(rows: dict[str, Any]) -> list[str]:
+    """Metrics that some method has, registered ones first in registry order, then others."""
+    present = dict.fromkeys(c for r in rows.values() for c in r.get("metrics", {}))
+    return [m for m in METRICS if m in present] + [c for c in present if c not in METRICS]
+
+
+def _header(metric: str) -> str:
+    return METRICS[metric].header if metric in METRICS else metric
 
 
 def _fmt(value: float) -> str:
@@ -50,7 +42,34 @@ def _best(rows: dict[str, Any], metric: str, higher: bool) -> str | None:
     return (max if higher else min)(scored, key=scored.get)
 
 
+def _cell(score: dict[str, Any] | None, instances: int, metric: str, bold: bool) -> str:
+    if score is None:
+        return "–"
+    text = _fmt(score["mean"]) if score["std"] == 0 or score["n"] <= 1 else (
+        f"{_fmt(score['mean'])} ± {_fmt(score['std'])}"
+    )
+    if score["n"] not in (instances, 1) and metric != "peak_memory_mb":
+        text += f" (n={score['n']})"
+    return f"**{text}**" if bold else text
+
+
+def _row(method: str, r: dict[str, Any], cols: list[str], best: dict[str, str | None]) -> str:
+    if "error" in r:
+        return f"| {method} | failed: {r['error'][:120]} |"
+    cells = [method, r["map"].split(" (")[0], str(r["instances"])]
+    cells += [_cell(r["metrics"].get(c), r["instances"], c, best[c] == method) for c in cols]
+    return "| " + " | ".join(cells) + " |"
+
+
 def markdown(results: dict[str, Any]) -> str:
+    """One Markdown table per task: mean ± std per method and metric, the best non-random
+    method in bold, failures and the methods not run with their reasons.
+
+    Parameters
+    ----------
+    results
+        A results dictionary as :func:`~.run.run_benchmark` returns it.
+    """
     hib = results["higher_is_better"]
     mach = results["machine"]
     lines = [
@@ -69,34 +88,21 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     for name, task in results["tasks"].items():
         rows = task["methods"]
-        cols = [c for c in COLUMNS if any(c in r.get("metrics", {}) for r in rows.values())]
+        cols = _columns(rows)
         lines += [f"## {name}", "", f"{task['description']}. Removal value: {task['removal']}."]
         if task.get("info"):
             lines += ["", "Info: " + ", ".join(f"{k} = {_fmt(v) if isinstance(v, float) else v}"
                                                 for k, v in task["info"].items())]
         lines += [""]
         header = ["method", "map", "inst."] + [
-            f"{SHORT[c]} {'↑' if hib.get(c, False) else '↓'}" for c in cols
+            f"{_header(c)} {'↑' if hib.get(c, False) else '↓'}" for c in cols
         ]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         best = {c: _best(rows, c, hib.get(c, False)) for c in cols}
-        for method, r in rows.items():
-            if "error" in r:
-                lines.append(f"| {method} | failed: {r['error'][:120]} |")
-                continue
-            cells = [method, r["map"].split(" (")[0], str(r["instances"])]
-            for c in cols:
-                m = r["metrics"].get(c)
-                if m is None:
-                    cells.append("–")
-                    continue
-                text = _fmt(m["mean"]) if m["std"] == 0 or m["n"] <= 1 else (
-                    f"{_fmt(m['mean'])} ± {_fmt(m['std'])}"
-                )
-                if m["n"] not in (r["instances"], 1) and c not in ("peak_memory_mb",):
-                    text += f" (n={m['n']})"
-                cells.append(f"**{text}**" if best[c] == method else text)
-            lines.append("| " + " | ".join(cells) + " |")
+        lines += [_row(method, r, cols, best) for method, r in rows.items()]
+        skipped = task.get("skipped") or {}
+        if skipped:
+            lines += ["", "Not run: " + "; ".join(f"{m} ({why})" for m, why in skipped.items())]
         firsts = {m: r["first_call_s"] for m, r in rows.items() if "first_call_s" in r}
         if firsts:
             lines += ["", "First call (includes `torch.export` capture): " + ", ".join(
@@ -157,6 +163,16 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_outputs(results: dict[str, Any], out: Path) -> None:
+    """Write ``results.json``, ``machine.json``, ``results.csv``, ``results.md`` and one
+    ``curves_<task>.png`` per task with curves into ``out``.
+
+    Parameters
+    ----------
+    results
+        A results dictionary as :func:`~.run.run_benchmark` returns it.
+    out
+        An existing folder.
+    """
     out = Path(out)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
     (out / "machine.json").write_text(json.dumps(results["machine"], indent=1))

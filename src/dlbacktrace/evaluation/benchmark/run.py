@@ -1,5 +1,11 @@
 """Run every applicable method × metric on the benchmark's tasks and write the results.
 
+Methods and metrics describe themselves (:data:`~dlbacktrace.evaluation.baselines.METHODS`,
+:data:`~dlbacktrace.evaluation.metrics.METRICS`): per task the runner takes the registered
+methods that apply, and for each method's maps builds one
+:class:`~dlbacktrace.evaluation.metrics.EvaluationContext` and computes every registered metric
+whose needs it meets. Registering a method or a metric is all it takes to benchmark it.
+
 ``run_benchmark(quick, out)`` writes ``results.json``, ``results.csv``, ``results.md``,
 ``curves_<task>.png`` and ``machine.json`` to ``out`` and returns the results dictionary.
 """
@@ -18,11 +24,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlbacktrace.engine.backtrace import Backtrace
+from dlbacktrace.engine.explanation import Explanation
 from dlbacktrace.evaluation import metrics as M
-from dlbacktrace.evaluation.baselines import SAMPLING, SIGNED, applicable, explain
+from dlbacktrace.evaluation.baselines import METHODS, Method, get_method
 from dlbacktrace.evaluation.benchmark import tasks as T
 from dlbacktrace.evaluation.benchmark.report import write_outputs
+from dlbacktrace.evaluation.metrics import METRICS, Metric
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +37,6 @@ TASKS = ("tabular", "image", "text", "generation", "resnet18-cost")
 # LIME and KernelSHAP on the transformers run on fewer instances (Task.limits; the tables say
 # how many): each instance costs hundreds of full forward passes.
 FULL_INSTANCES = {"tabular": 200, "image": 200, "text": 100, "generation": 100}
-# Metrics also computed with tokens deleted through the attention mask (Task.mask_deletion).
-MASK_METRICS = ("deletion_auc", "lerf_auc", "insertion_auc", "abpc", "faithfulness_correlation")
 QUICK_INSTANCES = {"tabular": 16, "image": 16, "text": 4, "generation": 2}
 
 
@@ -49,233 +54,274 @@ def machine() -> dict[str, Any]:
 
 
 def _stats(values: torch.Tensor) -> dict[str, float]:
+    """Mean, std and count of the finite values (a constant series exactly: v, 0)."""
     v = values.detach().to(torch.float64).flatten()
     v = v[torch.isfinite(v)]
     if v.numel() == 0:
         return {"mean": float("nan"), "std": float("nan"), "n": 0}
-    std = float(v.std()) if v.numel() > 1 else 0.0
-    return {"mean": float(v.mean()), "std": std, "n": int(v.numel())}
+    if bool((v == v[0]).all()):
+        return {"mean": float(v[0]), "std": 0.0, "n": int(v.numel())}
+    return {"mean": float(v.mean()), "std": float(v.std()), "n": int(v.numel())}
 
 
-def _first_or_rerun(runs: Any, runner: _Runner, method: str, count: int) -> torch.Tensor:
-    first = next(runs, None)
-    return first if first is not None else runner.explain_all(method, count)[0]
+class TaskRunner:
+    """Runs the registered methods and metrics that apply on one task.
 
+    Parameters
+    ----------
+    task
+        The task.
+    quick
+        Fewer samples in the sampled metrics and fewer instances for the re-explaining ones.
+    progress
+        Called with a line of text before each method.
+    """
 
-class _Runner:
-    def __init__(self, task: T.Task, quick: bool, progress: Callable[[str], None]) -> None:
+    def __init__(
+        self, task: T.Task, quick: bool, progress: Callable[[str], None] | None = None
+    ) -> None:
         self.task = task
         self.quick = quick
-        self.progress = progress
-        self.bt = Backtrace(task.model)
-        self._other: tuple[nn.Module, Backtrace] | None = None  # the randomised copy's
+        self.progress = progress or (lambda message: logger.info(message))
+        # Method.setup per (method class, model): both DLBacktrace modes share one capture of
+        # the task's model, and the randomisation cascade changes its copy's weights in place
+        # (the engine reads live parameters), so one capture serves every step.
+        self._setups: dict[tuple[type, bool], tuple[nn.Module, dict[str, Any]]] = {}
 
-    def _backtrace(self, model: nn.Module) -> Backtrace:
-        """One Backtrace per model: the randomisation cascade changes its copy's weights in
-        place, and the engine reads live parameters, so one capture serves every step."""
-        if model is self.task.model:
-            return self.bt
-        if self._other is None or self._other[0] is not model:
-            self._other = (model, Backtrace(model))
-        return self._other[1]
+    def _setup(self, method: Method, model: nn.Module) -> dict[str, Any]:
+        key = (type(method), model is self.task.model)
+        held = self._setups.get(key)
+        if held is None or held[0] is not model:
+            held = (model, method.setup(model))
+            self._setups[key] = held
+        return held[1]
 
     # ---- explanation -----------------------------------------------------------------------
-    def _map(self, method: str, inputs: Any, target: torch.Tensor, model=None, **extra) -> Any:
+    def explain(
+        self, method: Method, inputs: Any, target: torch.Tensor, model: nn.Module | None = None,
+        **extra: Any,
+    ) -> tuple[torch.Tensor, Explanation]:
+        """The map (shaped like the perturbed inputs) and the Explanation of ``inputs``.
+
+        Parameters
+        ----------
+        method
+            The method.
+        inputs
+            Model inputs (a tensor, or a dict of token tensors).
+        target
+            The class per row.
+        model
+            Another model to explain (default: the task's), e.g. a randomised copy.
+        **extra
+            Options on top of the task's options for the method (e.g. ``seed``).
+        """
         task = self.task
         model = task.model if model is None else model
-        opts = dict(task.options.get(method, {}))
-        opts.update(extra)
-        if method.startswith("dlb"):
-            opts["backtrace"] = self._backtrace(model)
-        exp = explain(model, inputs, method=method, target=target, **opts)
+        opts = {**self._setup(method, model), **task.options.get(method.name, {}), **extra}
+        exp = method.attribute(model, inputs, target, **opts)
         if task.tokens:
             return exp.relevance_by_name["input_ids"].detach(), exp
         rel = exp.relevance
         return (rel if isinstance(rel, torch.Tensor) else rel[0]).detach(), exp
 
     def explain_all(
-        self, method: str, count: int, model: Any = None, **extra: Any
-    ) -> tuple[torch.Tensor, list]:
+        self, method: Method, count: int, model: nn.Module | None = None, **extra: Any
+    ) -> tuple[torch.Tensor, list[Explanation]]:
         """Maps for the first ``count`` instances in fixed-size chunks (the last one padded, so
-        DLBacktrace captures one input signature)."""
+        a method that captures the model sees one input signature), and the Explanations.
+
+        Parameters
+        ----------
+        method
+            The method.
+        count
+            How many instances, from the first.
+        model
+            Another model to explain (default: the task's).
+        **extra
+            Options on top of the task's options for the method.
+        """
         task = self.task
         inputs, target = task.subset(count)
-        # DLBacktrace captures once per input shape: keep every chunk the same size
-        size = min(task.chunk, self.count(method) if method.startswith("dlb") else count)
+        size = min(task.chunk, self.count(method) if method.captures_graph else count)
         maps, exps = [], []
         for start in range(0, count, size):
             idx = torch.arange(start, start + size).clamp_max(count - 1)
             part = {k: v[idx] for k, v in inputs.items()} if task.tokens else inputs[idx]
-            m, exp = self._map(method, part, target[idx], model=model, **extra)
+            m, exp = self.explain(method, part, target[idx], model=model, **extra)
             keep = min(size, count - start)
             maps.append(m[:keep])
             exps.append(exp)
         return torch.cat(maps), exps
 
-    def count(self, method: str) -> int:
-        """Instances explained with ``method`` (fewer for the costly sampling methods)."""
-        return min(self.task.n, self.task.limits.get(method, self.task.n))
+    def count(self, method: Method) -> int:
+        """Instances explained with ``method`` (fewer for the costly sampling methods).
+
+        Parameters
+        ----------
+        method
+            The method.
+        """
+        return min(self.task.n, self.task.limits.get(method.name, self.task.n))
+
+    # ---- selection -------------------------------------------------------------------------
+    def methods(self) -> tuple[list[Method], dict[str, str]]:
+        """The methods to run, and ``{name: reason}`` of those left out."""
+        task = self.task
+        names = list(METHODS) if task.methods is None else list(task.methods)
+        probe = task.subset(1)[0]
+        chosen, skipped = [], {}
+        for name in names:
+            method = get_method(name)
+            if name in task.skip_methods:
+                skipped[name] = task.skip_methods[name]
+            elif not method.applies_to(task.model, probe):
+                skipped[name] = "not applicable" + (
+                    f": needs {method.requires}" if method.requires else ""
+                )
+            else:
+                chosen.append(method)
+        return chosen, skipped
+
+    def metrics(self) -> list[Metric]:
+        """The registered metrics this task evaluates (each still has to apply per method)."""
+        task = self.task
+        return [
+            m for m in METRICS.values()
+            if m.name not in task.skip_metrics
+            and (task.categories is None or m.category in task.categories)
+        ]  # fmt: skip
 
     # ---- one method ------------------------------------------------------------------------
-    def run_method(self, method: str) -> dict[str, Any]:
+    def context(
+        self, method: Method, maps: torch.Tensor, exps: list[Explanation], cost: M.Cost
+    ) -> M.EvaluationContext:
+        """What the metrics may use for ``method``'s maps of the first ``len(maps)`` instances.
+
+        Parameters
+        ----------
+        method
+            The method that made the maps (re-explaining metrics call it again).
+        maps
+            The maps, shaped like the perturbed inputs.
+        exps
+            Their Explanations (ledgers).
+        cost
+            Time and memory of computing them.
+        """
+        task = self.task
+        n = maps.shape[0]
+        return M.EvaluationContext(
+            model=task.model,
+            inputs=task.perturb_x[:n],
+            targets=task.target[:n],
+            attributions=maps,
+            method=method,
+            forward=task.forward,
+            additional_forward_args=tuple(e[:n] for e in task.extra),
+            valid_elements=None if task.valid_elements is None else task.valid_elements[:n],
+            feature_mask=None if task.feature_mask is None else task.feature_mask[:n],
+            removal=task.removal,
+            masked_forward=task.forward_masked if task.mask_deletion else None,
+            masked_removal=T.MASK_DELETED,
+            model_inputs=task.subset(n)[0],
+            explain_instances=lambda count, **extra: self.explain_all(method, count, **extra)[0],
+            explain_inputs=lambda inputs, targets, model=None: self.explain(
+                method, inputs, targets, model=model
+            )[0],
+            explanations=exps,
+            cost=cost,
+            reexplain_count=4 if self.quick else (8 if method.sampling else 16),
+            quick=self.quick,
+            steps=task.steps,
+            fractions=task.fractions,
+            eraser_bins=task.eraser_bins,
+            randomise_layers=task.randomise_layers,
+            batch_size=64 if task.tokens else 512,
+        )
+
+    def run_method(self, method: Method) -> dict[str, Any]:
+        """Explain the task's instances with ``method`` (timed) and score the maps with every
+        metric that applies.
+
+        Parameters
+        ----------
+        method
+            The method.
+
+        Returns
+        -------
+        dict
+            ``map`` (how the map reads), ``instances``, ``metrics`` (mean, std, n per metric)
+            and the metrics' details (mean curves, per-layer randomisation similarity).
+        """
         task = self.task
         n = self.count(method)
-        # warm-up: capture for DLBacktrace, first-call overheads for the others
+        # warm-up: the capture of a capturing method, first-call overheads for the others
         t0 = time.perf_counter()
-        self.explain_all(method, min(n, task.chunk) if method.startswith("dlb") else 1)
+        self.explain_all(method, min(n, task.chunk) if method.captures_graph else 1)
         warm = time.perf_counter() - t0
         cost = M.measure(lambda: self.explain_all(method, n))
         maps, exps = cost.result
-        res: dict[str, Any] = {
-            "map": "signed" if method in SIGNED else "unsigned",
-            "instances": n,
-            "metrics": {},
-        }
-        if method == "dlb-contrast":
-            res["map"] = "signed (contrast net = positive - negative)"
-        elif method == "dlb":
-            res["map"] = "unsigned (default mode)"
-        out = res["metrics"]
-        out["time_per_instance_ms"] = {"mean": 1000 * cost.seconds / n, "std": 0.0, "n": n}
-        out["peak_memory_mb"] = {"mean": cost.peak_memory_mb, "std": 0.0, "n": 1}
-        if method.startswith("dlb"):
+        res: dict[str, Any] = {"map": method.map_kind, "instances": n}
+        if method.captures_graph:
             res["first_call_s"] = warm
-        if task.metrics == ("cost",):
-            return res
-        x = task.perturb_x[:n]
-        target = task.target[:n]
-        extra = tuple(e[:n] for e in task.extra)
-        valid = None if task.valid_elements is None else task.valid_elements[:n]
-        batch = 64 if task.tokens else 512
-        common = dict(removal=task.removal, additional_forward_args=extra,
-                      valid_elements=valid, batch_size=batch)  # fmt: skip
-        if "curves" in task.metrics:
-            c = M.curves(task.forward, x, maps, target, steps=task.steps,
-                         fractions=task.fractions, **common)
-            for name in ("deletion_auc", "lerf_auc", "insertion_auc", "abpc"):
-                out[name] = _stats(getattr(c, name))
-            res["curves"] = {
-                "fractions": c.fractions.tolist(),
-                "morf": c.morf.mean(0).tolist(),
-                "lerf": c.lerf.mean(0).tolist(),
-                "insertion": c.insertion.mean(0).tolist(),
-            }
-        if task.mask_deletion and "curves" in task.metrics:
-            masked = dict(common, removal=T.MASK_DELETED)
-            cm = M.curves(task.forward_masked, x, maps, target, steps=task.steps,
-                          fractions=task.fractions, **masked)
-            for name in ("deletion_auc", "lerf_auc", "insertion_auc", "abpc"):
-                out[f"{name}_mask"] = _stats(getattr(cm, name))
-            if "faithfulness_correlation" in task.metrics:
-                v = M.faithfulness_correlation(task.forward_masked, x, maps, target,
-                                               n_samples=12, **masked)
-                out["faithfulness_correlation_mask"] = _stats(v)
-        if "eraser" in task.metrics:
-            if task.eraser_bins is not None and "curves" in task.metrics:
-                scores = c.eraser(task.eraser_bins)
-            else:
-                scores = M.eraser(task.forward, x, maps, target, **common)
-            for name, v in scores.items():
-                out[name] = _stats(v)
-        if "faithfulness_correlation" in task.metrics:
-            samples = 12 if task.tokens else (20 if self.quick else 50)
-            v = M.faithfulness_correlation(task.forward, x, maps, target, n_samples=samples,
-                                           **common)
-            out["faithfulness_correlation"] = _stats(v)
-        if "infidelity" in task.metrics:
-            v = M.infidelity(task.forward, x, maps, target, n_samples=16 if self.quick else 32,
-                             batch_size=batch, noise_std=0.1 * float(x.std()))
-            out["infidelity"] = _stats(v)
-        if "complexity" in task.metrics:
-            masked = maps if valid is None else maps * valid.to(maps.dtype)
-            out["sparseness"] = _stats(M.sparseness(masked))
-            out["entropy"] = _stats(M.entropy(masked))
-        if "conservation" in task.metrics and method.startswith("dlb"):
-            out["conservation_error"] = _stats(
-                torch.tensor([M.conservation_error(e) for e in exps])
-            )
-        small = min(n, 4 if self.quick else (8 if method in SAMPLING else 16))
-        if "stability" in task.metrics:
-            # the first run is the measured one (default seed 0): one rerun / two more seeds
-            runs = iter([maps[:small]])
-            out["determinism"] = _stats(M.determinism(
-                lambda: _first_or_rerun(runs, self, method, small),
-                runs=2,
-            ))
-            if method in SAMPLING:
-                out["run_variance"] = _stats(M.run_variance(
-                    lambda s: maps[:small] if s == 0 else self.explain_all(method, small, seed=s)[0]
-                ))
-        if "sensitivity" in task.metrics:
-            xs = x[:small]
-            ts = target[:small]
-            samples = 3 if self.quick else 5
-            radius = 0.02 * float(x.max() - x.min())
-
-            def explain_fn(z: torch.Tensor) -> torch.Tensor:
-                reps = z.shape[0] // xs.shape[0]
-                return self._map(method, z, ts.repeat_interleave(reps))[0]
-
-            s = M.sensitivities(explain_fn, xs, n_samples=samples, radius=radius,
-                                reference=maps[:small])  # fmt: skip
-            out["max_sensitivity"] = _stats(s.amax(1))
-            out["avg_sensitivity"] = _stats(s.mean(1))
-        # DLBacktrace distributes a unit seed (relevance as shares of the output, with bias
-        # absorption in its ledger), so completeness against f(x) - f(x0) does not apply to it
-        if "completeness" in task.metrics and method in SIGNED and not method.startswith("dlb"):
-            out["completeness_error"] = _stats(self.completeness(maps, x, target))
-        if "randomisation" in task.metrics:
-            xs, ts = task.subset(small)
-
-            def explain_model(model: nn.Module) -> torch.Tensor:
-                return self._map(method, xs, ts, model=model)[0]
-
-            sims = M.cascading_randomisation(
-                task.model, explain_model, layers=task.randomise_layers, seed=0
-            )
-            self._other = None
-            out["randomisation_similarity"] = _stats(M.randomisation_score(sims))
-            res["randomisation_layers"] = {k: float(v.mean()) for k, v in sims.items()}
+        ctx = self.context(method, maps, exps, cost)
+        scores = M.evaluate(ctx, self.metrics())
+        res["metrics"] = {name: _stats(values) for name, values in scores.items()}
+        self._setups = {k: v for k, v in self._setups.items() if k[1]}  # randomised copies
+        res.update(ctx.details)  # mean curves, per-layer randomisation similarities
         return res
 
-    def completeness(self, maps: torch.Tensor, x: torch.Tensor, target: torch.Tensor):
-        """``|Σ map − (f(x) − f(x₀))| / |f(x) − f(x₀)|`` on the target score, with x₀ every
-        feature removed: the reference IG and DeepLift use here (float inputs)."""
-        reference = M.removal_value(x, self.task.removal)
-        with torch.no_grad():
-            fx = self.task.forward(x).gather(1, target[:, None])[:, 0]
-            f0 = self.task.forward(reference).gather(1, target[:, None])[:, 0]
-        return M.completeness_error(maps, fx, f0)
-
     def run(self, on_method: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Every method that applies; a failing method is reported and the rest still run.
+
+        Parameters
+        ----------
+        on_method
+            Called with the task's results so far after each method (to write them).
+        """
         task = self.task
+        methods, skipped = self.methods()
         result: dict[str, Any] = {
             "description": task.description,
             "instances": task.n,
             "removal": task.removal_note,
             "info": task.info,
             "methods": {},
+            "skipped": skipped,
         }
-        probe = task.subset(1)[0]
-        for method in task.methods:
-            if not applicable(method, probe, task.model):
-                continue
-            self.progress(f"{task.name}: {method}")
+        for method in methods:
+            self.progress(f"{task.name}: {method.name}")
             t0 = time.perf_counter()
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    result["methods"][method] = self.run_method(method)
+                    result["methods"][method.name] = self.run_method(method)
             except Exception as exc:  # a failing method is reported, the rest still run
-                logger.warning("%s / %s failed: %s", task.name, method, exc)
-                result["methods"][method] = {"error": f"{type(exc).__name__}: {exc}"}
-            result["methods"][method]["wall_s"] = time.perf_counter() - t0
+                logger.warning("%s / %s failed: %s", task.name, method.name, exc)
+                result["methods"][method.name] = {"error": f"{type(exc).__name__}: {exc}"}
+            result["methods"][method.name]["wall_s"] = time.perf_counter() - t0
             if on_method is not None:
                 on_method(result)
         return result
 
 
-def _build(name: str, n: int, quick: bool, models: dict[str, Any]) -> T.Task:
+def build_task(name: str, n: int, quick: bool, models: dict[str, Any]) -> T.Task:
+    """The benchmark task ``name`` (one of :data:`TASKS`) on ``n`` instances.
+
+    Parameters
+    ----------
+    name
+        The task.
+    n
+        Instances to explain.
+    quick
+        Smaller training runs and sample counts.
+    models
+        Already loaded models (see :func:`run_benchmark`).
+    """
     if name == "tabular":
         return T.tabular_task(n, quick)
     if name == "image":
@@ -299,9 +345,29 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """Run the benchmark and write its tables and plots to ``out``.
 
-    ``quick``: few instances and samples (minutes); full mode: ≥100 instances per task where
-    cost allows. ``instances`` overrides the per-task count. ``models`` may hold already
-    loaded models: ``{"text": (model, tokenizer, info), "generation": (model, tokenizer)}``.
+    Parameters
+    ----------
+    quick
+        Few instances and samples (minutes); full mode: ≥100 instances per task where cost
+        allows.
+    out
+        Folder for ``results.json``, ``results.csv``, ``results.md``, the curve plots and
+        ``machine.json`` (created if missing; rewritten after every method).
+    tasks
+        Names from :data:`TASKS` (None: all).
+    instances
+        Instances per task, overriding the mode's count.
+    progress
+        Called with a line of text as the run proceeds (default: logged at INFO).
+    models
+        Already loaded models: ``{"text": (model, tokenizer, info), "generation": (model,
+        tokenizer)}``.
+
+    Returns
+    -------
+    dict
+        The results: per task, per method the metrics' mean, std and n, and the methods left
+        out with the reason (``"skipped"``).
     """
     chosen = tuple(tasks) if tasks else TASKS
     for name in chosen:
@@ -314,10 +380,7 @@ def run_benchmark(
     results: dict[str, Any] = {
         "mode": "quick" if quick else "full",
         "machine": machine(),
-        "higher_is_better": {
-            **M.HIGHER_IS_BETTER,
-            **{f"{k}_mask": M.HIGHER_IS_BETTER[k] for k in MASK_METRICS},
-        },
+        "higher_is_better": M.higher_is_better(),
         "tasks": {},
     }
     started = time.perf_counter()
@@ -325,13 +388,13 @@ def run_benchmark(
         n = instances or counts.get(name, 1)
         progress(f"{name}: preparing ({n} instances)")
         t0 = time.perf_counter()
-        task = _build(name, n, quick, models or {})
+        task = build_task(name, n, quick, models or {})
 
         def partial(task_result: dict[str, Any], name: str = name) -> None:
             results["tasks"][name] = task_result  # every finished method is on disk at once
             write_outputs(results, out)
 
-        results["tasks"][name] = _Runner(task, quick, progress).run(partial)
+        results["tasks"][name] = TaskRunner(task, quick, progress).run(partial)
         results["tasks"][name]["wall_s"] = time.perf_counter() - t0
         results["wall_s"] = time.perf_counter() - started
         write_outputs(results, out)  # partial results survive an interrupted run

@@ -1,7 +1,10 @@
 """The benchmark's tasks: real data, models trained in the run with fixed seeds.
 
-Each :class:`Task` holds the model, the explained instances, how metrics perturb them (feature
-mask, removal value, which elements count as features) and which methods and metrics apply.
+Each :class:`Task` holds the model, the explained instances and how metrics perturb them
+(feature mask, removal value, which elements count as features). Methods and metrics are the
+registered ones (:data:`~dlbacktrace.evaluation.baselines.METHODS`,
+:data:`~dlbacktrace.evaluation.metrics.METRICS`) that apply, less what a task leaves out, with
+the reason.
 """
 
 from __future__ import annotations
@@ -13,44 +16,35 @@ import torch
 from torch import nn
 
 from dlbacktrace.engine.state import seeded
-from dlbacktrace.evaluation.baselines._model import logits_of
+from dlbacktrace.evaluation.baselines.prepared import logits_of
+from dlbacktrace.evaluation.metrics.metric import Category
 
-FLOAT_METRICS = (
-    "curves", "eraser", "faithfulness_correlation", "infidelity", "sensitivity",
-    "randomisation", "complexity", "stability", "conservation", "completeness", "cost",
-)  # fmt: skip
-# Token inputs are discrete: infidelity and sensitivity perturb inputs with small continuous
-# noise, which token ids do not have, so they are float-input metrics only. Completeness needs
-# the methods' own reference, which for text also replaces special tokens: float inputs only.
-TOKEN_METRICS = (
-    "curves", "eraser", "faithfulness_correlation", "randomisation", "complexity", "stability",
-    "conservation", "cost",
-)  # fmt: skip
-# SmolLM2: no randomisation cascade (30 blocks, a second capture of the copy, and the tied
-# input/output embedding makes its first step randomise the input embedding as well).
-GENERATION_METRICS = tuple(m for m in TOKEN_METRICS if m != "randomisation")
-TABULAR_METHODS = (
-    "dlb", "dlb-contrast", "saliency", "input-x-gradient", "integrated-gradients", "smoothgrad",
-    "deeplift", "lime", "kernel-shap", "lrp-epsilon", "random",
-)  # fmt: skip
-IMAGE_METHODS = (*TABULAR_METHODS[:7], "grad-cam", *TABULAR_METHODS[7:])
-TEXT_METHODS = (
-    "dlb", "dlb-contrast", "saliency", "input-x-gradient", "integrated-gradients", "smoothgrad",
-    "deeplift", "lime", "kernel-shap", "attention-rollout", "random",
-)  # fmt: skip
-COST_METHODS = IMAGE_METHODS
 TOKEN_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 
 
 @dataclass
 class Task:
+    """One benchmark task: a model, its explained instances and how metrics perturb them.
+
+    Parameters
+    ----------
+    methods
+        Names of the methods to run (None: every registered method, in registry order).
+    skip_methods, skip_metrics
+        ``{name: reason}`` of registered methods / metrics this task leaves out.
+    categories
+        Only metrics of these categories (None: all).
+    """
+
     name: str
     description: str
     model: nn.Module
     inputs: torch.Tensor | dict[str, torch.Tensor]
     target: torch.Tensor
-    methods: tuple[str, ...]
-    metrics: tuple[str, ...]
+    methods: tuple[str, ...] | None = None
+    skip_methods: dict[str, str] = field(default_factory=dict)
+    categories: tuple[Category, ...] | None = None
+    skip_metrics: dict[str, str] = field(default_factory=dict)
     removal: Any = "zero"
     removal_note: str = "zero"
     feature_mask: torch.Tensor | None = None
@@ -138,7 +132,7 @@ def tabular_task(n: int, quick: bool) -> Task:
     lime_samples = 100 if quick else 300
     return Task(
         "tabular", "UCI German credit (one-hot, train-standardised), ReLU MLP 61-64-32-2",
-        model, x, _predicted(model, x), TABULAR_METHODS, FLOAT_METRICS,
+        model, x, _predicted(model, x),
         removal="zero", removal_note="0 = training mean (standardised features)", steps=20,
         options={"lime": {"n_samples": lime_samples}, "kernel-shap": {"n_samples": lime_samples},
                  "integrated-gradients": {"n_steps": 50}},
@@ -156,7 +150,7 @@ def image_task(n: int, quick: bool) -> Task:
     samples = 100 if quick else 300
     return Task(
         "image", "scikit-learn digits 8x8, small CNN (conv-bn-relu-maxpool, conv-relu, linear)",
-        model, x, _predicted(model, x), IMAGE_METHODS, FLOAT_METRICS,
+        model, x, _predicted(model, x),
         removal="zero", removal_note="0 (black pixel)", steps=16,
         options={"lime": {"n_samples": samples, "feature_mask": "pixels"},
                  "kernel-shap": {"n_samples": samples, "feature_mask": "pixels"},
@@ -198,7 +192,7 @@ def text_task(n: int, quick: bool, loaded: Any = None) -> Task:
     samples = 100 if quick else 200
     return Task(
         "text", "tweets sentiment (neg/pos): real MiniLM-L6 encoder + mean pooling + linear head",
-        model, inputs, _predicted(model, inputs), TEXT_METHODS, TOKEN_METRICS,
+        model, inputs, _predicted(model, inputs),
         removal=mask_id, removal_note="[MASK] token", valid_elements=valid,
         fractions=TOKEN_FRACTIONS, eraser_bins=(0.1, 0.2, 0.5),
         options={"lime": {**opts, "n_samples": samples},
@@ -222,10 +216,14 @@ def generation_task(n: int, quick: bool, loaded: Any = None) -> Task:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     opts = {"baseline_token_id": int(pad)}
     samples = 60 if quick else 150
-    methods = tuple(m for m in TEXT_METHODS if m != "deeplift")
     return Task(
         "generation", "SmolLM2-135M-Instruct next-token prediction on 100 fixed prompts",
-        model, inputs, _predicted(model, inputs), methods, GENERATION_METRICS,
+        model, inputs, _predicted(model, inputs),
+        skip_methods={"deeplift": "left out of this task"},
+        # 30 blocks, a second capture of the copy, and the tied input/output embedding makes
+        # the cascade's first step randomise the input embedding as well
+        skip_metrics={"randomisation_similarity": "the cascade would randomise the tied "
+                      "input embedding at its first step (and capture 30 blocks again)"},
         removal=int(pad), valid_elements=valid,
         removal_note="pad token; the (mask) columns delete tokens through the attention mask "
         "instead (mask entry 0, id replaced by the pad token)",
@@ -249,10 +247,11 @@ def cost_task(quick: bool) -> Task:
     gen = torch.Generator().manual_seed(0)
     x = torch.rand((1, 3, 224, 224), generator=gen)
     samples = 50 if quick else 200
-    methods = tuple(m for m in COST_METHODS if not (quick and m in ("lime", "kernel-shap")))
+    costly = "quick mode: hundreds of ResNet-18 forwards per instance"
     return Task(
         "resnet18-cost", "torchvision resnet18, random init, one 3x224x224 image (cost only)",
-        model, x, _predicted(model, x), methods, ("cost",),
+        model, x, _predicted(model, x), categories=(Category.COST,),
+        skip_methods={"lime": costly, "kernel-shap": costly} if quick else {},
         options={"lime": {"n_samples": samples}, "kernel-shap": {"n_samples": samples},
                  "integrated-gradients": {"n_steps": 50, "internal_batch_size": 25},
                  "smoothgrad": {"internal_batch_size": 25}},

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import torch
 
-HIGHER_IS_BETTER = {"sparseness": True, "entropy": False}
-
 
 def sparseness(attributions: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """``[B]`` Gini index of ``|a| + eps`` (``eps`` as Quantus, so all-zero maps are defined)."""

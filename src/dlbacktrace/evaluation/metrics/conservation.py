@@ -12,8 +12,6 @@ import torch
 
 from dlbacktrace.engine.explanation import Explanation
 
-HIGHER_IS_BETTER = {"conservation_error": False, "completeness_error": False}
-
 
 def conservation_error(explanation: Explanation) -> float:
     """Relative ledger error of a DLBacktrace explanation (whole batch). Other methods'

@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
-HIGHER_IS_BETTER = {"time_per_instance_ms": False, "peak_memory_mb": False}
-
 
 @dataclass
 class Cost:
+    """Wall time (s) and peak extra memory (MB) of one call, and what it returned."""
+
     seconds: float
     peak_memory_mb: float
     result: Any = None

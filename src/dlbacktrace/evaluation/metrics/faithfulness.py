@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from dlbacktrace.evaluation.metrics._perturb import (
@@ -31,17 +32,6 @@ from dlbacktrace.evaluation.metrics._perturb import (
     ranks,
     removal_value,
 )
-
-HIGHER_IS_BETTER = {
-    "deletion_auc": False,  # MoRF
-    "lerf_auc": True,
-    "insertion_auc": True,
-    "abpc": True,
-    "comprehensiveness": True,
-    "sufficiency": False,
-    "faithfulness_correlation": True,
-    "infidelity": False,
-}
 
 
 @dataclass
@@ -72,6 +62,13 @@ class Curves:
     @property
     def abpc(self) -> torch.Tensor:
         return self.lerf_auc - self.deletion_auc
+
+    def numpy(self) -> dict[str, np.ndarray]:
+        """The curves and their areas as NumPy arrays (``fractions`` ``[S]``, curves
+        ``[B, S]``, areas ``[B]``)."""
+        names = ("fractions", "morf", "lerf", "insertion", "deletion_auc", "lerf_auc",
+                 "insertion_auc", "abpc")  # fmt: skip
+        return {name: getattr(self, name).detach().cpu().numpy() for name in names}
 
     def eraser(self, bins: tuple[float, ...]) -> dict[str, torch.Tensor]:
         """ERASER comprehensiveness / sufficiency read off the curves (no extra forwards):
@@ -110,6 +107,27 @@ def _removed(scores, valid, fractions, descending: bool, inserted: bool = False)
     return chosen & valid[:, None, :]
 
 
+def _scores_without(
+    forward: Forward,
+    x: torch.Tensor,
+    removed: torch.Tensor,
+    mask: torch.Tensor,
+    base: torch.Tensor,
+    target: torch.Tensor,
+    additional_forward_args: tuple[torch.Tensor, ...],
+    output: str,
+    batch_size: int,
+) -> torch.Tensor:
+    """``[B, S]`` target scores of each input with the features ``removed[:, s]`` replaced by
+    ``base``, all ``B·S`` perturbed copies in batches."""
+    copies = removed.shape[1]
+    perturbed = apply_removed(x, removed, mask, base)
+    extra = expand_extra(tuple(additional_forward_args), copies)
+    tgt = target.repeat_interleave(copies)
+    values = evaluate(forward, perturbed, extra, tgt, output, batch_size)
+    return values.reshape(x.shape[0], copies)
+
+
 def curves(
     forward: Forward,
     x: torch.Tensor,
@@ -126,7 +144,36 @@ def curves(
     batch_size: int = 256,
 ) -> Curves:
     """MoRF, LeRF deletion and MoRF insertion curves at ``steps + 1`` equally spaced
-    fractions of the features (or the given ``fractions``), for every input row."""
+    fractions of the features (or the given ``fractions``), for every input row.
+
+    Parameters
+    ----------
+    forward
+        The model as ``forward(x, *additional_forward_args) -> [N, C]`` scores.
+    x
+        ``[B, ...]`` the inputs (float, or token ids).
+    attributions
+        ``[B, ...]`` the maps, shaped like ``x``.
+    target
+        ``[B]`` the explained class per row.
+    steps
+        Equal steps from 0 to 1 (when ``fractions`` is None).
+    fractions
+        The fractions of features removed, ascending from 0 to 1.
+    feature_mask
+        Elements → feature index (−1: none); default one feature per element (per pixel
+        for images).
+    removal
+        What a removed element becomes (:func:`~._perturb.removal_value`).
+    additional_forward_args
+        Batch-aligned tensors passed on to ``forward`` (e.g. an attention mask).
+    valid_elements
+        Elements that count as features (text: real tokens); None for all.
+    output
+        Score the ``"prob"`` (softmax probability) or the ``"logit"`` of the target.
+    batch_size
+        Perturbed copies per forward call.
+    """
     mask, scores, valid, base = _setup(x, attributions, feature_mask, valid_elements, removal)
     fr = (
         torch.linspace(0, 1, steps + 1, dtype=torch.float64)
@@ -141,11 +188,8 @@ def curves(
         ],
         dim=1,
     )
-    copies = removed.shape[1]
-    perturbed = apply_removed(x, removed, mask, base)
-    extra = expand_extra(tuple(additional_forward_args), copies)
-    tgt = target.repeat_interleave(copies)
-    values = evaluate(forward, perturbed, extra, tgt, output, batch_size).reshape(x.shape[0], -1)
+    values = _scores_without(forward, x, removed, mask, base, target, additional_forward_args,
+                             output, batch_size)  # fmt: skip
     s = fr.numel()
     return Curves(fr, values[:, :s], values[:, s : 2 * s], values[:, 2 * s :])
 
@@ -157,27 +201,35 @@ def eraser(
     target: torch.Tensor,
     *,
     bins: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2, 0.5),
-    **kwargs: Any,
+    feature_mask: torch.Tensor | None = None,
+    removal: Any = "zero",
+    additional_forward_args: tuple[torch.Tensor, ...] = (),
+    valid_elements: torch.Tensor | None = None,
+    output: str = "prob",
+    batch_size: int = 256,
 ) -> dict[str, torch.Tensor]:
     """ERASER comprehensiveness (p(x) − p(x without the top k%), higher is better) and
     sufficiency (p(x) − p(only the top k%), lower is better), averaged over ``bins``.
-    At least one feature is moved in every bin."""
+    At least one feature is moved in every bin.
+
+    Parameters
+    ----------
+    forward, x, attributions, target
+        As for :func:`curves`.
+    bins
+        Fractions of the features in the top-k bins.
+    feature_mask, removal, additional_forward_args, valid_elements, output, batch_size
+        As for :func:`curves`.
+    """
     fr = torch.tensor((0.0, *bins), dtype=torch.float64)
-    mask, scores, valid, base = _setup(
-        x, attributions, kwargs.pop("feature_mask", None), kwargs.pop("valid_elements", None),
-        kwargs.pop("removal", "zero"),
-    )
+    mask, scores, valid, base = _setup(x, attributions, feature_mask, valid_elements, removal)
     r = ranks(scores, valid, descending=True)
     k = counts(fr, valid)
     k[:, 1:] = k[:, 1:].clamp_min(1)
     top = (r[:, None, :] < k[:, :, None]) & valid[:, None, :]
     removed = torch.cat([top, valid[:, None, :] & ~top[:, 1:]], dim=1)
-    copies = removed.shape[1]
-    extra = expand_extra(tuple(kwargs.pop("additional_forward_args", ())), copies)
-    perturbed = apply_removed(x, removed, mask, base)
-    values = evaluate(
-        forward, perturbed, extra, target.repeat_interleave(copies), **kwargs
-    ).reshape(x.shape[0], copies)
+    values = _scores_without(forward, x, removed, mask, base, target, additional_forward_args,
+                             output, batch_size)  # fmt: skip
     full = values[:, :1]
     n = len(bins)
     return {
@@ -211,7 +263,21 @@ def faithfulness_correlation(
 ) -> torch.Tensor:
     """Pearson correlation, over ``n_samples`` random feature subsets (``subset_fraction`` of
     the features, at least one), between the attribution summed over the subset and the drop
-    of the target score when the subset is removed (Bhatt et al., 2020). ``[B]``."""
+    of the target score when the subset is removed (Bhatt et al., 2020). ``[B]``.
+
+    Parameters
+    ----------
+    forward, x, attributions, target
+        As for :func:`curves`.
+    n_samples
+        Random subsets per input.
+    subset_fraction
+        Fraction of the features in each subset.
+    seed
+        Seed of the local generator drawing the subsets.
+    feature_mask, removal, additional_forward_args, valid_elements, output, batch_size
+        As for :func:`curves`.
+    """
     mask, scores, valid, base = _setup(x, attributions, feature_mask, valid_elements, removal)
     b, f = scores.shape
     gen = torch.Generator().manual_seed(seed)
@@ -220,11 +286,9 @@ def faithfulness_correlation(
     r = torch.argsort(torch.argsort(noise, dim=2), dim=2).to(scores.device)
     k = (valid.sum(1) * subset_fraction).round().long().clamp_min(1)
     subset = r < k[:, None, None]
-    perturbed = apply_removed(x, torch.cat([subset[:, :1] & False, subset], 1), mask, base)
-    extra = expand_extra(tuple(additional_forward_args), n_samples + 1)
-    values = evaluate(
-        forward, perturbed, extra, target.repeat_interleave(n_samples + 1), output, batch_size
-    ).reshape(b, n_samples + 1)
+    removed = torch.cat([subset[:, :1] & False, subset], 1)  # first: the input itself
+    values = _scores_without(forward, x, removed, mask, base, target, additional_forward_args,
+                             output, batch_size)  # fmt: skip
     drop = values[:, :1] - values[:, 1:]
     attr_sum = (subset.to(torch.float64) * scores[:, None, :]).sum(-1)
     return _pearson(attr_sum, drop)

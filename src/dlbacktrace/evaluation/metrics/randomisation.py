@@ -14,8 +14,6 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-HIGHER_IS_BETTER = {"randomisation_similarity": False}
-
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Row-wise Spearman correlation with average ranks for ties. ``[B]``."""

@@ -14,8 +14,6 @@ import torch
 
 from dlbacktrace.evaluation.metrics._perturb import MetricError
 
-HIGHER_IS_BETTER = {"max_sensitivity": False, "avg_sensitivity": False}
-
 ExplainFn = Callable[[torch.Tensor], torch.Tensor]
 
 

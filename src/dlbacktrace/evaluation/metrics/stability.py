@@ -12,8 +12,6 @@ from collections.abc import Callable
 
 import torch
 
-HIGHER_IS_BETTER = {"determinism": True, "run_variance": False}
-
 
 def determinism(explain_fn: Callable[[], torch.Tensor], runs: int = 3) -> torch.Tensor:
     """``[B]``: 1.0 where all reruns of ``explain_fn()`` are bit-identical, else 0.0."""

@@ -1,0 +1,151 @@
+"""Relevance of the features of one row: bars (largest first) and a waterfall of the ledger.
+
+Relevance is additive, so the features left out of a plot are summed into one bar and the
+waterfall ends exactly where the explanation's ledger does: ``Σ relevance + absorbed = Σ seed``
+(the explained logit in contrast mode). Colours: red = evidence for, blue = against, grey for
+unsigned magnitudes and the absorbed remainder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dlbacktrace.engine.errors import InputError
+from dlbacktrace.viz.global_plots import AGAINST_COLOUR, FOR_COLOUR, NEUTRAL_COLOUR
+from dlbacktrace.viz.heatmap import _new_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["plot_feature_bars", "plot_feature_waterfall", "top_features"]
+
+
+def top_features(
+    values: Any, names: Sequence[str], max_display: int
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The ``max_display - 1`` features of largest |value| and one bar summing the rest.
+
+    Returns labels, values and the features' positions (-1 for the summed rest).
+
+    Parameters
+    ----------
+    values
+        One relevance value per feature.
+    names
+        One name per feature.
+    max_display
+        The most bars returned (at least 1).
+    """
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if len(names) != v.shape[0]:
+        raise InputError(f"{len(names)} feature names for {v.shape[0]} values")
+    if max_display < 1:
+        raise InputError(f"max_display must be at least 1, got {max_display}")
+    order = np.argsort(-np.abs(v), kind="stable")
+    if v.shape[0] <= max_display:
+        return [names[i] for i in order], v[order], order
+    keep = order[: max_display - 1]
+    rest = v[order[max_display - 1:]]
+    labels = [names[i] for i in keep] + [f"{rest.shape[0]} other features"]
+    return labels, np.append(v[keep], rest.sum()), np.append(keep, -1)
+
+
+def _colours(values: np.ndarray, signed: bool) -> list[str]:
+    if not signed:
+        return [NEUTRAL_COLOUR] * len(values)
+    return [FOR_COLOUR if x >= 0 else AGAINST_COLOUR for x in values]
+
+
+def plot_feature_bars(
+    values: Any,
+    names: Sequence[str],
+    *,
+    signed: bool | None = None,
+    max_display: int = 10,
+    ax: Any = None,
+    title: str | None = None,
+) -> Figure:
+    """Horizontal bars of one row's relevance per feature, largest |relevance| on top.
+
+    Parameters
+    ----------
+    values
+        One relevance value per feature.
+    names
+        One name per feature.
+    signed
+        Colour by sign (contrast mode); None decides from the data.
+    max_display
+        The most bars; the remaining features are summed into the last one.
+    ax
+        An existing Axes; None makes a new figure.
+    title
+        Axes title.
+    """
+    labels, shown, _ = top_features(values, names, max_display)
+    signed = bool((shown < 0).any()) if signed is None else signed
+    if ax is None:
+        fig = _new_figure((5.0, 0.35 * len(labels) + 1.2))
+        ax = fig.add_subplot()
+    y = np.arange(len(labels))[::-1]
+    ax.barh(y, shown, color=_colours(shown, signed))
+    ax.set_yticks(y)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.axvline(0.0, color="black", linewidth=0.6)
+    ax.set_xlabel("relevance")
+    if title:
+        ax.set_title(title, fontsize="small")
+    return ax.figure
+
+
+def plot_feature_waterfall(
+    values: Any,
+    names: Sequence[str],
+    absorbed: float,
+    *,
+    absorbed_label: str = "absorbed",
+    max_display: int = 10,
+    ax: Any = None,
+    title: str | None = None,
+) -> Figure:
+    """A waterfall from 0 through each feature's relevance and the absorbed amount to Σ seed.
+
+    Parameters
+    ----------
+    values
+        One relevance value per feature (signed in contrast mode).
+    names
+        One name per feature.
+    absorbed
+        The row's absorbed relevance (biases, constants), drawn as the last step.
+    absorbed_label
+        The label of that step.
+    max_display
+        The most feature steps; the remaining features are summed into one.
+    ax
+        An existing Axes; None makes a new figure.
+    title
+        Axes title.
+    """
+    labels, shown, _ = top_features(values, names, max_display)
+    labels = [*labels, absorbed_label]
+    steps = np.append(shown, float(absorbed))
+    starts = np.concatenate([[0.0], np.cumsum(steps)[:-1]])
+    if ax is None:
+        fig = _new_figure((5.5, 0.35 * len(labels) + 1.4))
+        ax = fig.add_subplot()
+    y = np.arange(len(labels))[::-1]
+    colours = _colours(steps, signed=True)
+    colours[-1] = NEUTRAL_COLOUR
+    ax.barh(y, steps, left=starts, color=colours)
+    ax.set_yticks(y)
+    ax.set_yticklabels(labels, fontsize=8)
+    end = float(starts[-1] + steps[-1])
+    ax.axvline(end, color="black", linewidth=0.6, linestyle="--")
+    ax.set_xlabel(f"relevance (total {end:.4g})")
+    if title:
+        ax.set_title(title, fontsize="small")
+    return ax.figure

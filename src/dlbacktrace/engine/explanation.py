@@ -103,6 +103,16 @@ class Explanation:
         return {n: (sign * self.net_by_name[n]).clamp_min(0) for n in self.input_names}
 
     @property
+    def positive_by_name(self) -> Maps | None:
+        """``max(relevance, 0)`` per input in contrast mode (evidence for); None otherwise."""
+        return self._half(1.0)
+
+    @property
+    def negative_by_name(self) -> Maps | None:
+        """``max(−relevance, 0)`` per input in contrast mode (evidence against)."""
+        return self._half(-1.0)
+
+    @property
     def positive(self) -> torch.Tensor | tuple[torch.Tensor, ...] | None:
         half = self._half(1.0)
         return None if half is None else self._pack(half)

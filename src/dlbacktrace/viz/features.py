@@ -53,6 +53,23 @@ def top_features(
     return labels, np.append(v[keep], rest.sum()), np.append(keep, -1)
 
 
+def _draw_bars(ax: Any, labels: list[str], widths: np.ndarray, lefts: np.ndarray,
+               colours: list[str], xlabel: str, title: str | None) -> Any:
+    """Horizontal bars, the first label on top, on ``ax`` (a new figure sized to them when
+    None); returns the Axes."""
+    if ax is None:
+        fig = _new_figure((5.5, 0.35 * len(labels) + 1.3))
+        ax = fig.add_subplot()
+    y = np.arange(len(labels))[::-1]
+    ax.barh(y, widths, left=lefts, color=colours)
+    ax.set_yticks(y)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_xlabel(xlabel)
+    if title:
+        ax.set_title(title, fontsize="small")
+    return ax
+
+
 def _colours(values: np.ndarray, signed: bool) -> list[str]:
     if not signed:
         return [NEUTRAL_COLOUR] * len(values)
@@ -87,17 +104,9 @@ def plot_feature_bars(
     """
     labels, shown, _ = top_features(values, names, max_display)
     signed = bool((shown < 0).any()) if signed is None else signed
-    if ax is None:
-        fig = _new_figure((5.0, 0.35 * len(labels) + 1.2))
-        ax = fig.add_subplot()
-    y = np.arange(len(labels))[::-1]
-    ax.barh(y, shown, color=_colours(shown, signed))
-    ax.set_yticks(y)
-    ax.set_yticklabels(labels, fontsize=8)
+    ax = _draw_bars(ax, labels, shown, np.zeros_like(shown), _colours(shown, signed),
+                    "relevance", title)
     ax.axvline(0.0, color="black", linewidth=0.6)
-    ax.set_xlabel("relevance")
-    if title:
-        ax.set_title(title, fontsize="small")
     return ax.figure
 
 
@@ -134,18 +143,9 @@ def plot_feature_waterfall(
     labels = [*labels, absorbed_label]
     steps = np.append(shown, float(absorbed))
     starts = np.concatenate([[0.0], np.cumsum(steps)[:-1]])
-    if ax is None:
-        fig = _new_figure((5.5, 0.35 * len(labels) + 1.4))
-        ax = fig.add_subplot()
-    y = np.arange(len(labels))[::-1]
     colours = _colours(steps, signed=True)
     colours[-1] = NEUTRAL_COLOUR
-    ax.barh(y, steps, left=starts, color=colours)
-    ax.set_yticks(y)
-    ax.set_yticklabels(labels, fontsize=8)
     end = float(starts[-1] + steps[-1])
+    ax = _draw_bars(ax, labels, steps, starts, colours, f"relevance (total {end:.4g})", title)
     ax.axvline(end, color="black", linewidth=0.6, linestyle="--")
-    ax.set_xlabel(f"relevance (total {end:.4g})")
-    if title:
-        ax.set_title(title, fontsize="small")
     return ax.figure

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dlbacktrace.engine.errors import InputError
-from dlbacktrace.viz.features import plot_feature_bars, plot_feature_waterfall
+from dlbacktrace.viz.features import plot_features
 from dlbacktrace.viz.heatmap import plot_contrast, plot_image_relevance
 from dlbacktrace.viz.tokens import plot_token_relevance
 
@@ -112,12 +112,9 @@ def plot_explanation(
                                     overlay=value is not None)
     flat = rel.reshape(-1).numpy()
     names = exp.feature_labels(name, row)
-    if kind == "bar":
-        return plot_feature_bars(flat, names, signed=signed, max_display=max_display, ax=ax,
-                                 title=title)
-    rest, label = _rest_of_row(exp, name, row)
-    return plot_feature_waterfall(flat, names, rest, absorbed_label=label,
-                                  max_display=max_display, ax=ax, title=title)
+    rest, label = _rest_of_row(exp, name, row) if kind == "waterfall" else (0.0, "")
+    return plot_features(flat, names, kind=kind, absorbed=rest, absorbed_label=label,
+                         signed=signed, max_display=max_display, ax=ax, title=title)
 
 
 def _rest_of_row(exp: Explanation, name: str, row: int) -> tuple[float, str]:

@@ -20,7 +20,7 @@ from dlbacktrace.viz.heatmap import _new_figure
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["plot_feature_bars", "plot_feature_waterfall", "top_features"]
+__all__ = ["plot_features", "top_features"]
 
 
 def top_features(
@@ -76,51 +76,23 @@ def _colours(values: np.ndarray, signed: bool) -> list[str]:
     return [FOR_COLOUR if x >= 0 else AGAINST_COLOUR for x in values]
 
 
-def plot_feature_bars(
+def plot_features(
     values: Any,
     names: Sequence[str],
     *,
+    kind: str = "bar",
+    absorbed: float = 0.0,
+    absorbed_label: str = "absorbed",
     signed: bool | None = None,
     max_display: int = 10,
     ax: Any = None,
     title: str | None = None,
 ) -> Figure:
-    """Horizontal bars of one row's relevance per feature, largest |relevance| on top.
+    """One row's relevance per feature: bars, or a waterfall of its ledger.
 
-    Parameters
-    ----------
-    values
-        One relevance value per feature.
-    names
-        One name per feature.
-    signed
-        Colour by sign (contrast mode); None decides from the data.
-    max_display
-        The most bars; the remaining features are summed into the last one.
-    ax
-        An existing Axes; None makes a new figure.
-    title
-        Axes title.
-    """
-    labels, shown, _ = top_features(values, names, max_display)
-    signed = bool((shown < 0).any()) if signed is None else signed
-    ax = _draw_bars(ax, labels, shown, np.zeros_like(shown), _colours(shown, signed),
-                    "relevance", title)
-    ax.axvline(0.0, color="black", linewidth=0.6)
-    return ax.figure
-
-
-def plot_feature_waterfall(
-    values: Any,
-    names: Sequence[str],
-    absorbed: float,
-    *,
-    absorbed_label: str = "absorbed",
-    max_display: int = 10,
-    ax: Any = None,
-    title: str | None = None,
-) -> Figure:
-    """A waterfall from 0 through each feature's relevance and the absorbed amount to Σ seed.
+    ``kind="bar"``: horizontal bars, largest |relevance| on top. ``kind="waterfall"``: steps
+    from 0 through each feature's relevance and then the absorbed amount, ending at the row's
+    ``Σ seed`` (the explained logit in contrast mode).
 
     Parameters
     ----------
@@ -128,18 +100,30 @@ def plot_feature_waterfall(
         One relevance value per feature (signed in contrast mode).
     names
         One name per feature.
+    kind
+        ``"bar"`` or ``"waterfall"``.
     absorbed
-        The row's absorbed relevance (biases, constants), drawn as the last step.
+        Waterfall: the row's absorbed relevance (biases, constants), drawn as the last step.
     absorbed_label
-        The label of that step.
+        Waterfall: the label of that step.
+    signed
+        Bars: colour by sign (contrast mode); None decides from the data.
     max_display
-        The most feature steps; the remaining features are summed into one.
+        The most feature bars; the remaining features are summed into the last one.
     ax
         An existing Axes; None makes a new figure.
     title
         Axes title.
     """
     labels, shown, _ = top_features(values, names, max_display)
+    if kind == "bar":
+        signed = bool((shown < 0).any()) if signed is None else signed
+        ax = _draw_bars(ax, labels, shown, np.zeros_like(shown), _colours(shown, signed),
+                        "relevance", title)
+        ax.axvline(0.0, color="black", linewidth=0.6)
+        return ax.figure
+    if kind != "waterfall":
+        raise InputError(f'kind must be "bar" or "waterfall", got {kind!r}')
     labels = [*labels, absorbed_label]
     steps = np.append(shown, float(absorbed))
     starts = np.concatenate([[0.0], np.cumsum(steps)[:-1]])

@@ -30,7 +30,7 @@ from dlbacktrace.tasks.text.runner import backtrace_for, batch_sizes, bucket_len
 from dlbacktrace.tasks.text.tokens import token_tables
 from dlbacktrace.tasks.text.views import TOKENS, GenerationExplanation, first_tokens
 
-__all__ = ["SequenceOptions", "explain_sequence", "explain_sequences"]
+__all__ = ["SequenceOptions", "explain_sequences"]
 
 
 @dataclass(frozen=True)
@@ -73,36 +73,6 @@ class SequenceOptions:
         return cls(**mine), {k: v for k, v in keywords.items() if k not in names}
 
 
-def explain_sequence(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    ids: torch.Tensor,
-    prompt_length: int,
-    *,
-    prompt_text: str = "",
-    **options: Any,
-) -> GenerationExplanation:
-    """Explain tokens ``prompt_length..L-1`` of the sequence ``ids`` ``[L]`` (teacher forcing).
-
-    Parameters
-    ----------
-    model
-        A causal language model.
-    tokenizer
-        Its tokenizer.
-    ids
-        The whole sequence.
-    prompt_length
-        How many leading tokens are the prompt (not explained).
-    prompt_text
-        The prompt's text, for display (None: decoded).
-    **options
-        :class:`SequenceOptions` fields.
-    """
-    sequences = [(ids, prompt_length, prompt_text)]
-    return explain_sequences(model, tokenizer, sequences, SequenceOptions(**options))[0]
-
-
 def _token_rows(exp: Explanation, real: int, out_rows: torch.Tensor,
                 tokens: torch.Tensor) -> Explanation:
     """A batch's explanation with one row per explained token: the first ``real`` rows, the
@@ -128,11 +98,11 @@ def explain_sequences(
     Parameters
     ----------
     model
-        A causal language model.
+        The causal language model whose next-token logits are explained.
     tokenizer
-        Its tokenizer.
+        Decodes the token tables and texts of the results; its pad id fills the padding.
     sequences
-        The sequences, each with its prompt length and prompt text.
+        The sequences, each with its prompt length and prompt text ("" to decode it).
     options
         How to explain (None: the defaults).
     """

@@ -8,6 +8,7 @@ timestamps), so a recomputed explanation can be compared by digest.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 from typing import Any
@@ -31,13 +32,17 @@ __all__ = [
 def encode_explanation(exp: Explanation) -> bytes:
     """``Explanation.save`` into bytes (the same format as a saved ``.npz`` file).
 
+    The input data is left out (``inputs_by_name``): a record keeps the exact inputs beside the
+    explanation (:func:`encode_inputs`), so they are not stored twice. The other context
+    fields (names, tokens) are kept.
+
     Parameters
     ----------
     exp
         The explanation to store.
     """
     buffer = io.BytesIO()
-    exp.save(buffer)
+    dataclasses.replace(exp, inputs_by_name={}).save(buffer)
     return buffer.getvalue()
 
 

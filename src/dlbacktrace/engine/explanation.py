@@ -146,7 +146,14 @@ class Explanation:
             raise TypeError("this explanation has no batch dimension")
         return rows
 
-    def _batched(self, value: torch.Tensor) -> bool:
+    def batched(self, value: torch.Tensor) -> bool:
+        """Whether ``value`` has this explanation's batch dimension first (rows slice it).
+
+        Parameters
+        ----------
+        value
+            A map, input or output of this explanation.
+        """
         rows = self.batch_size
         return rows is not None and value.dim() >= 1 and value.shape[0] == rows
 
@@ -173,9 +180,9 @@ class Explanation:
         row
             The batch row (tokens differ by row).
         """
-        name = self._input_name(input)
+        name = self.input_name(input)
         rel = self.relevance_by_name[name]
-        shape = tuple(rel.shape[1:]) if self._batched(rel) else tuple(rel.shape)
+        shape = tuple(rel.shape[1:]) if self.batched(rel) else tuple(rel.shape)
         size = int(np.prod(shape)) if shape else 1
         if self.tokens is not None and name == self.token_input:
             return list(self.tokens[row])
@@ -185,7 +192,14 @@ class Explanation:
             return [f"x{i}" for i in range(size)]
         return [",".join(map(str, ix)) for ix in np.ndindex(*shape)]
 
-    def _input_name(self, input: str | None) -> str:
+    def input_name(self, input: str | None) -> str:
+        """The name of an explained input: ``input`` checked, or the first one for None.
+
+        Parameters
+        ----------
+        input
+            An input name or None.
+        """
         if input is None:
             return self.input_names[0]
         if input not in self.input_names:
@@ -290,13 +304,13 @@ class Explanation:
         whole = idx.numel() == rows and torch.equal(idx, torch.arange(rows))
 
         def take(t: torch.Tensor) -> torch.Tensor:
-            return t.index_select(0, idx.to(t.device)) if self._batched(t) else t
+            return t.index_select(0, idx.to(t.device)) if self.batched(t) else t
 
         def take_maps(maps: Maps | None, drop_unbatched: bool = False) -> Maps | None:
             if maps is None:
                 return None
             return {k: take(v) for k, v in maps.items()
-                    if not (drop_unbatched and not self._batched(v))}
+                    if not (drop_unbatched and not self.batched(v))}
 
         if whole or self.absorbed_rows is None:
             absorbed, absorbed_rows = dict(self.absorbed), self.absorbed_rows
@@ -343,7 +357,7 @@ class Explanation:
             values = [get(p) for p in parts]
             if values[0] is None:
                 return None
-            return torch.cat(values) if first._batched(values[0]) else values[0]
+            return torch.cat(values) if first.batched(values[0]) else values[0]
 
         def cat_maps(get: Callable[[Explanation], Maps | None]) -> Maps | None:
             maps = get(first)
@@ -478,7 +492,7 @@ class Explanation:
         per_row_target = targets is not None and targets.numel() == (self.batch_size or -1)
         for name in self.input_names:
             rel = self.relevance_by_name[name].detach()
-            batched = self._batched(rel)
+            batched = self.batched(rel)
             rows = rel.shape[0] if batched else 1
             flat = rel.reshape(rows, -1).cpu().double().numpy()
             size = flat.shape[1]

@@ -28,7 +28,7 @@ KINDS = ("image", "contrast", "bar", "waterfall", "tokens")
 
 
 def _row(exp: Explanation, value: Any, row: int) -> Any:
-    return value[row] if exp._batched(value) else value
+    return value[row] if exp.batched(value) else value
 
 
 def plot_kind(exp: Explanation, input: str | None = None) -> str:
@@ -41,11 +41,11 @@ def plot_kind(exp: Explanation, input: str | None = None) -> str:
     input
         The input to draw; None for the first.
     """
-    name = exp._input_name(input)
+    name = exp.input_name(input)
     if exp.tokens is not None and name == exp.token_input:
         return "tokens"
     rel = exp.relevance_by_name[name]
-    per_row = rel.dim() - (1 if exp._batched(rel) else 0)
+    per_row = rel.dim() - (1 if exp.batched(rel) else 0)
     if per_row == 3 or (per_row == 2 and min(rel.shape[-2:]) > 1):
         return "image"
     return "bar"
@@ -84,7 +84,7 @@ def plot_explanation(
     max_display
         Bars and waterfall: the most features shown (the rest summed into one).
     """
-    name = exp._input_name(input)
+    name = exp.input_name(input)
     kind = kind or plot_kind(exp, name)
     if kind not in KINDS:
         raise InputError(f"kind must be one of {KINDS}, got {kind!r}")

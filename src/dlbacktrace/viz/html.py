@@ -57,13 +57,13 @@ def _feature_rows(exp: Explanation, rows: int, max_display: int) -> str:
     for name in exp.input_names:
         rel = exp.relevance_by_name[name]
         value = exp.inputs_by_name.get(name)
-        for r in range(rows if exp._batched(rel) else 1):
-            flat = (rel[r] if exp._batched(rel) else rel).detach().cpu().double().numpy()
+        for r in range(rows if exp.batched(rel) else 1):
+            flat = (rel[r] if exp.batched(rel) else rel).detach().cpu().double().numpy()
             labels, shown, where = top_features(flat.reshape(-1), exp.feature_labels(name, r),
                                                 max_display)
             row_values = None
             if value is not None and value.numel() == rel.numel():
-                row_value = value[r] if exp._batched(rel) else value
+                row_value = value[r] if exp.batched(rel) else value
                 row_values = row_value.detach().cpu().double().reshape(-1).numpy()
             cells = "".join(
                 f"<tr><td>{html.escape(label)}</td>"

@@ -8,8 +8,6 @@ JSON header; loading never unpickles.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from dlbacktrace.aggregate.sketch import RowSample
 from dlbacktrace.aggregate.stats import ClassMoments
 from dlbacktrace.aggregate.text import TextSpec
 from dlbacktrace.engine.errors import InputError
+from dlbacktrace.engine.fileformat import read_archive, with_npz_suffix, write_archive
 
 FORMAT = "dlbacktrace.global/1"
 
@@ -261,10 +260,15 @@ class GlobalExplanation:
 
     # ---- storage ------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write one ``.npz`` (arrays + JSON header), atomically: temp file, then ``os.replace``."""
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_name(path.name + ".npz")
+        """Write one ``.npz`` (arrays + JSON header, :mod:`dlbacktrace.engine.fileformat`),
+        atomically.
+
+        Parameters
+        ----------
+        path
+            The file name (``.npz`` is appended unless given).
+        """
+        path = with_npz_suffix(path)
         arrays: dict[str, np.ndarray] = {}
         header: dict[str, Any] = {
             "format": FORMAT, "mode": self.mode, "target": self.target,
@@ -296,52 +300,46 @@ class GlobalExplanation:
             arrays["sample/rows"], arrays["sample/classes"] = s.rows, s.classes
             for i, v in enumerate(s.values.values()):
                 arrays[f"sample/{i}"] = v
-        arrays["__header__"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_archive(path, arrays, header, compress=False)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> GlobalExplanation:
-        """Read a file written by ``save`` (no pickle)."""
-        with np.load(Path(path), allow_pickle=False) as data:
-            header = json.loads(bytes(data["__header__"]).decode())
-            if header.get("format") != FORMAT:
-                raise AggregateError(f"{path}: not a global explanation ({header.get('format')})")
-            tables = {}
-            for kind in ("inputs", "layers"):
-                tables[kind] = {}
-                for i, name in enumerate(header[kind]):
-                    fields = [f.split("/")[-1] for f in data.files
-                              if f.startswith(f"{kind}/{i}/") and not f.endswith("/count")]
-                    tables[kind][name] = ClassMoments(
-                        data[f"{kind}/{i}/count"], {f: data[f"{kind}/{i}/{f}"] for f in fields}
-                    )
-            keyed = {}
-            for attr in ("tokens", "words"):
-                keyed[attr] = KeyedStats(
-                    data[f"{attr}/keys"], data[f"{attr}/count"],
-                    {f: data[f"{attr}/{f}"] for f in STAT_FIELDS},
-                ) if header[attr] else None
-            spec = None
-            if "text_spec" in header:
-                t = header["text_spec"]
-                spec = TextSpec(t["tokens"], t["skip_ids"], data["text_spec/word_start"],
-                                t["prefix"])
-            sample = None
-            if "sample" in header:
-                s = header["sample"]
-                sample = RowSample(s["k"], data["sample/rows"], data["sample/classes"],
-                                   {n: data[f"sample/{i}"] for i, n in enumerate(s["values"])})
+        """Read a file written by ``save`` (no pickle).
+
+        Parameters
+        ----------
+        path
+            The file name.
+        """
+        header, data = read_archive(Path(path))
+        if header.get("format") != FORMAT:
+            raise AggregateError(f"{path}: not a global explanation ({header.get('format')})")
+        tables = {}
+        for kind in ("inputs", "layers"):
+            tables[kind] = {}
+            for i, name in enumerate(header[kind]):
+                fields = [f.split("/")[-1] for f in data
+                          if f.startswith(f"{kind}/{i}/") and not f.endswith("/count")]
+                tables[kind][name] = ClassMoments(
+                    data[f"{kind}/{i}/count"], {f: data[f"{kind}/{i}/{f}"] for f in fields}
+                )
+        keyed = {}
+        for attr in ("tokens", "words"):
+            keyed[attr] = KeyedStats(
+                data[f"{attr}/keys"], data[f"{attr}/count"],
+                {f: data[f"{attr}/{f}"] for f in STAT_FIELDS},
+            ) if header[attr] else None
+        spec = None
+        if "text_spec" in header:
+            t = header["text_spec"]
+            spec = TextSpec(t["tokens"], t["skip_ids"], data["text_spec/word_start"],
+                            t["prefix"])
+        sample = None
+        if "sample" in header:
+            s = header["sample"]
+            sample = RowSample(s["k"], data["sample/rows"], data["sample/classes"],
+                               {n: data[f"sample/{i}"] for i, n in enumerate(s["values"])})
         return cls(
             mode=header["mode"], target=header["target"], n_classes=header["n_classes"],
             class_names=header["class_names"], feature_names=header["feature_names"],

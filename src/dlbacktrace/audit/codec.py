@@ -1,23 +1,23 @@
 """Bytes for what an audit record keeps: the explanation and the exact model inputs.
 
-Both are compressed ``.npz`` archives (arrays plus a JSON header) and are read back with
-``allow_pickle=False``. :func:`relevance_digest` hashes the maps themselves (not the archive
-bytes, which carry zip timestamps), so a recomputed explanation can be compared by digest.
+Both are compressed ``.npz`` archives (arrays plus a JSON header,
+:mod:`dlbacktrace.engine.fileformat`) and are read back with ``allow_pickle=False``.
+:func:`relevance_digest` hashes the maps themselves (not the archive bytes, which carry zip
+timestamps), so a recomputed explanation can be compared by digest.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
-import json
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from dlbacktrace.engine.explanation import Explanation
+from dlbacktrace.engine.fileformat import read_archive, write_archive
 
 __all__ = [
     "StoredInputs",
@@ -30,17 +30,31 @@ __all__ = [
 
 
 def encode_explanation(exp: Explanation) -> bytes:
-    """``Explanation.save`` into bytes (the same format as a saved ``.npz`` file)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = exp.save(Path(tmp) / "explanation.npz")
-        return path.read_bytes()
+    """``Explanation.save`` into bytes (the same format as a saved ``.npz`` file).
+
+    The input data is left out (``inputs_by_name``): a record keeps the exact inputs beside the
+    explanation (:func:`encode_inputs`), so they are not stored twice. The other context
+    fields (names, tokens) are kept.
+
+    Parameters
+    ----------
+    exp
+        The explanation to store.
+    """
+    buffer = io.BytesIO()
+    dataclasses.replace(exp, inputs_by_name={}).save(buffer)
+    return buffer.getvalue()
 
 
 def decode_explanation(data: bytes) -> Explanation:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "explanation.npz"
-        path.write_bytes(data)
-        return Explanation.load(path)
+    """The explanation stored by :func:`encode_explanation`.
+
+    Parameters
+    ----------
+    data
+        The archive's bytes.
+    """
+    return Explanation.load(data)
 
 
 def _update(digest: Any, key: str, tensor: torch.Tensor) -> None:
@@ -80,6 +94,13 @@ class StoredInputs:
 
 
 def encode_inputs(inputs: StoredInputs) -> bytes:
+    """The exact model inputs as ``.npz`` bytes (arrays plus a JSON header).
+
+    Parameters
+    ----------
+    inputs
+        The stored inputs.
+    """
     arrays: dict[str, np.ndarray] = {}
     for i, a in enumerate(inputs.args):
         arrays[f"arg/{i}"] = a.detach().cpu().numpy()
@@ -89,9 +110,8 @@ def encode_inputs(inputs: StoredInputs) -> bytes:
     if inputs.seed is not None:
         arrays["seed"] = inputs.seed.detach().cpu().numpy()
     header = {"n_args": len(inputs.args), "kwargs": names, "consts": inputs.consts}
-    arrays["__header__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    write_archive(buffer, arrays, header)
     return buffer.getvalue()
 
 
@@ -102,9 +122,15 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 
 
 def decode_inputs(data: bytes) -> StoredInputs:
-    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-        header = json.loads(bytes(archive["__header__"]).decode())
-        args = tuple(_tensor(archive[f"arg/{i}"]) for i in range(header["n_args"]))
-        kwargs = {n: _tensor(archive[f"kw/{i}"]) for i, n in enumerate(header["kwargs"])}
-        seed = _tensor(archive["seed"]) if "seed" in archive.files else None
+    """The inputs stored by :func:`encode_inputs`.
+
+    Parameters
+    ----------
+    data
+        The archive's bytes.
+    """
+    header, archive = read_archive(data)
+    args = tuple(_tensor(archive[f"arg/{i}"]) for i in range(header["n_args"]))
+    kwargs = {n: _tensor(archive[f"kw/{i}"]) for i, n in enumerate(header["kwargs"])}
+    seed = _tensor(archive["seed"]) if "seed" in archive else None
     return StoredInputs(args, kwargs, header["consts"], seed)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -108,6 +109,64 @@ def _check_ledger(exp: Explanation) -> None:
         f"{LEDGER_TOLERANCE:g}): an intermediate value overflowed or lost precision "
         f"({where}). Explain in float64, or with inputs of a smaller magnitude."
     )
+
+
+def _features_per_row(value: torch.Tensor) -> set[int]:
+    """Feature counts a name list may have: per row (dims after the first) or in all."""
+    per_row = math.prod(value.shape[1:]) if value.dim() >= 1 else 1
+    return {int(per_row), int(value.numel())}
+
+
+def _context(
+    names: list[str],
+    flat: list[Any],
+    feature_names: Sequence[str] | Mapping[str, Sequence[str]] | None,
+    tokens: Sequence[str] | Sequence[Sequence[str]] | None,
+) -> dict[str, Any]:
+    """Feature names and tokens checked against the inputs, as Explanation fields."""
+    tensors = {n: v for n, v in zip(names, flat, strict=False) if isinstance(v, torch.Tensor)}
+    out: dict[str, Any] = {}
+    if feature_names is not None:
+        if isinstance(feature_names, str):
+            raise InputError("feature_names must be a list of names, not one string")
+        given = (dict(feature_names) if isinstance(feature_names, Mapping)
+                 else {next(iter(tensors), ""): feature_names})
+        by_name = {}
+        for name, labels in given.items():
+            if name not in tensors:
+                raise InputError(f"feature_names given for unknown input {name!r}; inputs: "
+                                 f"{list(tensors)}")
+            labels = [str(x) for x in labels]
+            allowed = _features_per_row(tensors[name])
+            if len(labels) not in allowed:
+                raise InputError(f"{len(labels)} feature names for input {name!r}, whose rows "
+                                 f"have {min(allowed)} features")
+            by_name[name] = labels
+        out["feature_names_by_name"] = by_name
+    if tokens is not None:
+        name = "input_ids" if "input_ids" in tensors else next(
+            (n for n, v in tensors.items() if not v.is_floating_point()), None)
+        if name is None:
+            raise InputError("tokens= needs an integer token-id input")
+        ids = tensors[name]
+        ids = ids.reshape(1, -1) if ids.dim() < 2 else ids.reshape(ids.shape[0], -1)
+        rows = [list(tokens)] * ids.shape[0] if all(isinstance(t, str) for t in tokens) else [
+            list(r) for r in tokens]
+        if len(rows) != ids.shape[0] or any(len(r) != ids.shape[1] for r in rows):
+            raise InputError(f"tokens must give {ids.shape[1]} strings for each of the "
+                             f"{ids.shape[0]} rows of input {name!r}")
+        out["tokens"] = [[str(t) for t in r] for r in rows]
+        out["token_input"] = name
+    return out
+
+
+def _check_output_names(names: Sequence[str] | None, output: torch.Tensor) -> None:
+    if names is None:
+        return
+    classes = int(output.shape[-1]) if output.dim() else 1
+    if isinstance(names, str) or len(names) != classes:
+        raise InputError(f"output_names must name each of the {classes} outputs (the last "
+                         f"dimension), got {1 if isinstance(names, str) else len(names)}")
 
 
 def _signature(args: tuple, kwargs: dict) -> tuple:
@@ -236,20 +295,51 @@ class Backtrace:
         layers: list[str] | str | None = None,
         position: int | None = None,
         attention: str | None = None,
+        feature_names: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+        output_names: Sequence[str] | None = None,
+        tokens: Sequence[str] | Sequence[Sequence[str]] | None = None,
         **model_kwargs: Any,
     ) -> Explanation:
         """Explain the model's output for ``inputs`` (keyword inputs go to the model too).
-
-        ``target``: class index (int or one per row), ``"positive"``/``"negative"`` for a single
-        logit, None for the predicted class. ``seed``: a custom seed shaped like the output.
-        ``output``: which model output to explain (a key such as ``"logits"`` or an index).
-        ``layers``: module names (or ``"all"``) whose output relevance to keep; graph node
-        names (``capture(...).nodes``) are accepted too.
 
         Contrast mode explains the *value* of the selected outputs: the relevance placed on the
         output is ``seed ⊙ output`` (one-hot × logit for a class), so the signed map is an
         additive decomposition of the explained logit (``Σ relevance + Σ absorbed = logit``)
         and positive relevance always means "pushes the output up", whatever its sign.
+        The explanation keeps the inputs it explained and the names given here, for its views
+        (``plot()``, ``to_dataframe()``, HTML); the names never reach the model.
+
+        Parameters
+        ----------
+        *inputs
+            The model's positional inputs (tensors or NumPy arrays).
+        target
+            Class index (int or one per row), ``"positive"``/``"negative"`` for a single
+            logit, None for the predicted class.
+        mode
+            ``"default"`` or ``"contrast"``; None uses the Backtrace's mode.
+        seed
+            A custom seed shaped like the output (instead of ``target``).
+        scale
+            Multiplies the seed.
+        output
+            Which model output to explain (a key such as ``"logits"`` or an index).
+        layers
+            Module names (or ``"all"``) whose output relevance to keep; graph node names
+            (``capture(...).nodes``) are accepted too.
+        position
+            For sequence outputs: the position whose logits are explained.
+        attention
+            ``"value"`` or ``"split"`` for this call; None uses the Backtrace's choice.
+        feature_names
+            One name per feature of a row (the dimensions after the batch dimension, row-major):
+            a list for the first input, or a mapping from input name to list.
+        output_names
+            The name of each output class (the output's last dimension).
+        tokens
+            Token strings of the token-id input: one list for every row, or one per row.
+        **model_kwargs
+            Keyword inputs of the model.
         """
         mode = self._check_mode(mode or self.mode)
         if attention is not None:
@@ -261,6 +351,7 @@ class Backtrace:
             given = self._flat_inputs(g, args, kwargs)
             flat = [_fresh(v, n) for v, n in zip(given, g.user_inputs, strict=True)]
             _check_finite(flat, g.input_names)
+            context = _context(g.input_names, flat, feature_names, tokens)
             out_index = self._select_output(g, output if output is not None else self.output)
             out_node = g.output_nodes[out_index]
             if not isinstance(out_node, fx.Node) or out_node not in g.data:
@@ -293,6 +384,7 @@ class Backtrace:
                     "the model output contains NaN or Inf for these inputs; there is nothing "
                     "meaningful to explain (check the inputs, the attention mask and the dtype)"
                 )
+            _check_output_names(output_names, out_value)
             signed_seed, target_idx = make_seed(out_value, target, scale, seed, position)
             dtype = out_value.dtype if out_value.dtype in (torch.float32, torch.float64) else (
                 torch.float32
@@ -315,7 +407,10 @@ class Backtrace:
         exp = self._explanation(g, flat, result, mode, signed_seed, target_idx, out_value,
                                 layer_map, single=len(args) + len(kwargs) == 1, dtype=dtype)
         _check_ledger(exp)
-        return exp
+        return dataclasses.replace(
+            exp, output_names=None if output_names is None else [str(n) for n in output_names],
+            **context,
+        )
 
     def attribute(
         self,
@@ -411,6 +506,8 @@ class Backtrace:
             net_by_name=net,
             absorbed=result.absorbed,
             absorbed_rows=result.absorbed_rows,
+            inputs_by_name={n: v.detach() for n, v in zip(g.input_names, flat, strict=True)
+                            if isinstance(v, torch.Tensor)},
             seed=seed,
             target=target,
             output=out_value.detach(),
@@ -421,5 +518,15 @@ class Backtrace:
 
 
 def explain(model: torch.nn.Module, *inputs: Any, **kwargs: Any) -> Explanation:
-    """One-shot ``Backtrace(model).explain(*inputs, **kwargs)``."""
+    """One-shot ``Backtrace(model).explain(*inputs, **kwargs)``.
+
+    Parameters
+    ----------
+    model
+        The module to explain.
+    *inputs
+        Its positional inputs.
+    **kwargs
+        Options of :meth:`Backtrace.explain` and the model's keyword inputs.
+    """
     return Backtrace(model).explain(*inputs, **kwargs)

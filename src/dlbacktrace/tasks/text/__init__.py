@@ -5,6 +5,9 @@
   tokens before it (one batched pass over the whole sequence);
 - :func:`explain_continuation`: the same for a given answer (teacher forcing).
 
+Results are views of one :class:`~dlbacktrace.Explanation` (``.explanation``); Hugging Face
+family specifics come from :mod:`dlbacktrace.tasks.hf`.
+
 Needs ``transformers``-style tokenizers (``pip install dlbacktrace[text]``).
 """
 
@@ -15,14 +18,12 @@ from dlbacktrace.tasks.text.checks import (
     PaddingError,
     TokenizerMismatchError,
 )
-from dlbacktrace.tasks.text.classify import TextExplanation, explain_text
-from dlbacktrace.tasks.text.generation import (
-    GenerationExplanation,
-    explain_continuation,
-    explain_generation,
-)
+from dlbacktrace.tasks.text.classify import explain_text
+from dlbacktrace.tasks.text.generation import explain_continuation, explain_generation
 from dlbacktrace.tasks.text.runner import clear_cache
+from dlbacktrace.tasks.text.sequences import SequenceOptions
 from dlbacktrace.tasks.text.tokens import TokenRelevance, TokenTable, WordRelevance
+from dlbacktrace.tasks.text.views import GenerationExplanation, TextExplanation
 
 __all__ = [
     "ContextLengthError",
@@ -30,6 +31,7 @@ __all__ = [
     "GenerationExplanation",
     "NotALanguageModelError",
     "PaddingError",
+    "SequenceOptions",
     "TextExplanation",
     "TokenRelevance",
     "TokenTable",

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from dlbacktrace.engine.errors import InputError
+from dlbacktrace.tasks.hf import context_length, embedding_rows, output_embedding
 
 __all__ = [
     "ContextLengthError",
@@ -22,7 +23,6 @@ __all__ = [
     "check_context",
     "check_language_model",
     "check_tokenizer",
-    "embedding_rows",
 ]
 
 
@@ -44,27 +44,6 @@ class NotALanguageModelError(InputError):
 
 class PaddingError(InputError):
     """Padding a causal language model cannot handle correctly (right padding in a prompt)."""
-
-
-def embedding_rows(model: torch.nn.Module) -> int | None:
-    """Rows of the model's input embedding (its real vocabulary size), if it has one."""
-    get = getattr(model, "get_input_embeddings", None)
-    emb = get() if callable(get) else None
-    if isinstance(emb, torch.nn.Embedding):
-        return int(emb.num_embeddings)
-    config = getattr(model, "config", None)
-    size = getattr(config, "vocab_size", None)
-    return int(size) if isinstance(size, int) else None
-
-
-def context_length(model: torch.nn.Module) -> int | None:
-    """The longest sequence the model accepts (``config.max_position_embeddings`` or alike)."""
-    config = getattr(model, "config", None)
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 def check_context(model: torch.nn.Module, n_tokens: int, what: str = "the text") -> None:
@@ -129,8 +108,7 @@ def check_tokenizer(
 
 def check_language_model(model: torch.nn.Module) -> None:
     """Raise :class:`NotALanguageModelError` unless ``model`` generates tokens from an LM head."""
-    get = getattr(model, "get_output_embeddings", None)
-    head = get() if callable(get) else None
+    head = output_embedding(model)
     if head is None or not callable(getattr(model, "generate", None)):
         raise NotALanguageModelError(
             f"{type(model).__name__} has no language-modelling head (get_output_embeddings() is "

@@ -9,9 +9,8 @@ encoder with a pooling head such as :class:`dlbacktrace.examples.zoo.SentenceCla
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,110 +18,20 @@ import torch
 
 from dlbacktrace.engine.backtrace import MODES, Backtrace
 from dlbacktrace.engine.errors import InputError, TargetError
+from dlbacktrace.engine.explanation import Explanation
+from dlbacktrace.tasks.hf import class_names as config_class_names
+from dlbacktrace.tasks.hf import export_options, forward_accepts
 from dlbacktrace.tasks.text.checks import (
     EmptyInputError,
     check_context,
     check_tokenizer,
     context_length,
 )
-from dlbacktrace.tasks.text.runner import (
-    backtrace_for,
-    batch_sizes,
-    bucket_length,
-    forward_accepts,
-    model_options,
-)
-from dlbacktrace.tasks.text.tokens import TokenRelevance, TokenTable, WordRelevance, token_tables
+from dlbacktrace.tasks.text.runner import backtrace_for, batch_sizes, bucket_length
+from dlbacktrace.tasks.text.tokens import token_tables
+from dlbacktrace.tasks.text.views import TextExplanation, first_tokens
 
 __all__ = ["TextExplanation", "explain_text"]
-
-
-@dataclass
-class TextExplanation:
-    """Per-token relevance for a batch of texts (rows padded to the longest text).
-
-    ``relevance`` is the unsigned map in default mode and the signed map (positive −
-    negative; it adds up with the absorbed amounts to the explained logit) in contrast mode;
-    ``total`` is the unsigned map (contrast: ``|relevance|``).
-    """
-
-    texts: list[str]
-    input_ids: torch.Tensor  # [N, T]
-    attention_mask: torch.Tensor  # [N, T]
-    relevance: torch.Tensor  # [N, T]
-    total: torch.Tensor  # [N, T]
-    positive: torch.Tensor | None
-    negative: torch.Tensor | None
-    logits: torch.Tensor  # [N, C] (or [N] for a single logit)
-    target: torch.Tensor  # [N]
-    class_names: list[str] | None
-    mode: str
-    attention: str
-    tables: list[TokenTable]
-    conservation_error: float
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    @property
-    def probabilities(self) -> torch.Tensor:
-        """Softmax over classes (sigmoid for a single logit)."""
-        logits = self.logits
-        if logits.dim() == 1 or logits.shape[-1] == 1:
-            return torch.sigmoid(logits.reshape(len(self)))
-        return torch.softmax(logits, dim=-1)
-
-    def label(self, i: int = 0) -> str:
-        """Name of the explained class of row ``i``."""
-        t = int(self.target[i])
-        return self.class_names[t] if self.class_names and t < len(self.class_names) else str(t)
-
-    def tokens(self, i: int = 0) -> list[TokenRelevance]:
-        """Every token of text ``i`` with its relevance (padding flagged)."""
-        return self.tables[i].rows(self.relevance[i].numpy())
-
-    def words(self, i: int = 0) -> list[WordRelevance]:
-        """Relevance summed per word of text ``i`` (special and padding tokens left out)."""
-        return self.tables[i].word_relevance(self.relevance[i].numpy())
-
-    def top_tokens(self, i: int = 0, k: int = 5) -> list[TokenRelevance]:
-        """The ``k`` most relevant content tokens of text ``i`` (by signed relevance in
-        contrast mode, i.e. strongest evidence for the target first)."""
-        rows = [r for r in self.tokens(i) if not (r.special or r.padding)]
-        return sorted(rows, key=lambda r: -r.relevance)[:k]
-
-    def top_words(self, i: int = 0, k: int = 5) -> list[WordRelevance]:
-        """The ``k`` most relevant words of text ``i``."""
-        return sorted(self.words(i), key=lambda w: -w.relevance)[:k]
-
-    # ---- display (dlbacktrace.tasks.text.display) ----------------------------------------
-    def to_html(self, full_page: bool = False) -> str:
-        from dlbacktrace.tasks.text.display import text_html
-
-        return text_html(self, full_page=full_page)
-
-    def _repr_html_(self) -> str:
-        return self.to_html()
-
-    def save_html(self, path: str | Path) -> Path:
-        """A standalone HTML page with the token heat maps."""
-        from dlbacktrace.tasks.text.display import save_html
-
-        return save_html(self.to_html(full_page=True), path)
-
-    def __rich__(self) -> Any:
-        from dlbacktrace.tasks.text.display import text_rich
-
-        return text_rich(self)
-
-
-def _class_names(model: torch.nn.Module, given: Sequence[str] | None) -> list[str] | None:
-    if given is not None:
-        return list(given)
-    id2label = getattr(getattr(model, "config", None), "id2label", None)
-    if isinstance(id2label, dict) and id2label:
-        return [str(id2label[i]) for i in sorted(id2label)]
-    return None
 
 
 def _targets(target: Any, n: int, names: list[str] | None) -> Any:
@@ -158,9 +67,38 @@ def explain_text(
 ) -> TextExplanation:
     """Explain a classifier's output for one text or a list of texts, token by token.
 
-    ``target``: class index or name (one, or one per text); None explains the predicted class.
     Texts longer than the model's context raise :class:`ContextLengthError` unless
-    ``truncation=True`` (then they are cut to ``max_length`` tokens).
+    ``truncation=True``.
+
+    Parameters
+    ----------
+    model
+        A classifier called as ``model(input_ids=..., attention_mask=...)`` returning
+        ``[batch, classes]`` logits.
+    tokenizer
+        Its tokenizer.
+    text_or_texts
+        One text or a list of texts.
+    target
+        Class index or name (one, or one per text); None explains the predicted class.
+    mode
+        ``"default"`` or ``"contrast"``.
+    attention
+        The attention rule; None uses the mode's default.
+    bucket
+        Texts are padded to a multiple of this many tokens (captures are reused).
+    batch_size
+        Texts per engine call.
+    truncation
+        Cut texts longer than ``max_length`` (default: the model's context) instead of raising.
+    max_length
+        The truncation length.
+    class_names
+        Names of the classes; None reads them from the model's config (``id2label``).
+    backtrace
+        A :class:`Backtrace` of the model to reuse; None uses a cached one.
+    check_vocabulary
+        Check that the tokenizer belongs to the model.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -202,12 +140,12 @@ def explain_text(
     if check_vocabulary:
         check_tokenizer(model, tokenizer, ids)
 
-    names = _class_names(model, class_names)
+    names = list(class_names) if class_names is not None else config_class_names(model)
     target = _targets(target, n, names)
     bt = backtrace_for(model, backtrace)
-    options = model_options(model)
+    options = export_options(model)
     device = next(iter(model.parameters()), torch.empty(0)).device
-    totals, nets, logits, targets, errors = [], [], [], [], []
+    parts = []
     start = 0
     for size in batch_sizes(n, batch_size):
         rows = torch.arange(start, start + size).clamp(max=n - 1)  # pad with the last row
@@ -228,36 +166,19 @@ def explain_text(
                 f"explain_text needs a classifier with [batch, classes] logits; this model "
                 f"returns {tuple(exp.output.shape)} (for a causal LM use explain_generation)"
             )
-        maps = exp.relevance_by_name
-        totals.append(exp.total_by_name["input_ids"][:real].cpu())
-        nets.append(maps["input_ids"][:real].cpu())
-        logits.append(exp.output[:real].cpu())
-        targets.append(exp.target[:real].cpu())
-        errors.append(exp.conservation_error)
+        parts.append(exp[:real].to("cpu"))
         start += size
 
-    total = torch.cat(totals)[:, :longest].float()
-    net = torch.cat(nets)[:, :longest].float()
-    positive = negative = None
-    if mode == "contrast":
-        positive, negative = net.clamp_min(0), (-net).clamp_min(0)
     tables = token_tables(
         tokenizer, ids[:, :longest], mask[:, :longest],
         encoding=enc if fast else None, offsets=offsets, sources=texts,
     )  # fmt: skip
+    every = first_tokens(Explanation.concat(parts), longest)
+    every = dataclasses.replace(every, tokens=[list(t.texts) for t in tables],
+                                token_input="input_ids", output_names=names)
     return TextExplanation(
+        explanation=every,
         texts=texts,
-        input_ids=ids[:, :longest],
-        attention_mask=mask[:, :longest],
-        relevance=net if mode == "contrast" else total,
-        total=total,
-        positive=positive,
-        negative=negative,
-        logits=torch.cat(logits),
-        target=torch.cat(targets),
-        class_names=names,
-        mode=mode,
-        attention=bt.attention_for(mode, attention),
         tables=tables,
-        conservation_error=max(errors),
+        attention=bt.attention_for(mode, attention),
     )

@@ -1,9 +1,9 @@
 """Token heat maps: rich (terminal), HTML (notebooks and standalone files), matplotlib.
 
-Colours follow ``dlbacktrace.viz``: unsigned relevance shades from white to red; signed
-relevance (contrast net map) is red for evidence for the explained output and blue for evidence
-against it. Each row is scaled by its own largest absolute value. ``rich`` and ``matplotlib``
-are imported only when used (``pip install dlbacktrace[text]``).
+Colours and token spans come from :mod:`dlbacktrace.viz.tokens`: unsigned relevance shades from
+white to red; signed relevance (contrast net map) is red for evidence for the explained output
+and blue for evidence against it. Each row is scaled by its own largest absolute value. ``rich``
+and ``matplotlib`` are imported only when used (``pip install dlbacktrace[text]``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dlbacktrace.engine.errors import InputError
+from dlbacktrace.viz.tokens import TOKEN_STYLE as _STYLE
+from dlbacktrace.viz.tokens import token_colours
+from dlbacktrace.viz.tokens import token_span_html as _span_html
 
 if TYPE_CHECKING:
-    from dlbacktrace.tasks.text.classify import TextExplanation
-    from dlbacktrace.tasks.text.generation import GenerationExplanation
+    from dlbacktrace.tasks.text.views import GenerationExplanation, TextExplanation
 
 __all__ = [
     "generation_html",
@@ -30,13 +32,6 @@ __all__ = [
     "token_colours",
 ]
 
-_STYLE = (
-    "<style>.dlbt{font-family:ui-monospace,monospace;line-height:1.9}"
-    ".dlbt span.t{border-radius:3px;padding:1px 0;white-space:pre-wrap}"
-    ".dlbt .sp{color:#888}.dlbt .gen{outline:1px solid #444}"
-    ".dlbt td{vertical-align:top;padding:2px 6px}</style>"
-)
-
 
 def _require(module: str) -> Any:
     import importlib
@@ -47,28 +42,6 @@ def _require(module: str) -> Any:
         raise ImportError(
             f"this display needs {module!r}; install it with `pip install dlbacktrace[text]`"
         ) from exc
-
-
-def token_colours(values: np.ndarray, signed: bool) -> np.ndarray:
-    """``[T, 3]`` RGB (0-255) per value: white→red (unsigned), blue←white→red (signed)."""
-    v = np.asarray(values, dtype=np.float64)
-    scale = np.abs(v).max() if v.size else 0.0
-    x = v / scale if scale > 0 else np.zeros_like(v)
-    x = np.clip(x, -1.0, 1.0) if signed else np.clip(np.abs(x), 0.0, 1.0)
-    rgb = np.full(v.shape + (3,), 255.0)
-    pos, neg = np.clip(x, 0, None), np.clip(-x, 0, None)
-    rgb[..., 1] -= 200 * (pos + neg)  # fade green both ways
-    rgb[..., 2] -= 200 * pos  # red for positive
-    rgb[..., 0] -= 200 * neg  # blue for negative
-    return rgb.round().astype(np.int64)
-
-
-def _span_html(text: str, rgb: np.ndarray, title: str, cls: str = "t") -> str:
-    shown = html.escape(text).replace("\n", "↵<br>")
-    return (
-        f'<span class="{cls}" style="background:rgb({rgb[0]},{rgb[1]},{rgb[2]})" '
-        f'title="{html.escape(title)}">{shown}</span>'
-    )
 
 
 def _page(body: str, title: str) -> str:

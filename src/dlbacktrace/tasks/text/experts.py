@@ -7,9 +7,10 @@ This helper reads that flow back per expert: the relevance at each routed expert
 output (one row per token and top-k slot), grouped by the expert the token was routed to.
 
 Hugging Face MoE kernels: the default on CPU (``grouped_mm``) runs in float32/bfloat16 only and
-its sort-based dispatch does not export; load MoE models with
-``experts_implementation="batched_mm"`` (same routing, exportable, any dtype).
-Model-family knowledge (what an experts module looks like) lives here, not in the engine.
+its sort-based dispatch does not export; :func:`exportable_experts` switches to the family's
+exportable kernel (``batched_mm``: same routing, any dtype). What an experts module looks like
+is declared per family in :mod:`dlbacktrace.tasks.hf` (``ExpertLayout``), not here and never in
+the engine.
 """
 
 from __future__ import annotations
@@ -26,27 +27,37 @@ from torch import nn
 from dlbacktrace.engine.backtrace import Backtrace
 from dlbacktrace.engine.errors import UnsupportedOperationError
 from dlbacktrace.engine.explanation import Explanation
+from dlbacktrace.tasks.hf import GENERIC, ExpertLayout, family_of
 
 __all__ = ["ExpertRelevance", "explain_experts", "exportable_experts", "find_expert_modules"]
 
-EXPORTABLE = "batched_mm"
+
+def _layout(model: nn.Module) -> ExpertLayout:
+    layout = family_of(model).experts
+    return layout if layout is not None else GENERIC.experts
 
 
 @contextmanager
 def exportable_experts(model: nn.Module) -> Iterator[nn.Module]:
-    """Run a Hugging Face MoE model with the exportable ``batched_mm`` experts kernel.
+    """Run a Hugging Face MoE model with its family's exportable experts kernel.
 
     The model's own setting is restored on exit. Models without experts pass through.
+
+    Parameters
+    ----------
+    model
+        The model.
     """
     getter = getattr(model, "get_experts_implementation", None)
     if getter is None or not find_expert_modules(model):
         yield model
         return
+    kernel = _layout(model).kernel
     before = getter()
-    if all(v == EXPORTABLE for v in before.values() if v is not None):
+    if all(v == kernel for v in before.values() if v is not None):
         yield model
         return
-    model.set_experts_implementation(EXPORTABLE)
+    model.set_experts_implementation(kernel)
     try:
         yield model
     finally:
@@ -78,22 +89,32 @@ class ExpertRelevance:
         return total + self.shared if self.shared is not None else total
 
 
-def _is_experts(module: nn.Module) -> bool:
-    """Hugging Face's batched experts: 3-D expert weight stacks and an expert count."""
-    stacks = [getattr(module, n, None) for n in ("gate_up_proj", "up_proj", "down_proj")]
-    return hasattr(module, "num_experts") and any(
+def _is_experts(module: nn.Module, layout: ExpertLayout) -> bool:
+    """Batched experts as the layout declares them: 3-D weight stacks and an expert count."""
+    stacks = [getattr(module, n, None) for n in layout.weights]
+    return hasattr(module, layout.count) and any(
         isinstance(p, nn.Parameter) and p.dim() == 3 for p in stacks
     )
 
 
 def find_expert_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """Named experts modules of a Hugging Face MoE model (empty for dense models)."""
-    return {name: m for name, m in model.named_modules() if name and _is_experts(m)}
+    """Named experts modules of a Hugging Face MoE model (empty for dense models).
+
+    Parameters
+    ----------
+    model
+        The model.
+    """
+    layout = _layout(model)
+    return {name: m for name, m in model.named_modules() if name and _is_experts(m, layout)}
 
 
 def _shared_expert(model: nn.Module, experts_name: str) -> str | None:
+    shared = _layout(model).shared
+    if shared is None:
+        return None
     parent = experts_name.rsplit(".", 1)[0]
-    name = f"{parent}.shared_expert"
+    name = f"{parent}.{shared}"
     return name if name in dict(model.named_modules()) else None
 
 
@@ -156,6 +177,19 @@ def explain_experts(
     ``use_cache=False``, ...). Returns the explanation and one :class:`ExpertRelevance` per MoE
     layer, in model order. Runs under :func:`exportable_experts`. Raises
     :class:`UnsupportedOperationError` for a model without experts modules.
+
+    Parameters
+    ----------
+    model
+        A Hugging Face MoE model.
+    backtrace
+        A :class:`Backtrace` of ``model`` to reuse (its captures); None makes one.
+    target
+        As in :meth:`Backtrace.explain`.
+    mode
+        ``"default"`` or ``"contrast"``.
+    **inputs
+        The model's keyword inputs.
     """
     experts = find_expert_modules(model)
     if not experts:
@@ -179,7 +213,8 @@ def _explain_experts(model, experts, backtrace, target, mode, inputs):
     for name, module in experts.items():
         index = indices[name]  # [B*T, k]
         rows = exp.layers[weighted[name].name].sum(dim=-1).reshape(index.shape)
-        one_hot = torch.nn.functional.one_hot(index, module.num_experts).to(rows.dtype)
+        count = getattr(module, _layout(model).count)
+        one_hot = torch.nn.functional.one_hot(index, count).to(rows.dtype)
         routed = torch.einsum("nk,nke->ne", rows, one_hot).reshape(batch, length, -1)
         shared_rel = None
         if shared[name]:

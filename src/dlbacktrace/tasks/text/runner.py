@@ -9,9 +9,7 @@ so that repeated calls on texts of similar length reuse one capture.
 
 from __future__ import annotations
 
-import inspect
 from collections import OrderedDict
-from typing import Any
 
 import torch
 
@@ -22,8 +20,6 @@ __all__ = [
     "batch_sizes",
     "bucket_length",
     "clear_cache",
-    "forward_accepts",
-    "model_options",
     "pad_right",
 ]
 
@@ -76,15 +72,6 @@ def pad_right(
     return ids, mask
 
 
-def forward_accepts(model: torch.nn.Module, name: str) -> bool:
-    """Whether ``model.forward`` takes the keyword ``name`` by name (not only via **kwargs)."""
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params
-
-
 def batch_sizes(n: int, batch_size: int) -> list[int]:
     """Chunk sizes for ``n`` rows: full chunks of ``batch_size``; the last rounded up to a power
     of two (at most ``batch_size``), so a handful of batch shapes cover every ``n``."""
@@ -93,8 +80,3 @@ def batch_sizes(n: int, batch_size: int) -> list[int]:
     if rest:
         sizes.append(min(batch_size, 1 << (rest - 1).bit_length()))
     return sizes
-
-
-def model_options(model: torch.nn.Module) -> dict[str, Any]:
-    """Non-tensor keyword arguments the model needs to be exportable (no KV cache object)."""
-    return {"use_cache": False} if forward_accepts(model, "use_cache") else {}

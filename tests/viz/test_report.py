@@ -85,6 +85,27 @@ def test_table_rows_contrast_sorted_with_widths():
     assert html.count('class="bar neg"') >= 1
 
 
+def test_rows_read_the_context_the_explanation_carries():
+    """A real explanation with feature and class names: the rows need nothing beside it."""
+    from torch import nn
+
+    from dlbacktrace import Backtrace
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    x = torch.tensor([[1.0, -2.0, 0.5]], dtype=torch.float64)
+    exp = Backtrace(model).explain(x, feature_names=["age", "income", "debt"],
+                                   output_names=["deny", "grant"])
+    carried = explanation_rows(exp, "table")
+    given = explanation_rows(exp, "table", args=(x,), feature_names=["age", "income", "debt"],
+                             labels=["deny", "grant"])
+    assert carried == given
+    assert {f["name"] for f in carried[0]["features"]} == {"age", "income", "debt"}
+    assert [f["value"] for f in carried[0]["features"] if f["name"] == "income"] == [-2.0]
+    best = int(exp.output[0].argmax())
+    assert carried[0]["prediction"]["label"] == ["deny", "grant"][best]
+
+
 def test_image_report_embeds_pngs():
     gen = torch.Generator().manual_seed(0)
     image = torch.rand(1, 1, 6, 6, generator=gen)

@@ -73,11 +73,25 @@ def _maps(exp: Explanation, name: str) -> dict[str, torch.Tensor]:
     return maps
 
 
+def _row_inputs(exp: Explanation, args: tuple[torch.Tensor, ...] | None,
+                kwargs: dict[str, torch.Tensor] | None, tokens: list[list[str]] | None,
+                feature_names: list[str] | None) -> RowInputs:
+    """What the rows show beside the maps: given explicitly, else the explanation's context."""
+    carried = exp.inputs_by_name
+    if args is None and kwargs is None:
+        args = tuple(carried[n] for n in exp.input_names if n in carried)
+        kwargs = dict(carried)
+    if feature_names is None and exp.input_names:
+        feature_names = exp.feature_names_by_name.get(exp.input_names[0])
+    return RowInputs(args or (), kwargs or {}, tokens if tokens is not None else exp.tokens,
+                     feature_names)
+
+
 def explanation_rows(
     exp: Explanation,
     kind: str,
     *,
-    args: tuple[torch.Tensor, ...] = (),
+    args: tuple[torch.Tensor, ...] | None = None,
     kwargs: dict[str, torch.Tensor] | None = None,
     names: list[str] | None = None,
     tokens: list[list[str]] | None = None,
@@ -95,15 +109,16 @@ def explanation_rows(
     kind
         Name of the input kind (an unregistered name gets generic rows).
     args, kwargs
-        The explained inputs (images and table values are shown from them).
+        The explained inputs (images and table values are shown from them); default: the
+        inputs the explanation carries (``exp.inputs_by_name``, in input order).
     names
         One name per row (default ``#i``).
     tokens
-        Tokens per text row.
+        Tokens per text row; default ``exp.tokens``.
     feature_names
-        Names of table columns.
+        Names of table columns; default the explanation's feature names of its first input.
     labels
-        Class names for the prediction.
+        Class names for the prediction; default ``exp.output_names``.
     top_k
         How many top features each row lists.
     figures
@@ -113,8 +128,10 @@ def explanation_rows(
     maps = _maps(exp, input_kind.relevance_input(exp.input_names))
     n = int(maps["relevance"].shape[0]) if maps["relevance"].dim() else 1
     parts = input_kind.report_rows(
-        maps, RowInputs(args, kwargs or {}, tokens, feature_names), top_k=top_k, figures=figures
+        maps, _row_inputs(exp, args, kwargs, tokens, feature_names), top_k=top_k,
+        figures=figures,
     )
+    labels = labels if labels is not None else exp.output_names
     rows = []
     for i in range(n):
         row: dict[str, Any] = {

@@ -38,10 +38,10 @@ class ExplainResult:
 
         if figures not in self._rows:
             b = self.batch
+            # inputs, feature and class names come from the explanation's context; text rows
+            # show the unpadded tokens of each row (the explanation's are per padded position)
             self._rows[figures] = explanation_rows(
-                self.explanation, b.kind, args=b.args, kwargs=b.kwargs, names=b.names,
-                tokens=b.tokens, feature_names=b.feature_names, labels=self.labels,
-                figures=figures,
+                self.explanation, b.kind, names=b.names, tokens=b.tokens, figures=figures,
             )
         return self._rows[figures]
 
@@ -130,7 +130,8 @@ class ExplainService:
         with self._lock:
             exp = self.bt.explain(
                 *batch.args, target=target, mode=mode, scale=scale, position=position,
-                **batch.kwargs,
+                feature_names=batch.feature_names if batch.args else None,
+                output_names=self.loaded.labels, **batch.kwargs,
             )
             if self._weights is None:
                 self._weights = weights_digest(self.loaded.model)

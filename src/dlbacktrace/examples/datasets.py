@@ -15,6 +15,7 @@ import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -73,8 +74,47 @@ def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, 
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
+_R = TypeVar("_R", bound="_Rows")
+
+
+class _Rows:
+    """A labelled data set that can be subset by row index and split reproducibly."""
+
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self: _R, index: np.ndarray) -> _R:
+        """The rows at ``index``, with the same names.
+
+        Parameters
+        ----------
+        index:
+            Row indices.
+        """
+        raise NotImplementedError
+
+    def split(self: _R, test_fraction: float = 0.2, seed: int = 0) -> tuple[_R, _R]:
+        """Seeded train/test split (:func:`split_indices`).
+
+        Parameters
+        ----------
+        test_fraction:
+            The share of rows in the test part (default 0.2).
+        seed:
+            Seeds the split.
+
+        Returns
+        -------
+        ``(train, test)``.
+        """
+        train_idx, test_idx = split_indices(len(self), test_fraction, seed)
+        return self.subset(train_idx), self.subset(test_idx)
+
+
 @dataclass
-class TabularData:
+class TabularData(_Rows):
     """Features ``x`` [N, F] float32, labels ``y`` [N] int64, with names.
 
     Parameters
@@ -97,9 +137,6 @@ class TabularData:
     class_names: list[str]
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.y)
 
     def subset(self, index: np.ndarray) -> TabularData:
         """The rows at ``index``, with the same names and statistics.
@@ -132,8 +169,7 @@ class TabularData:
         -------
         ``(train, test)``.
         """
-        train_idx, test_idx = split_indices(len(self), test_fraction, seed)
-        train, test = self.subset(train_idx), self.subset(test_idx)
+        train, test = super().split(test_fraction, seed)
         if standardize:
             mean = train.x.mean(axis=0)
             std = train.x.std(axis=0)
@@ -145,7 +181,7 @@ class TabularData:
 
 
 @dataclass
-class ImageData:
+class ImageData(_Rows):
     """Images ``x`` [N, C, H, W] float32 in [0, 1], labels ``y`` [N] int64.
 
     Parameters
@@ -162,32 +198,19 @@ class ImageData:
     y: np.ndarray
     class_names: list[str]
 
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def split(self, test_fraction: float = 0.2, seed: int = 0) -> tuple[ImageData, ImageData]:
-        """Seeded train/test split.
+    def subset(self, index: np.ndarray) -> ImageData:
+        """The images at ``index``.
 
         Parameters
         ----------
-        test_fraction:
-            The share of images in the test part (default 0.2).
-        seed:
-            Seeds the split.
-
-        Returns
-        -------
-        ``(train, test)``.
+        index:
+            Row indices.
         """
-        train_idx, test_idx = split_indices(len(self), test_fraction, seed)
-        return (
-            ImageData(self.x[train_idx], self.y[train_idx], self.class_names),
-            ImageData(self.x[test_idx], self.y[test_idx], self.class_names),
-        )
+        return ImageData(self.x[index], self.y[index], self.class_names)
 
 
 @dataclass
-class TextData:
+class TextData(_Rows):
     """Raw texts with integer labels.
 
     Parameters
@@ -207,30 +230,16 @@ class TextData:
     class_names: list[str]
     confidence: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def split(self, test_fraction: float = 0.2, seed: int = 0) -> tuple[TextData, TextData]:
-        """Seeded train/test split.
+    def subset(self, index: np.ndarray) -> TextData:
+        """The texts at ``index`` (with their confidences, when known).
 
         Parameters
         ----------
-        test_fraction:
-            The share of texts in the test part (default 0.2).
-        seed:
-            Seeds the split.
-
-        Returns
-        -------
-        ``(train, test)``.
+        index:
+            Row indices.
         """
-        train_idx, test_idx = split_indices(len(self), test_fraction, seed)
-
-        def part(index: np.ndarray) -> TextData:
-            conf = self.confidence[index] if len(self.confidence) else self.confidence
-            return TextData([self.texts[i] for i in index], self.y[index], self.class_names, conf)
-
-        return part(train_idx), part(test_idx)
+        conf = self.confidence[index] if len(self.confidence) else self.confidence
+        return TextData([self.texts[i] for i in index], self.y[index], self.class_names, conf)
 
 
 def load_german_credit() -> TabularData:

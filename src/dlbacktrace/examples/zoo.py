@@ -122,15 +122,7 @@ class SentenceClassifier(nn.Module):
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The logits of a batch of tokenised texts.
-
-        Parameters
-        ----------
-        input_ids:
-            ``[B, T]`` token ids.
-        attention_mask:
-            ``[B, T]`` 1 for real tokens, 0 for padding.
-        """
+        """The logits of a batch of tokenised texts (the arguments of :meth:`pooled`)."""
         return self.head(self.pooled(input_ids, attention_mask))
 
 
@@ -279,12 +271,9 @@ def train_tabular_mlp(
         Output logits (default: the largest label plus one).
     hidden:
         Widths of the hidden layers.
-    seed:
-        Seeds the initialisation and the shuffling.
-    epochs, batch_size:
-        Passes over the data and mini-batch size.
-    lr, weight_decay:
-        Adam's learning rate and weight decay.
+    seed, epochs, batch_size, lr, weight_decay:
+        The training loop's settings (see
+        :func:`~dlbacktrace.examples.training.train_classifier`).
     """
     xt = torch.as_tensor(np.asarray(x), dtype=torch.float32)
     yt = torch.as_tensor(np.asarray(y), dtype=torch.long)

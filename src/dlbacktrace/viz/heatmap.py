@@ -270,26 +270,11 @@ def plot_contrast(
 
     plot_image(image, ax_in, "input")
     _, shared_max = _limits(np.maximum(pos, neg), signed=False)
-    _draw_heat(
-        ax_pos,
-        pos,
-        cmap=POSITIVE_CMAP,
-        vmin=0.0,
-        vmax=shared_max,
-        background=None,
-        colorbar=colorbar,
-    )
-    _clean_axes(ax_pos, "positive (for)")
-    _draw_heat(
-        ax_neg,
-        neg,
-        cmap=NEGATIVE_CMAP,
-        vmin=0.0,
-        vmax=shared_max,
-        background=None,
-        colorbar=colorbar,
-    )
-    _clean_axes(ax_neg, "negative (against)")
+    for ax, half, cmap, title in ((ax_pos, pos, POSITIVE_CMAP, "positive (for)"),
+                                  (ax_neg, neg, NEGATIVE_CMAP, "negative (against)")):
+        _draw_heat(ax, half, cmap=cmap, vmin=0.0, vmax=shared_max, background=None,
+                   colorbar=colorbar)
+        _clean_axes(ax, title)
     vmin, vmax = _limits(net_map, signed=True)
     _draw_heat(
         ax_net,

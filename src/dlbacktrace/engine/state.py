@@ -25,7 +25,7 @@ def inference_state(model: torch.nn.Module) -> Iterator[None]:
 
     Parameters
     ----------
-    model:
+    model
         The module to put in eval mode; nothing else about it is changed.
     """
     training = {m: m.training for m in model.modules()}
@@ -43,7 +43,16 @@ def inference_state(model: torch.nn.Module) -> Iterator[None]:
 
 @contextlib.contextmanager
 def seeded(seed: int, device: torch.device | str | None = None) -> Iterator[None]:
-    """Seed the CPU generator (and ``device``'s, if it is a GPU) for the duration only."""
+    """Seed the CPU generator (and ``device``'s, if it is a GPU) for the duration only.
+
+    Parameters
+    ----------
+    seed
+        The seed.
+    device
+        The device whose generator is seeded besides the CPU's (a CUDA device; others add
+        nothing). Default: the CPU only.
+    """
     device = torch.device(device) if device is not None else torch.device("cpu")
     gpus = []
     if device.type == "cuda":

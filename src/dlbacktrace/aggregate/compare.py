@@ -8,6 +8,8 @@ from real ones. Rank agreement is Spearman's correlation of the two importance v
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,6 +130,26 @@ class Comparison:
                 "stderr": self.class_stderr.reshape(-1),
             })
 
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable account: rank agreement, summary, per-feature and per-class
+        tables (NaN -> null)."""
+        def number(x: float) -> float | None:
+            return None if math.isnan(x) else float(x)
+
+        return {
+            "format": "dlbacktrace.comparison/1",
+            "names": [self.name_a, self.name_b],
+            "features": len(self.labels),
+            "classes": list(self.class_names),
+            "rank_correlation": number(self.rank_correlation),
+            "class_rank_correlation": {c: number(v)
+                                       for c, v in self.class_rank_correlation().items()},
+            "lost": self.lost(), "gained": self.gained(),
+            "summary": self.summary().splitlines(),
+            "table": json.loads(self.table().to_json(orient="records")),
+            "class_table": json.loads(self.class_table().to_json(orient="records")),
+        }
+
     def lost(self, n: int = 5) -> list[str]:
         """Features that lost the most importance (largest drop first).
 
@@ -213,6 +235,9 @@ def compare(
     -------
     A :class:`Comparison`; raises ``AggregateError`` when the features differ.
     """
+    if a.mode != b.mode:
+        raise AggregateError(f"the aggregates were made in different modes: {a.mode!r} vs "
+                             f"{b.mode!r}")
     name, ma = a.moments(input)
     _, mb = b.moments(name)
     if ma.sums["sum"].shape != mb.sums["sum"].shape:
@@ -222,7 +247,12 @@ def compare(
         )
     labels_a, labels_b = a.feature_labels(name), b.feature_labels(name)
     if labels_a != labels_b:
-        raise AggregateError("the aggregates name their features differently")
+        differ = [f"{x!r} vs {y!r}" for x, y in zip(labels_a, labels_b, strict=True) if x != y]
+        raise AggregateError(f"the aggregates name their features differently ({len(differ)} "
+                             f"differ, first {differ[0]})")
+    if list(a.class_names) != list(b.class_names):
+        raise AggregateError(f"the aggregates name their classes differently: {a.class_names} vs "
+                             f"{b.class_names}")
     mean_a, var_a, n_a = _abs_stats(ma, per_class=False)
     mean_b, var_b, n_b = _abs_stats(mb, per_class=False)
     cls_a, cvar_a, cn_a = _abs_stats(ma, per_class=True)

@@ -173,3 +173,53 @@ def test_group_column_of_a_frame_is_left_out_of_the_features(german):
     assert g.feature_labels() == names
     np.testing.assert_array_equal(g.groups.count,
                                   [(sex[:30] == "female").sum(), (sex[:30] == "male").sum()])
+
+
+def test_contrast_mode_shares_are_of_the_net_map(german):
+    test, names, sex, biased, _ = german
+    g = aggregate(biased, test.x, feature_names=names, groups=sex, sensitive=["age"],
+                  mode="contrast", batch_size=200)
+    net = Backtrace(biased).explain(torch.from_numpy(test.x), mode="contrast")
+    s = _shares(net.relevance.double().numpy(), [names.index("age")])
+    overall = g.sensitive_shares().set_index("group").loc[ALL_ROWS]
+    np.testing.assert_allclose(overall["share"], s.mean(), rtol=1e-5)
+
+
+def test_an_interrupted_grouped_run_resumes_to_the_same_bits(german, tmp_path):
+    test, names, sex, biased, _ = german
+    opts = {"feature_names": names, "groups": sex, "sensitive": ["status_sex"],
+            "batch_size": 20}
+    full = aggregate(biased, test.x, **opts)
+    bt = Backtrace(biased)
+    original, calls = bt.explain, []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    bt.explain = failing
+    checkpoint = tmp_path / "state.npz"
+    with pytest.raises(KeyboardInterrupt):
+        aggregate(bt, test.x, checkpoint=checkpoint, checkpoint_every=2, **opts)
+    assert GlobalExplanation.load(checkpoint).groups.count.sum() == 80  # 4 batches saved
+    bt.explain = original
+    resumed = aggregate(bt, test.x, checkpoint=checkpoint, checkpoint_every=2, **opts)
+    for f in ("sum", "sumabs", "sumsq"):
+        np.testing.assert_array_equal(resumed.groups.sums[f], full.groups.sums[f])
+    np.testing.assert_array_equal(resumed.groups.shares["sum"], full.groups.shares["sum"])
+    np.testing.assert_array_equal(resumed.groups.count, full.groups.count)
+
+
+def test_named_importance(german):
+    test, names, _, biased, _ = german
+    g = aggregate(biased, test.x[:50], feature_names=names, class_names=["no", "yes"],
+                  batch_size=50)
+    series = g.importance(named=True)
+    assert list(series.index) == names and series.name == "importance"
+    np.testing.assert_array_equal(series.to_numpy(), g.importance())
+    assert series.idxmax() == names[int(np.argmax(g.importance()))]
+    table = g.importance(per_class=True, named=True)
+    assert list(table.index) == ["no", "yes"] and list(table.columns) == names
+    np.testing.assert_array_equal(table.to_numpy(), g.importance(per_class=True))

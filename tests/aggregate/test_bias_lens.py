@@ -223,3 +223,29 @@ def test_named_importance(german):
     table = g.importance(per_class=True, named=True)
     assert list(table.index) == ["no", "yes"] and list(table.columns) == names
     np.testing.assert_array_equal(table.to_numpy(), g.importance(per_class=True))
+
+
+def test_compare_reports_the_change_of_sensitive_shares(german):
+    from dlbacktrace.aggregate import compare
+    from dlbacktrace.report.results import comparison_report
+
+    test, names, sex, biased, control = german
+    opts = {"feature_names": names, "groups": sex, "sensitive": {"sex": ["status_sex"]},
+            "batch_size": 200}
+    before, after = aggregate(biased, test.x, **opts), aggregate(control, test.x, **opts)
+    cmp = compare(before, after, names=("biased", "fixed"))
+    rows = {(r["sensitive"], r["group"]): r for r in cmp.shares}
+    assert set(rows) == {("sex", "female"), ("sex", "male"), ("sex", ALL_ROWS)}
+    sb = before.sensitive_shares().set_index("group")
+    sa = after.sensitive_shares().set_index("group")
+    overall = rows[("sex", ALL_ROWS)]
+    assert overall["share_biased"] == sb.loc[ALL_ROWS, "share"]
+    assert overall["change"] == pytest.approx(sa.loc[ALL_ROWS, "share"] - sb.loc[ALL_ROWS, "share"])
+    assert overall["stderr"] == pytest.approx(np.hypot(sa.loc[ALL_ROWS, "stderr"],
+                                                       sb.loc[ALL_ROWS, "stderr"]))
+    (line,) = [x for x in cmp.summary().splitlines() if "on sensitive 'sex'" in x]
+    assert "beyond noise" in line and line.startswith("Share of |relevance|")
+    assert cmp.to_json()["sensitive_shares"][2]["group"] == ALL_ROWS
+    assert "Bias lens: change of the share on sensitive features" in comparison_report(cmp)
+    plain = aggregate(control, test.x, feature_names=names, batch_size=200)
+    assert compare(plain, after).shares == []  # only one side has the lens: nothing to compare

@@ -197,6 +197,11 @@ def comparison_report(cmp: Any, title: str = "DLBacktrace global comparison") ->
                  "aggregates' spreads"},
         {"title": "Per-class change", "table": data["class_table"]},
     ]
+    if data["sensitive_shares"]:
+        sections.insert(3, {
+            "title": "Bias lens: change of the share on sensitive features",
+            "text": "mean of per-row shares of |relevance|; stderr = sqrt(se_a² + se_b²)",
+            "table": data["sensitive_shares"]})
     return sections_report(title, sections)
 
 

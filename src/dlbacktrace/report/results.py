@@ -148,7 +148,16 @@ def _bias_sections(g: Any) -> list[dict[str, Any]]:
 
 def global_report(g: Any, title: str = "DLBacktrace global explanation") -> str:
     """A :class:`~dlbacktrace.aggregate.GlobalExplanation`: per-class feature importance,
-    plots (embedded) and, when rows were grouped, the bias lens."""
+    plots (embedded PNGs; left out without matplotlib) and, when rows were grouped, the bias
+    lens.
+
+    Parameters
+    ----------
+    g:
+        The global explanation.
+    title:
+        The page title.
+    """
     data = g.to_json()
     sections: list[dict[str, Any]] = [{
         "title": "Summary",
@@ -180,7 +189,16 @@ def global_report(g: Any, title: str = "DLBacktrace global explanation") -> str:
 
 def comparison_report(cmp: Any, title: str = "DLBacktrace global comparison") -> str:
     """A :class:`~dlbacktrace.aggregate.Comparison` of two global explanations: the summary,
-    a plot of the biggest changes and the per-feature and per-class tables."""
+    a plot of the biggest changes, the per-feature and per-class tables (and the change of the
+    sensitive-feature shares when both kept the bias lens).
+
+    Parameters
+    ----------
+    cmp:
+        The comparison.
+    title:
+        The page title.
+    """
     from dlbacktrace.viz.global_plots import plot_comparison
 
     data = cmp.to_json()

@@ -153,7 +153,13 @@ def plot_top_words(
 
 def plot_sensitive_shares(g: GlobalExplanation) -> Figure:
     """The bias lens: per sensitive feature, the mean share of |relevance| it receives in each
-    group (bars, ±2 standard errors), the share over all rows as a dashed line."""
+    group (bars, ±2 standard errors), the share over all rows as a dashed line.
+
+    Parameters
+    ----------
+    g:
+        A global explanation aggregated with ``groups=`` and ``sensitive=``.
+    """
     from dlbacktrace.aggregate.bias import ALL_ROWS
 
     frame = g.sensitive_shares()

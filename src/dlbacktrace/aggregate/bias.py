@@ -82,7 +82,7 @@ def resolve_sensitive(
 
 
 def group_labels(values: Any, rows: int | None = None) -> np.ndarray:
-    """One string label per row (``str`` of each value; missing values become ``"nan"``).
+    """One string label per row: ``str`` of each value (so NaN is ``"nan"``, None ``"None"``).
 
     Parameters
     ----------
@@ -93,8 +93,8 @@ def group_labels(values: Any, rows: int | None = None) -> np.ndarray:
     """
     if hasattr(values, "detach"):
         values = values.detach().cpu().numpy()
-    array = np.asarray(values, dtype=object).reshape(-1) if not np.isscalar(values) else None
-    if array is None or np.ndim(values) != 1:
+    array = np.asarray(values, dtype=object)
+    if array.ndim != 1:
         raise BiasLensError("groups= must be a column name or one group value per row")
     if rows is not None and len(array) != rows:
         raise BiasLensError(f"{len(array)} group values for {rows} rows of data")

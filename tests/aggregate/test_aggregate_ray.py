@@ -112,6 +112,28 @@ def _assert_same(a, b, exact: bool) -> None:
                 else:
                     np.testing.assert_allclose(arr, tb[name].sums[field], rtol=1e-6, atol=1e-9)
     np.testing.assert_array_equal(a.sample.rows, b.sample.rows)
+    assert (a.groups is None) == (b.groups is None)
+    if a.groups is not None:  # the bias lens
+        assert a.groups.names == b.groups.names and a.groups.sensitive == b.groups.sensitive
+        np.testing.assert_array_equal(a.groups.count, b.groups.count)
+        for field in ("sum", "sumabs", "sumsq"):
+            np.testing.assert_array_equal(a.groups.sums[field], b.groups.sums[field])
+        for field in ("n", "sum", "sumsq"):
+            np.testing.assert_array_equal(a.groups.shares[field], b.groups.shares[field])
+
+
+def test_the_bias_lens_merges_in_batch_order_on_ray(cancer, monkeypatch):
+    from dlbacktrace.aggregate import backends
+
+    monkeypatch.setitem(sys.modules, "ray", _FakeRay())  # completes batches out of order
+    monkeypatch.setattr(backends, "_WORKER_CACHE", backends.OrderedDict())
+    model, X, y = cancer
+    # groups that first appear in later batches: the union of groups must not depend on order
+    groups = np.where(np.arange(len(X)) < 300, "early", np.where(y == 1, "late-1", "late-0"))
+    kwargs = dict(batch_size=50, groups=groups, sensitive={"size": ["x0", "x2", "x3"]})
+    remote = aggregate(model, X, backend="ray", num_workers=3, **kwargs)
+    assert remote.groups.names == ["early", "late-0", "late-1"]
+    _assert_same(remote, aggregate(model, X, **kwargs), exact=True)
 
 
 @pytest.mark.slow

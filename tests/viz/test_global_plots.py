@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dlbacktrace.aggregate import GlobalExplanation, compare
+from dlbacktrace.aggregate import GlobalExplanation, GroupStats, compare
 from dlbacktrace.aggregate.keyed import KeyedStats
 from dlbacktrace.aggregate.sketch import RowSample
 from dlbacktrace.aggregate.stats import ClassMoments
@@ -16,6 +16,7 @@ from dlbacktrace.viz.global_plots import (
     plot_class_maps,
     plot_comparison,
     plot_feature_importance,
+    plot_sensitive_shares,
     plot_top_words,
 )
 from dlbacktrace.viz.heatmap import save_figure
@@ -112,3 +113,50 @@ def test_top_words_and_comparison_plots():
     cmp = compare(_tabular(), _tabular(scale=0.5), names=("old", "new"))
     ax = plot_comparison(cmp, n=2).axes[0]
     assert ax.get_yticklabels()[-1].get_text() == "income"  # biggest change on top
+
+
+def _grouped() -> GlobalExplanation:
+    g = _tabular()
+    rel = g.sample.values["rel:x"]
+    groups = np.array(["f", "m", "m", "m"] * 4)
+    g.groups = GroupStats.from_batch("x", rel, groups, {"age": [0], "money": [1, 2]})
+    return g
+
+
+def test_sensitive_share_bars_are_the_group_means_with_two_standard_errors():
+    g = _grouped()
+    fig = plot_sensitive_shares(g)
+    shares = g.sensitive_shares().set_index(["sensitive", "group"])
+    for ax, name in zip(fig.axes[:2], ["age", "money"], strict=True):
+        assert ax.get_title() == name
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["f", "m"]
+        widths = [b.get_width() for b in _bars(ax)]
+        np.testing.assert_allclose(widths, shares.loc[name, "share"].to_numpy()[:2])
+        (line,) = [ln for ln in ax.lines if ln.get_linestyle() == "--"]  # share of all rows
+        assert line.get_xdata()[0] == pytest.approx(shares.loc[(name, "(all rows)"), "share"])
+        caps = ax.collections[0].get_segments()  # error bars: share ± 2 SE
+        half = [abs(seg[1][0] - seg[0][0]) / 2 for seg in caps]
+        np.testing.assert_allclose(half, 2 * shares.loc[name, "stderr"].to_numpy()[:2])
+
+
+def test_global_report_embeds_plots_and_the_bias_lens():
+    from dlbacktrace.report.results import comparison_report, global_report
+
+    html = global_report(_grouped())
+    assert html.count('src="data:image/png;base64,') == 3  # importance, beeswarm, shares
+    assert "Bias lens: share of |relevance| on sensitive features" in html
+    assert "money (2 columns)" in html
+    plain = global_report(_tabular())
+    assert plain.count('src="data:image/png;base64,') == 2 and "Bias lens" not in plain
+    import torch
+
+    rel = torch.ones(2, 1, 3, 3, dtype=torch.float64)
+    images = GlobalExplanation(mode="default", target="None", n_classes=2,
+                               class_names=["a", "b"],
+                               inputs={"img": ClassMoments.from_batch(rel, torch.tensor([0, 1]),
+                                                                       2)})
+    assert global_report(images).count('src="data:image/png;base64,') == 1  # class maps
+    cmp = compare(_tabular(), _tabular(scale=0.5), names=("old", "new"))
+    page = comparison_report(cmp)
+    assert page.count('src="data:image/png;base64,') == 1
+    assert "Feature importance change" in page and "income" in page

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import torch
 
 from dlbacktrace.aggregate.backends import local_partials, ray_partials
+from dlbacktrace.aggregate.bias import BiasLensError, resolve_sensitive
 from dlbacktrace.aggregate.compute import AggSpec, layer_unit_rule
 from dlbacktrace.aggregate.result import AggregateError, GlobalExplanation
 from dlbacktrace.aggregate.sources import DataSource
@@ -44,6 +46,8 @@ def aggregate(
     layer_units: dict[str, str] | None = None,
     tokenizer: Any = None,
     sample_size: int = 1024,
+    groups: Any = None,
+    sensitive: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
     backend: str = "local",
     num_workers: int = 2,
     address: str | None = None,
@@ -90,6 +94,16 @@ def aggregate(
     sample_size:
         Rows kept in the fixed-size sample of per-row values, for quantiles and beeswarm plots
         (default 1024; 0 keeps none).
+    groups:
+        The bias lens: one group value per row (array, list, Series), or for a DataFrame the
+        name of a column holding them (left out of the features, like a label column). Keeps
+        per-group relevance statistics of the one ``[rows, features]`` input
+        (:meth:`GlobalExplanation.group_table`).
+    sensitive:
+        With ``groups``: features whose share of each row's total |relevance| is kept, per
+        group and overall (:meth:`GlobalExplanation.sensitive_shares`: the mean of the per-row
+        shares ± its standard error over rows). A name is a column, or every one-hot column
+        ``name=...``; ``{name: [columns or one-hot prefixes]}`` combines several.
     backend:
         ``"local"`` or ``"ray"``.
     num_workers:
@@ -120,7 +134,11 @@ def aggregate(
         raise ValueError(f"checkpoint_every must be positive, got {checkpoint_every}")
     dtype, device = _dtype_device(model)
     source = DataSource(data, batch_size, labels, dtype,
-                        list(feature_names) if feature_names is not None else None, device)
+                        list(feature_names) if feature_names is not None else None, device,
+                        groups)
+    if sensitive is not None and source.groups is None:
+        raise BiasLensError("sensitive= needs groups= (the rows' groups, e.g. a column name)")
+    resolved = _sensitive_columns(source, sensitive) if sensitive is not None else {}
     units = {name: layer_unit_rule(model, name) for name in layers or ()}
     units.update(layer_units or {})
     bad = {k: v for k, v in units.items() if not _valid_rule(v)}
@@ -132,7 +150,7 @@ def aggregate(
         mode=mode, target=target, layers=list(layers) if layers else None, layer_units=units,
         sample_size=sample_size,
         text=TextSpec.from_tokenizer(tokenizer) if tokenizer is not None else None,
-        explain_kwargs=explain_kwargs,
+        explain_kwargs=explain_kwargs, sensitive=resolved,
         pad_to=batch_size if source.is_array else getattr(data, "batch_size", None),
     )
     fingerprint = {
@@ -142,6 +160,9 @@ def aggregate(
         "text": tokenizer is not None,
         "rows": len(source.data) if source.is_array else None,
     }
+    if source.groups is not None:  # only then: earlier checkpoints keep their fingerprint
+        digest = hashlib.sha256("\x00".join(source.groups.tolist()).encode()).hexdigest()
+        fingerprint.update(groups=digest[:16], sensitive=resolved)
     state = _resume(checkpoint, fingerprint)
     start = state.batches if state is not None else 0
     if backend == "local":
@@ -168,6 +189,16 @@ def aggregate(
     if checkpoint is not None:
         state.save(checkpoint)
     return state
+
+
+def _sensitive_columns(source: DataSource, sensitive: Any) -> dict[str, list[int]]:
+    """Sensitive features -> column indices of the one ``[rows, features]`` input."""
+    names = source.feature_names
+    if names is None:
+        if not (source.is_array and source.data.ndim == 2):
+            raise BiasLensError("sensitive= needs [rows, features] data or feature_names=")
+        names = [f"x{i}" for i in range(source.data.shape[1])]
+    return resolve_sensitive(sensitive, names)
 
 
 def _valid_rule(rule: str) -> bool:

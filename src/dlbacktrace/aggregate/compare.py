@@ -3,16 +3,21 @@
 Importance is the mean |relevance| per feature. Each change comes with a standard error from the
 two aggregates' own spreads, ``sqrt(var_a/n_a + var_b/n_b)`` — conservative when both were run on
 the same rows, since it ignores their pairing — so small changes within noise are told apart
-from real ones. Rank agreement is Spearman's correlation of the two importance vectors.
+from real ones. Rank agreement is Spearman's correlation of the two importance vectors. When
+both aggregates kept the bias lens with the same sensitive features, the change of each
+sensitive feature's mean share per group comes with ``sqrt(se_a**2 + se_b**2)`` alike.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from dlbacktrace.aggregate.bias import ALL_ROWS
 from dlbacktrace.aggregate.result import AggregateError, GlobalExplanation, require_pandas
 from dlbacktrace.aggregate.stats import ClassMoments
 
@@ -71,6 +76,10 @@ class Comparison:
         ``[K, F]`` per-class importance (NaN where a class has no rows).
     class_stderr:
         ``[K, F]`` standard error of the per-class change.
+    shares:
+        The bias lens, when both aggregates kept the same sensitive features: one record per
+        (sensitive feature, group) in both, with both mean shares, the change and its
+        standard error.
     """
 
     labels: list[str]
@@ -83,6 +92,7 @@ class Comparison:
     class_a: np.ndarray  # [K, F] per-class mean |R| (NaN where a class has no rows)
     class_b: np.ndarray
     class_stderr: np.ndarray
+    shares: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def change(self) -> np.ndarray:
@@ -127,6 +137,28 @@ class Comparison:
                 "change": (self.class_b - self.class_a).reshape(-1),
                 "stderr": self.class_stderr.reshape(-1),
             })
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable account: rank agreement, summary, per-feature and per-class
+        tables (NaN -> null)."""
+        def number(x: float) -> float | None:
+            return None if math.isnan(x) else float(x)
+
+        return {
+            "format": "dlbacktrace.comparison/1",
+            "names": [self.name_a, self.name_b],
+            "features": len(self.labels),
+            "classes": list(self.class_names),
+            "rank_correlation": number(self.rank_correlation),
+            "class_rank_correlation": {c: number(v)
+                                       for c, v in self.class_rank_correlation().items()},
+            "lost": self.lost(), "gained": self.gained(),
+            "summary": self.summary().splitlines(),
+            "table": json.loads(self.table().to_json(orient="records")),
+            "class_table": json.loads(self.class_table().to_json(orient="records")),
+            "sensitive_shares": [{k: number(v) if isinstance(v, float) else v
+                                  for k, v in r.items()} for r in self.shares],
+        }
 
     def lost(self, n: int = 5) -> list[str]:
         """Features that lost the most importance (largest drop first).
@@ -182,6 +214,14 @@ class Comparison:
                     f"'{name}' {kind} importance: mean |relevance| {a:.4g} -> {b:.4g} "
                     f"({d:+.3g} ± {se:.2g}{pct}; {sig})."
                 )
+        for r in self.shares:
+            if r["group"] != ALL_ROWS:
+                continue
+            d, se = r["change"], r["stderr"]
+            sig = "beyond noise" if abs(d) > 2 * se else "within noise"
+            lines.append(f"Share of |relevance| on sensitive '{r['sensitive']}': "
+                         f"{r[f'share_{self.name_a}']:.3g} -> {r[f'share_{self.name_b}']:.3g} "
+                         f"({d:+.3g} ± {se:.2g}; {sig}).")
         shifts = self.class_b - self.class_a
         for k, cls in enumerate(self.class_names):
             if np.all(np.isnan(shifts[k])):
@@ -213,6 +253,9 @@ def compare(
     -------
     A :class:`Comparison`; raises ``AggregateError`` when the features differ.
     """
+    if a.mode != b.mode:
+        raise AggregateError(f"the aggregates were made in different modes: {a.mode!r} vs "
+                             f"{b.mode!r}")
     name, ma = a.moments(input)
     _, mb = b.moments(name)
     if ma.sums["sum"].shape != mb.sums["sum"].shape:
@@ -222,7 +265,12 @@ def compare(
         )
     labels_a, labels_b = a.feature_labels(name), b.feature_labels(name)
     if labels_a != labels_b:
-        raise AggregateError("the aggregates name their features differently")
+        differ = [f"{x!r} vs {y!r}" for x, y in zip(labels_a, labels_b, strict=True) if x != y]
+        raise AggregateError(f"the aggregates name their features differently ({len(differ)} "
+                             f"differ, first {differ[0]})")
+    if list(a.class_names) != list(b.class_names):
+        raise AggregateError(f"the aggregates name their classes differently: {a.class_names} vs "
+                             f"{b.class_names}")
     mean_a, var_a, n_a = _abs_stats(ma, per_class=False)
     mean_b, var_b, n_b = _abs_stats(mb, per_class=False)
     cls_a, cvar_a, cn_a = _abs_stats(ma, per_class=True)
@@ -234,4 +282,28 @@ def compare(
         labels=labels_a, class_names=list(a.class_names), name_a=names[0], name_b=names[1],
         importance_a=mean_a[0], importance_b=mean_b[0], stderr=stderr,
         class_a=cls_a, class_b=cls_b, class_stderr=class_stderr,
+        shares=_share_changes(a, b, names),
     )
+
+
+def _share_changes(a: GlobalExplanation, b: GlobalExplanation,
+                   names: tuple[str, str]) -> list[dict[str, Any]]:
+    """Per (sensitive feature, group) in both: the two mean shares, change and its SE."""
+    if a.groups is None or b.groups is None or not a.groups.sensitive:
+        return []
+    if a.groups.sensitive != b.groups.sensitive:
+        return []  # different sensitive features: nothing comparable
+    sa = a.sensitive_shares().set_index(["sensitive", "group"])
+    sb = b.sensitive_shares().set_index(["sensitive", "group"])
+    out = []
+    for key in sa.index:
+        if key not in sb.index:
+            continue
+        ra, rb = sa.loc[key], sb.loc[key]
+        out.append({
+            "sensitive": key[0], "group": key[1],
+            f"share_{names[0]}": float(ra["share"]), f"share_{names[1]}": float(rb["share"]),
+            "change": float(rb["share"] - ra["share"]),
+            "stderr": float(np.hypot(ra["stderr"], rb["stderr"])),
+        })
+    return out

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dlbacktrace.aggregate.bias import GroupStats
 from dlbacktrace.aggregate.result import AggregateError, GlobalExplanation
 from dlbacktrace.aggregate.sketch import RowSample
 from dlbacktrace.aggregate.sources import Batch
@@ -45,6 +46,9 @@ class AggSpec:
         The input holding the token ids (default ``"input_ids"``).
     pad_to:
         Pad short (last) batches to this many rows, so they reuse the capture.
+    sensitive:
+        ``{sensitive feature: column indices}`` whose per-row shares the bias lens keeps for
+        batches that carry groups.
     explain_kwargs:
         Further keywords of ``Backtrace.explain``.
     """
@@ -57,6 +61,7 @@ class AggSpec:
     text: TextSpec | None = None
     text_input: str = "input_ids"
     pad_to: int | None = None  # pad short (last) batches to this size: one capture, not two
+    sensitive: dict[str, list[int]] = field(default_factory=dict)
     explain_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -188,6 +193,14 @@ def explain_batch(bt: Backtrace, batch: Batch, spec: AggSpec) -> GlobalExplanati
         rel, pos, neg = _streams(exp, name, exp.layers, net)
         rel, pos, neg = (None if t is None else reduce_units(t, rule) for t in (rel, pos, neg))
         part.layers[name] = ClassMoments.from_batch(rel, classes, n_classes, pos, neg)
+    if batch.groups is not None:
+        flat = [n for n, m in part.inputs.items() if m.sums["sum"].ndim == 2]
+        if len(flat) != 1:
+            raise AggregateError(f"groups= needs exactly one [rows, features] input, got "
+                                 f"{sorted(flat)}")
+        rel = _streams(exp, flat[0], exp.total_by_name, exp.net_by_name)[0]
+        part.groups = GroupStats.from_batch(flat[0], rel.detach().cpu().double().numpy(),
+                                            batch.groups, spec.sensitive)
     if sample_values:
         rows = np.arange(batch.offset, batch.offset + size, dtype=np.int64)
         part.sample = RowSample.from_batch(spec.sample_size, rows, classes.numpy(), sample_values)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from dlbacktrace.aggregate.bias import FEATURE_FIELDS, SHARE_FIELDS, GroupStats
 from dlbacktrace.aggregate.keyed import STAT_FIELDS, KeyedStats
 from dlbacktrace.aggregate.sketch import RowSample
 from dlbacktrace.aggregate.stats import ClassMoments
@@ -56,8 +57,10 @@ class GlobalExplanation:
 
     ``inputs``/``layers`` map an input or module name to per-class sums (``ClassMoments``);
     ``tokens``/``words`` hold text statistics per occurrence; ``sample`` is a fixed-size uniform
-    sample of rows (tabular inputs) used for quantiles and beeswarm plots. Classes are the
-    explained target of each row (the predicted class unless ``target`` said otherwise).
+    sample of rows (tabular inputs) used for quantiles and beeswarm plots; ``groups`` holds the
+    bias lens (per-group statistics and sensitive-feature shares, see
+    :mod:`dlbacktrace.aggregate.bias`) when rows were grouped. Classes are the explained target
+    of each row (the predicted class unless ``target`` said otherwise).
     """
 
     mode: str
@@ -71,6 +74,7 @@ class GlobalExplanation:
     words: KeyedStats | None = None
     text_spec: TextSpec | None = None
     sample: RowSample | None = None
+    groups: GroupStats | None = None
     batches: int = 0
     rows: int = 0
     fingerprint: dict[str, Any] = field(default_factory=dict)
@@ -93,7 +97,7 @@ class GlobalExplanation:
                 else:
                     mine[name] = ClassMoments(moments.count.copy(),
                                               {k: v.copy() for k, v in moments.sums.items()})
-        for attr in ("tokens", "words", "sample"):
+        for attr in ("tokens", "words", "sample", "groups"):
             theirs = getattr(other, attr)
             if theirs is None:
                 continue
@@ -148,10 +152,52 @@ class GlobalExplanation:
             raise AggregateError("channel means need inputs of shape [channels, ...]")
         return maps.reshape(maps.shape[0], maps.shape[1], -1).sum(axis=2)
 
-    def importance(self, input: str | None = None, per_class: bool = False) -> np.ndarray:
-        """Mean |relevance| per feature (flattened): overall ``[F]`` or ``[n_classes, F]``."""
-        m = self.moments(input)[1].mean("sumabs", per_class=per_class)
-        return m.reshape(m.shape[0], -1) if per_class else m.reshape(-1)
+    def importance(
+        self, input: str | None = None, per_class: bool = False, named: bool = False
+    ) -> Any:
+        """Mean |relevance| per feature (flattened): overall ``[F]`` or ``[n_classes, F]``.
+
+        Parameters
+        ----------
+        input:
+            The input (None: the only one).
+        per_class:
+            One row per class instead of one vector over all rows.
+        named:
+            Return a pandas Series indexed by feature name (a DataFrame with one row per class
+            name when ``per_class``) instead of a bare array.
+        """
+        name, moments = self.moments(input)
+        m = moments.mean("sumabs", per_class=per_class)
+        values = m.reshape(m.shape[0], -1) if per_class else m.reshape(-1)
+        if not named:
+            return values
+        pd = require_pandas()
+        labels = self.feature_labels(name)
+        if per_class:
+            return pd.DataFrame(values, index=pd.Index(self.class_names, name="class"),
+                                columns=labels)
+        return pd.Series(values, index=pd.Index(labels, name="feature"), name="importance")
+
+    def _group_stats(self) -> GroupStats:
+        if self.groups is None:
+            raise AggregateError("this aggregate has no group statistics (pass groups=)")
+        return self.groups
+
+    def group_table(self) -> Any:
+        """Per-group relevance statistics: one row per (group, feature) with the group's row
+        count, mean relevance, mean |relevance| and standard deviation (pandas)."""
+        stats = self._group_stats()
+        return stats.feature_frame(self.feature_labels(stats.input))
+
+    def sensitive_shares(self) -> Any:
+        """The share of total |relevance| each sensitive feature receives, per group and over
+        all rows (group ``"(all rows)"``): the mean of per-row shares and its standard error
+        (sample std / sqrt(rows)); rows with zero total relevance are left out (pandas)."""
+        stats = self._group_stats()
+        if not stats.sensitive:
+            raise AggregateError("no sensitive features were named (pass sensitive=)")
+        return stats.share_frame()
 
     def feature_labels(self, input: str | None = None) -> list[str]:
         name, moments = self.moments(input)
@@ -251,6 +297,14 @@ class GlobalExplanation:
                 frame = self.to_dataframe(kind)
                 frame = frame[frame["count"] > 0]  # a class nobody was explained as: no stats
                 out[kind] = json.loads(frame.to_json(orient="records"))
+        if self.groups is not None:
+            counts = dict(zip(self.groups.names, self.groups.count.tolist(), strict=True))
+            out["groups"] = {"input": self.groups.input, "counts": counts,
+                             "sensitive": self.groups.sensitive}
+            out["group_features"] = json.loads(self.group_table().to_json(orient="records"))
+            if self.groups.sensitive:
+                out["sensitive_shares"] = json.loads(
+                    self.sensitive_shares().to_json(orient="records"))
         if self.tokens is not None and self.text_spec is not None:
             out["top_words"] = {
                 c: json.loads(self.top_words(i, 20, min_count=1).to_json(orient="records"))
@@ -300,6 +354,14 @@ class GlobalExplanation:
             arrays["sample/rows"], arrays["sample/classes"] = s.rows, s.classes
             for i, v in enumerate(s.values.values()):
                 arrays[f"sample/{i}"] = v
+        if self.groups is not None:
+            g = self.groups
+            header["groups"] = {"input": g.input, "names": g.names, "sensitive": g.sensitive}
+            arrays["groups/count"] = g.count
+            for f in FEATURE_FIELDS:
+                arrays[f"groups/{f}"] = g.sums[f]
+            for f in SHARE_FIELDS:
+                arrays[f"groups/share_{f}"] = g.shares[f]
         write_archive(path, arrays, header, compress=False)
         return path
 
@@ -340,11 +402,21 @@ class GlobalExplanation:
             s = header["sample"]
             sample = RowSample(s["k"], data["sample/rows"], data["sample/classes"],
                                {n: data[f"sample/{i}"] for i, n in enumerate(s["values"])})
+        groups = None
+        if "groups" in header:
+            h = header["groups"]
+            groups = GroupStats(
+                h["input"], list(h["names"]), data["groups/count"],
+                {f: data[f"groups/{f}"] for f in FEATURE_FIELDS},
+                {k: list(v) for k, v in h["sensitive"].items()},
+                {f: data[f"groups/share_{f}"] for f in SHARE_FIELDS},
+            )
         return cls(
             mode=header["mode"], target=header["target"], n_classes=header["n_classes"],
             class_names=header["class_names"], feature_names=header["feature_names"],
             inputs=tables["inputs"], layers=tables["layers"], tokens=keyed["tokens"],
-            words=keyed["words"], text_spec=spec, sample=sample, batches=header["batches"],
+            words=keyed["words"], text_spec=spec, sample=sample, groups=groups,
+            batches=header["batches"],
             rows=header["rows"], fingerprint=header["fingerprint"],
         )
 
@@ -353,6 +425,8 @@ def _copy(obj: Any) -> Any:
     if isinstance(obj, KeyedStats):
         return KeyedStats(obj.keys.copy(), obj.count.copy(),
                           {k: v.copy() for k, v in obj.sums.items()})
+    if isinstance(obj, GroupStats):
+        return obj.copy()
     if isinstance(obj, RowSample):
         return RowSample(obj.k, obj.rows.copy(), obj.classes.copy(),
                          {k: v.copy() for k, v in obj.values.items()})

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dlbacktrace.aggregate.bias import BiasLensError, group_labels
 from dlbacktrace.engine.errors import InputError
 
 LABEL_KEYS = ("labels", "label")
@@ -38,6 +39,8 @@ class Batch:
         Keyword model inputs.
     labels:
         ``[B]`` int64 labels, if the data has them.
+    groups:
+        ``[B]`` group label of each row (the bias lens), if any.
     """
 
     index: int
@@ -45,6 +48,7 @@ class Batch:
     args: tuple[Any, ...]
     kwargs: dict[str, Any] = field(default_factory=dict)
     labels: torch.Tensor | None = None
+    groups: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -73,6 +77,9 @@ class DataSource:
         Feature names (default: a DataFrame's columns).
     device:
         The model's device: batches are moved there.
+    groups:
+        For array data: one group value per row; for a DataFrame also a column name (the
+        column is then dropped from the features). Not allowed for iterables.
     """
 
     data: Any
@@ -81,12 +88,23 @@ class DataSource:
     dtype: torch.dtype = torch.float32
     feature_names: list[str] | None = None
     device: torch.device | str | None = None  # the model's device: batches are moved there
+    groups: Any = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise InputError(f"batch_size must be positive, got {self.batch_size}")
         data = self.data
+        if isinstance(self.groups, str) and not _is_dataframe(data):
+            raise BiasLensError("groups= as a column name needs DataFrame data; pass one group "
+                                "value per row instead")
         if _is_dataframe(data):
+            if isinstance(self.groups, str):  # a group column of the frame: not a feature
+                if self.groups not in data.columns:
+                    raise BiasLensError(f"group column {self.groups!r} not in the DataFrame")
+                column = self.groups
+                self.groups = data[column].to_numpy()
+                if not (isinstance(self.labels, str) and self.labels == column):
+                    data = data.drop(columns=[column])
             if isinstance(self.labels, str):  # a label column of the frame itself
                 if self.labels not in data.columns:
                     raise InputError(f"label column {self.labels!r} not in the DataFrame")
@@ -120,8 +138,12 @@ class DataSource:
                 raise InputError(
                     f"{len(self.labels)} labels for {len(self.data)} rows of data"
                 )
+            if self.groups is not None:
+                self.groups = group_labels(self.groups, len(self.data))
         elif self.labels is not None:
             raise InputError("labels= applies to array data; iterables carry their own labels")
+        elif self.groups is not None:
+            raise BiasLensError("groups= applies to array data and DataFrames, not iterables")
 
     @property
     def is_array(self) -> bool:
@@ -162,7 +184,8 @@ class DataSource:
             for index in range(start, self.n_batches or 0):
                 lo, hi = index * bs, min((index + 1) * bs, n)
                 labels = None if self.labels is None else self._labels(self.labels[lo:hi])
-                yield Batch(index, lo, (self._tensor(self.data[lo:hi]),), {}, labels)
+                groups = None if self.groups is None else self.groups[lo:hi]
+                yield Batch(index, lo, (self._tensor(self.data[lo:hi]),), {}, labels, groups)
             return
         offset = 0
         for index, item in enumerate(self.data):

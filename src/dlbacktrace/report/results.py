@@ -8,12 +8,16 @@ mappings as bar charts, so new result types get a readable report without a new 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from dlbacktrace.report.render import render_page, sections_report
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "benchmark_report",
+    "comparison_report",
     "generation_report",
     "generic_sections",
     "global_report",
@@ -77,14 +81,92 @@ def report_from_json(data: Any, title: str | None = None) -> str:
     return sections_report(title or f"DLBacktrace {kind}", generic_sections(data))
 
 
+def _figures(draw: list[Any]) -> list[str]:
+    """Each ``draw()`` figure as an embedded PNG; none when matplotlib is missing."""
+    try:
+        from dlbacktrace.report.figures import figure_png
+
+        return [figure_png(fn()) for fn in draw]
+    except ImportError as exc:  # matplotlib is an extra: the report stays usable without it
+        log.warning("report plots left out: %s", exc)
+        return []
+
+
+def _global_plots(g: Any) -> list[dict[str, Any]]:
+    """Importance and beeswarm plots of tabular inputs, class maps of image inputs."""
+    from dlbacktrace.viz import global_plots as gp
+
+    sections = []
+    for name, moments in g.inputs.items():
+        ndim = moments.sums["sum"].ndim - 1
+        label = f" ({name})" if len(g.inputs) > 1 else ""
+        draw = []
+        if ndim == 1:
+            draw.append(lambda n=name: gp.plot_feature_importance(g, n))
+            if g.sample is not None and f"rel:{name}" in g.sample.values:
+                draw.append(lambda n=name: gp.plot_beeswarm(g, n))
+        elif ndim in (2, 3):
+            draw.append(lambda n=name: gp.plot_class_maps(g, n))
+        images = _figures(draw)
+        if images:
+            sections.append({"title": f"Plots{label}", "images": images})
+    return sections
+
+
+def _bias_sections(g: Any) -> list[dict[str, Any]]:
+    """The bias lens: group counts, sensitive shares (table + plot), top features per group."""
+    stats = g.groups
+    counts = dict(zip(stats.names, stats.count.tolist(), strict=True))
+    sections: list[dict[str, Any]] = [{
+        "title": "Bias lens",
+        "text": f"rows per group of input {stats.input!r}; sensitive features: "
+                + (", ".join(f"{k} ({len(v)} columns)" for k, v in stats.sensitive.items())
+                   or "none"),
+        "kv": counts,
+    }]
+    if stats.sensitive:
+        shares = g.sensitive_shares()
+        rows = [{"sensitive": r.sensitive, "group": r.group, "rows": int(r.rows),
+                 "share": float(r.share), "stderr": float(r.stderr),
+                 "share ± SE": f"{r.share:.4f} ± {r.stderr:.4f}"}
+                for r in shares.itertuples()]
+        from dlbacktrace.viz.global_plots import plot_sensitive_shares
+
+        sections.append({
+            "title": "Bias lens: share of |relevance| on sensitive features",
+            "text": "mean over rows of each row's share of its total |relevance|, with the "
+                    "standard error of that mean (rows with no relevance left out)",
+            "table": rows, "images": _figures([lambda: plot_sensitive_shares(g)]),
+        })
+    table = g.group_table()
+    top = (table.sort_values(["group", "mean_abs"], ascending=[True, False])
+           .groupby("group", sort=True).head(10))
+    sections.append({"title": "Bias lens: most important features per group",
+                     "table": json.loads(top.to_json(orient="records"))})
+    return sections
+
+
 def global_report(g: Any, title: str = "DLBacktrace global explanation") -> str:
-    """A :class:`~dlbacktrace.aggregate.GlobalExplanation`: per-class feature importance."""
+    """A :class:`~dlbacktrace.aggregate.GlobalExplanation`: per-class feature importance,
+    plots (embedded PNGs; left out without matplotlib) and, when rows were grouped, the bias
+    lens.
+
+    Parameters
+    ----------
+    g:
+        The global explanation.
+    title:
+        The page title.
+    """
     data = g.to_json()
     sections: list[dict[str, Any]] = [{
         "title": "Summary",
         "kv": {"rows": data["rows"], "batches": data["batches"], "mode": data["mode"],
                "target": data["target"], "classes": ", ".join(map(str, data["classes"]))},
     }]
+    sections += _global_plots(g)
+    if g.groups is not None:
+        sections += _bias_sections(g)
     features = data.get("features") or []
     for cls in ["all", *data["classes"]]:
         items = [f for f in features if str(f.get("class")) == str(cls)]
@@ -103,6 +185,42 @@ def global_report(g: Any, title: str = "DLBacktrace global explanation") -> str:
     if data.get("layers"):
         sections.append({"title": "Layer units", "table": data["layers"][:500]})
     return sections_report(title, sections, config={"fingerprint": g.fingerprint})
+
+
+def comparison_report(cmp: Any, title: str = "DLBacktrace global comparison") -> str:
+    """A :class:`~dlbacktrace.aggregate.Comparison` of two global explanations: the summary,
+    a plot of the biggest changes, the per-feature and per-class tables (and the change of the
+    sensitive-feature shares when both kept the bias lens).
+
+    Parameters
+    ----------
+    cmp:
+        The comparison.
+    title:
+        The page title.
+    """
+    from dlbacktrace.viz.global_plots import plot_comparison
+
+    data = cmp.to_json()
+    sections: list[dict[str, Any]] = [
+        {"title": "Summary",
+         "kv": {"compared": f"{cmp.name_a} -> {cmp.name_b}", "features": data["features"],
+                "Spearman rank correlation": data["rank_correlation"],
+                **{f"rank correlation, class {c}": v
+                   for c, v in data["class_rank_correlation"].items()}}},
+        {"title": "What changed", "pre": "\n".join(data["summary"]),
+         "images": _figures([lambda: plot_comparison(cmp)])},
+        {"title": "Feature importance change", "table": data["table"],
+         "text": "importance = mean |relevance| per row; stderr of the change from both "
+                 "aggregates' spreads"},
+        {"title": "Per-class change", "table": data["class_table"]},
+    ]
+    if data["sensitive_shares"]:
+        sections.insert(3, {
+            "title": "Bias lens: change of the share on sensitive features",
+            "text": "mean of per-row shares of |relevance|; stderr = sqrt(se_a² + se_b²)",
+            "table": data["sensitive_shares"]})
+    return sections_report(title, sections)
 
 
 def generation_report(gens: Any, title: str = "DLBacktrace generation") -> str:

@@ -1,5 +1,5 @@
-"""Plots of global explanations: importance bars, beeswarm, per-class maps, top words, and a
-comparison of two models.
+"""Plots of global explanations: importance bars, beeswarm, per-class maps, top words, the
+bias lens's sensitive-feature shares per group, and a comparison of two models.
 
 Like ``heatmap``, every function builds a stand-alone Agg ``Figure`` (no pyplot, no rcParams
 changes) and returns it; matplotlib is imported lazily (``dlbacktrace[viz]``). Colours follow the
@@ -25,6 +25,7 @@ __all__ = [
     "plot_class_maps",
     "plot_comparison",
     "plot_feature_importance",
+    "plot_sensitive_shares",
     "plot_top_words",
 ]
 
@@ -147,6 +148,39 @@ def plot_top_words(
         ax.set_title(f"class {g.class_names[k]}", fontsize="small")
         ax.set_xlabel("mean relevance per occurrence", fontsize="small")
     fig.suptitle(f"Top {level}s per class (seen ≥ {min_count} times)", fontsize="medium")
+    return fig
+
+
+def plot_sensitive_shares(g: GlobalExplanation) -> Figure:
+    """The bias lens: per sensitive feature, the mean share of |relevance| it receives in each
+    group (bars, ±2 standard errors), the share over all rows as a dashed line.
+
+    Parameters
+    ----------
+    g:
+        A global explanation aggregated with ``groups=`` and ``sensitive=``.
+    """
+    from dlbacktrace.aggregate.bias import ALL_ROWS
+
+    frame = g.sensitive_shares()
+    features = list(dict.fromkeys(frame["sensitive"]))
+    groups = [x for x in dict.fromkeys(frame["group"]) if x != ALL_ROWS]
+    fig = _new_figure((3.0 * len(features) + 1.0, 0.35 * len(groups) + 1.6))
+    axes = np.atleast_1d(fig.subplots(1, len(features), squeeze=False)).reshape(-1)
+    for ax, name in zip(axes, features, strict=True):
+        part = frame[frame["sensitive"] == name].set_index("group")
+        y = np.arange(len(groups))
+        share = part.loc[groups, "share"].to_numpy(float)
+        stderr = np.nan_to_num(part.loc[groups, "stderr"].to_numpy(float))
+        ax.barh(y, share, xerr=2 * stderr, color=NEUTRAL_COLOUR, capsize=2)
+        ax.axvline(float(part.loc[ALL_ROWS, "share"]), color=FOR_COLOUR, ls="--", lw=1,
+                   label="all rows")
+        ax.set_yticks(y, groups, fontsize="small")
+        ax.set_title(name, fontsize="small")
+        ax.set_xlabel("share of |relevance| per row", fontsize="small")
+    axes[0].legend(loc="lower right", fontsize="small")
+    fig.suptitle(f"Relevance on sensitive features by group ({g.rows} rows; ±2 SE)",
+                 fontsize="medium")
     return fig
 
 

@@ -1,10 +1,13 @@
 """``dlbacktrace aggregate``: a data set's global explanation (per-class relevance
-statistics per feature)."""
+statistics per feature), optionally with the bias lens (``--group-column``/``--sensitive``)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,7 +26,7 @@ from dlbacktrace.apps.cli.common import (
     reported_errors,
 )
 
-__all__ = ["aggregate", "feature_table", "read_data"]
+__all__ = ["aggregate", "feature_table", "read_data", "share_table", "torch_threads"]
 
 
 def aggregate(
@@ -45,18 +48,43 @@ def aggregate(
     report_path: Annotated[Path | None, typer.Option("--report", help="Write an HTML report.")]
     = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON summary.")] = False,
+    group_column: Annotated[str | None, typer.Option(
+        help="Bias lens: column with each row's group, e.g. sex (left out of the features).")]
+    = None,
+    sensitive: Annotated[str | None, typer.Option(
+        help="Bias lens: comma-separated sensitive features (a column, or a one-hot group "
+        "'name=...'), e.g. age,status_sex; their share of |relevance| per group.")] = None,
+    backend: Annotated[str, typer.Option(help="local or ray.")] = "local",
+    num_workers: Annotated[int, typer.Option(min=1, help="Ray workers (--backend ray).")] = 2,
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="Checkpoint (.npz) written while running; an existing one is resumed.")] = None,
+    layers: Annotated[list[str] | None, typer.Option(
+        "--layers", help="Module names whose units are aggregated too (comma-separated or "
+        "repeated).")] = None,
+    threads: Annotated[int | None, typer.Option(
+        min=1, help="Torch CPU threads for this run (restored afterwards).")] = None,
 ) -> None:
     """Global explanation of a data set: per-class relevance statistics per feature."""
     from dlbacktrace.aggregate import aggregate as run_aggregate
 
-    check_outputs(out, report_path)
-    with reported_errors():
+    check_outputs(out, report_path, checkpoint)
+    if backend not in ("local", "ray"):
+        raise typer.BadParameter(f"--backend must be local or ray, got {backend!r}")
+    if backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise typer.BadParameter("--backend ray needs Ray: pip install 'dlbacktrace[ray]'")
+    if sensitive is not None and group_column is None:
+        raise typer.BadParameter("--sensitive needs --group-column (the rows' groups)")
+    layer_names = [n.strip() for item in layers or [] for n in item.split(",") if n.strip()]
+    with reported_errors(), torch_threads(threads):
         loaded = load(model, task, weights, factory)
-        batch, labels = read_data(data, loaded, label_column, drop)
+        batch, labels, groups = read_data(data, loaded, label_column, drop, group_column)
         parsed = target if target in (None, "label") else parse_target(target)
         g = run_aggregate(loaded.model, batch.args[0], target=parsed, mode=mode, labels=labels,
                           batch_size=batch_size, feature_names=batch.feature_names,
-                          class_names=loaded.labels, progress=True)
+                          class_names=loaded.labels, progress=True, groups=groups,
+                          sensitive=sensitive.split(",") if sensitive else None,
+                          backend=backend, num_workers=num_workers, checkpoint=checkpoint,
+                          layers=layer_names or None)
         if out:
             g.save(out)
         if report_path:
@@ -68,14 +96,38 @@ def aggregate(
         sys.stdout.write(json.dumps(g.to_json(), indent=2) + "\n")
         return
     console.print(feature_table(g, mode))
+    if g.groups is not None and g.groups.sensitive:
+        console.print(share_table(g))
     for path, what in ((out, "Global explanation"), (report_path, "Report")):
         if path:
             console.print(f"{what} written to [bold]{path}[/bold]")
 
 
-def read_data(data: Path, loaded: Any, label_column: str | None,
-              drop: list[str] | None) -> tuple[Any, Any]:
-    """The data set as one input batch, and the true classes when a table names them.
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """``torch.set_num_threads(threads)`` for the block, the previous value restored after.
+
+    Parameters
+    ----------
+    threads
+        Threads to use, or None to leave the setting alone.
+    """
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def read_data(data: Path, loaded: Any, label_column: str | None, drop: list[str] | None,
+              group_column: str | None = None) -> tuple[Any, Any, Any]:
+    """The data set as one input batch, and the true classes and groups when a table names them.
 
     Parameters
     ----------
@@ -87,6 +139,8 @@ def read_data(data: Path, loaded: Any, label_column: str | None,
         A table column holding the true class (left out of the features).
     drop
         Table columns to leave out.
+    group_column
+        A table column holding each row's group (left out of the features).
     """
     from dlbacktrace.io.batch import InputFileError
     from dlbacktrace.io.inputs import read_input
@@ -94,15 +148,41 @@ def read_data(data: Path, loaded: Any, label_column: str | None,
     from dlbacktrace.io.kinds.table import read_frame, table_batch
 
     if detect_kind(data) != "table":
-        return read_input(data, loaded), None
+        if group_column is not None:
+            raise InputFileError("--group-column needs a table (.csv/.parquet)")
+        return read_input(data, loaded), None, None
     frame = read_frame(data)
-    labels = None
+    labels = groups = None
     if label_column is not None:
         if label_column not in frame.columns:
             raise InputFileError(f"label column {label_column!r} not found")
         labels = frame[label_column].to_numpy()
+    if group_column is not None:
+        if group_column not in frame.columns:
+            raise InputFileError(f"group column {group_column!r} not found")
+        groups = frame[group_column].to_numpy()
     left_out = [*(drop or []), *([label_column] if label_column else [])]
-    return table_batch(frame, drop=left_out), labels
+    if group_column is not None and group_column not in left_out:
+        left_out.append(group_column)
+    return table_batch(frame, drop=left_out), labels, groups
+
+
+def share_table(g: Any) -> Table:
+    """The bias lens: each sensitive feature's share of |relevance| per group, ± its SE.
+
+    Parameters
+    ----------
+    g
+        A :class:`~dlbacktrace.aggregate.GlobalExplanation` with sensitive features.
+    """
+    table = Table(title="Share of |relevance| on sensitive features (mean of per-row shares "
+                  "± standard error)")
+    for column in ("sensitive", "group", "rows", "share"):
+        table.add_column(column, justify="right" if column in ("rows", "share") else "left")
+    for row in g.sensitive_shares().itertuples():
+        table.add_row(str(row.sensitive), str(row.group), str(row.rows),
+                      f"{row.share:.4f} ± {row.stderr:.4f}")
+    return table
 
 
 def feature_table(g: Any, mode: str) -> Table:

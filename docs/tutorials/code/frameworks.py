@@ -1,5 +1,7 @@
 """Tutorial: models from other frameworks (scikit-learn, ONNX, Keras 3 on its torch backend)."""
 
+# ruff: noqa: E402  (each section imports what it introduces, as the page shows it)
+
 # --8<-- [start:sklearn]
 import numpy as np
 import torch

@@ -1,5 +1,7 @@
 """Tutorial: global explanations over a whole data set, and comparing two models."""
 
+# ruff: noqa: E402  (each section imports what it introduces, as the page shows it)
+
 # --8<-- [start:aggregate]
 import numpy as np
 import pandas as pd
@@ -47,8 +49,8 @@ table = cmp.table()         # per feature: importance before/after, change, stan
 assert cmp.lost(1)[0] == data.feature_names[top]
 
 # --8<-- [start:plots]
-from dlbacktrace.viz.global_plots import plot_beeswarm, plot_feature_importance
 from dlbacktrace.viz import save_figure
+from dlbacktrace.viz.global_plots import plot_beeswarm, plot_feature_importance
 
 save_figure(plot_feature_importance(g), "importance.png")
 save_figure(plot_beeswarm(g), "beeswarm.png")

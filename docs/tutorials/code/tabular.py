@@ -1,5 +1,7 @@
 """Tutorial: explain a tabular classifier (German credit MLP)."""
 
+# ruff: noqa: E402  (each section imports what it introduces, as the page shows it)
+
 # --8<-- [start:train]
 import torch
 

@@ -20,7 +20,7 @@ bt = Backtrace(model)
 exp = bt.explain(x, feature_names=data.feature_names, output_names=data.class_names)
 print(exp.relevance.shape)          # torch.Size([8, 61]): one value per feature
 print(exp.target)                   # the predicted class of each row
-print(exp.conservation_error)       # ~1e-7 in float32: the ledger balances
+print(exp.conservation_error)       # tiny (at most ~1e-6 in float32): the ledger balances
 # --8<-- [end:default]
 assert exp.relevance.shape == x.shape
 assert (exp.relevance >= 0).all()

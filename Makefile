@@ -21,7 +21,7 @@ $(BROWSER_STAMP): $(STAMP)
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver; }
 	touch $(BROWSER_STAMP)
 
-.PHONY: install browser demo test lint bench
+.PHONY: install browser demo test lint bench docs
 install: $(STAMP)
 
 browser: $(BROWSER_STAMP)
@@ -38,3 +38,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_core.py
+
+# The documentation site (MkDocs Material + mkdocstrings) into site/; --strict fails on broken
+# links, anchors, snippet includes and API references.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site

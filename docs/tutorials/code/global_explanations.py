@@ -48,6 +48,18 @@ table = cmp.table()         # per feature: importance before/after, change, stan
 # --8<-- [end:compare]
 assert cmp.lost(1)[0] == data.feature_names[top]
 
+# --8<-- [start:bias]
+# Bias lens: statistics per group of rows, and the share of relevance on sensitive features.
+female = frame["status_sex=female : divorced/separated/married"] > 0   # standardised one-hot
+groups = np.where(female, "female", "male")
+lens = aggregate(model, frame, labels="label", mode="contrast", batch_size=64,
+                 class_names=data.class_names, groups=groups, sensitive=["age", "status_sex"])
+shares = lens.sensitive_shares()     # per group and "(all rows)": mean share of |R| and its SE
+print(shares)
+print(lens.group_table().head())     # per group and feature: count, mean, mean |R|, std
+# --8<-- [end:bias]
+assert set(shares["group"]) >= {"female", "male", "(all rows)"}
+
 # --8<-- [start:plots]
 from dlbacktrace.viz import save_figure
 from dlbacktrace.viz.global_plots import plot_beeswarm, plot_feature_importance

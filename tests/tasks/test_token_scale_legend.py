@@ -74,12 +74,13 @@ def test_generation_html_scale_and_legend(gen_view):
     assert colours["Ġhello"] == "rgb(255,205,205)"  # 0.5 / 2 = 0.25 of the way
     assert colours["<|im_start|>"] == "rgb(255,55,55)"  # the sink, clipped
     assert doc.count('class="lg"') == 1  # one legend per row
-    assert '<span class="lo">0</span>' in doc and '<span class="hi">2</span>' in doc
+    assert doc.count("<span") == 4 + 1 + 1  # context tokens, generated token, answer: no more
+    assert '<i class="lo">0</i>' in doc and '<i class="hi">2</i>' in doc
     assert "left out of the scale" in doc
     full = display.generation_html(gen_view, include_special=True)
     colours = _span_colours(full)
     assert colours["Ġworld"] == "rgb(255,251,251)"  # 2 / 100: the washed-out picture
-    assert '<span class="hi">100</span>' in full and "left out of the scale" not in full
+    assert '<i class="hi">100</i>' in full and "left out of the scale" not in full
 
 
 def test_text_html_signed_scale_and_legend(text_view):
@@ -88,13 +89,13 @@ def test_text_html_signed_scale_and_legend(text_view):
     assert colours["good"] == "rgb(255,55,55)"  # +1 = +scale
     assert colours["\n"] == "rgb(155,155,255)"  # -0.5: half way to blue
     assert colours["[CLS]"] == "rgb(55,55,255)"  # -50, clipped to -scale
-    assert '<span class="lo">-1</span>' in doc and '<span class="hi">+1</span>' in doc
+    assert '<i class="lo">-1</i>' in doc and '<i class="hi">+1</i>' in doc
     stops = re.search(r"linear-gradient\(to right,([^)]+\)(?:,[^)]+\))*)\)", doc).group(1)
     assert stops.startswith("rgb(55,55,255)") and stops.endswith("rgb(255,55,55)")
     assert "rgb(255,255,255)" in stops  # white at 0
     full = display.text_html(text_view, include_special=True)
     assert _span_colours(full)["good"] == "rgb(255,251,251)"  # 1 / 50 of the way
-    assert '<span class="hi">+50</span>' in full
+    assert '<i class="hi">+50</i>' in full
 
 
 def test_rich_views_show_the_scale(gen_view, text_view):
@@ -117,7 +118,7 @@ def test_rich_views_show_the_scale(gen_view, text_view):
 
 def test_legend_html_hand_values():
     doc = legend_html(0.8626, signed=False)
-    assert '<span class="lo">0</span>' in doc and '<span class="hi">0.863</span>' in doc
+    assert '<i class="lo">0</i>' in doc and '<i class="hi">0.863</i>' in doc
     assert ("linear-gradient(to right,rgb(255,255,255),rgb(255,205,205),rgb(255,155,155),"
             "rgb(255,105,105),rgb(255,55,55))") in doc
 

@@ -37,7 +37,7 @@ TOKEN_STYLE = (
     ".dlbt span.t{border-radius:3px;padding:1px 0;white-space:pre-wrap}"
     ".dlbt .sp{color:#888}.dlbt .gen{outline:1px solid #444}"
     ".dlbt td{vertical-align:top;padding:2px 6px}"
-    ".dlbt .lg{white-space:nowrap;font-size:smaller}"
+    ".dlbt .lg{white-space:nowrap;font-size:smaller}.dlbt .lg i{font-style:normal}"
     ".dlbt .lg .bar{display:inline-block;width:64px;height:0.8em;margin:0 4px;"
     "border:1px solid #bbb;vertical-align:middle}</style>"
 )
@@ -123,10 +123,11 @@ def legend_html(scale: float, signed: bool, note: str | None = None) -> str:
     low = f"-{_scale_text(scale)}" if signed else "0"
     high = f"+{_scale_text(scale)}" if signed else _scale_text(scale)
     title = "colour scale of this row" + (f"; {note}" if note else "")
+    # No <span>s here: token spans are the only spans of a token view.
     return (
-        f'<span class="lg" title="{html.escape(title)}"><span class="lo">{low}</span>'
-        f'<span class="bar" style="background:linear-gradient(to right,{gradient})"></span>'
-        f'<span class="hi">{high}</span></span>'
+        f'<div class="lg" title="{html.escape(title)}"><i class="lo">{low}</i>'
+        f'<i class="bar" style="background:linear-gradient(to right,{gradient})"></i>'
+        f'<i class="hi">{high}</i></div>'
     )
 
 

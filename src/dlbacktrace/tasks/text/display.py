@@ -121,7 +121,7 @@ def text_html(exp: TextExplanation, full_page: bool = False, *,
                                     f"{table.tokens[j]}: {rel[j]:+.4g}", cls))
         p = float(probs[i, exp.target[i]]) if probs.dim() == 2 else float(probs[i])
         rows.append(
-            f"<tr><td>{html.escape(exp.label(i))}<br><small>p={p:.3f}</small><br>"
+            f"<tr><td>{html.escape(exp.label(i))}<br><small>p={p:.3f}</small>"
             f"{legend_html(scale, signed)}</td><td>{''.join(spans)}</td></tr>"
         )
     body = (
@@ -161,7 +161,7 @@ def generation_html(exp: GenerationExplanation, full_page: bool = False, *,
         token = table.texts[stop]
         lines.append(
             f"<tr><td><span class='t gen'>{html.escape(token)}</span><br>"
-            f"<small>p={float(exp.probabilities[k]):.3f}</small><br>"
+            f"<small>p={float(exp.probabilities[k]):.3f}</small>"
             f"{legend_html(scale, signed)}</td>"
             f"<td>{''.join(spans)}</td></tr>"
         )

@@ -81,8 +81,8 @@ def row_scale(values: np.ndarray, special: np.ndarray, include_special: bool = F
 
 def _scale_note(include_special: bool) -> str:
     if include_special:
-        return "colour: |relevance| / the row's largest |relevance|"
-    return ("colour: |relevance| / the row's largest |relevance| among non-special tokens; "
+        return "colour scale of each row: up to its largest |relevance|"
+    return ("colour scale of each row: up to its largest |relevance| among non-special tokens; "
             "special tokens (greyed) are left out of the scale and clipped to its end colour")
 
 

@@ -220,26 +220,28 @@ def _text_rows(a, *extra: str) -> list[dict]:
     return json.loads(r.stdout)["rows"]
 
 
-def test_class_name_targets(a):
+@pytest.fixture(scope="module")
+def rows_target_1(a) -> list[dict]:
+    return _text_rows(a, "--target", "1")
+
+
+def test_class_name_targets(a, rows_target_1):
     """On a 2-class model named negative/positive, --target positive is class 1 (not the
     single-logit meaning), exactly as --target 1; names also work per row and in any case."""
-    by_index = _text_rows(a, "--target", "1")
     by_name = _text_rows(a, "--target", "positive")
     assert [r["target"] for r in by_name] == [1, 1]
-    assert by_name == by_index
-    negative = _text_rows(a, "--target", "negative")
-    assert [r["target"] for r in negative] == [0, 0]
-    assert negative != by_index  # a negative control: the other class explains differently
-    assert _text_rows(a, "--target", "Negative,positive") == _text_rows(a, "--target", "0,1")
-    assert [r["target"] for r in _text_rows(a, "--target", "0,1")] == [0, 1]
+    assert by_name == rows_target_1
+    mixed = _text_rows(a, "--target", "negative,Positive")
+    assert [r["target"] for r in mixed] == [0, 1]
+    assert mixed[1] == rows_target_1[1]
+    assert mixed[0] != rows_target_1[0]  # a negative control: the other class differs
 
 
-def test_class_names_option(a):
+def test_class_names_option(a, rows_target_1):
     renamed = _text_rows(a, "--class-names", "bad,good", "--target", "good")
     assert [r["target"] for r in renamed] == [1, 1]
     assert renamed[0]["prediction"]["label"] in ("bad", "good")
-    plain = _text_rows(a, "--target", "1")
-    assert [r["tokens"] for r in renamed] == [r["tokens"] for r in plain]
+    assert [r["tokens"] for r in renamed] == [r["tokens"] for r in rows_target_1]
     # "positive" is no class name any more, so it keeps its single-logit meaning: refused.
     out = run("explain", "--model", a.hf_folder, "--task", "sequence-classification",
               "--text", "a good film", "--class-names", "bad,good", "--target", "positive",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html.parser
+import re
 
 import numpy as np
 import pytest
@@ -148,3 +149,9 @@ def test_generation_table_decoded_tokens_and_newline(gen_exp) -> None:
     out = console.export_text()
     assert "'⏎'" in out and "' Paris'" in out
     assert "Ġ" not in out and "Ċ" not in out
+    from dlbacktrace.report.results import generation_report
+
+    page = generation_report([gen_exp])  # the HTML report's table of generated tokens
+    cells = re.findall(r"<td>([^<]*\(-?[0-9.e+-]+\)[^<]*)</td>", page)
+    assert cells and all("Ġ" not in c and "Ċ" not in c for c in cells)
+    assert any("&#39; Paris&#39;" in c for c in cells)

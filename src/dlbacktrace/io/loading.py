@@ -13,6 +13,9 @@ Spec strings accepted by :func:`parse_model_spec` (the CLI's ``--model``):
 * ``model.pt2`` - a ``torch.export`` archive (export it from the model in eval mode);
 * a folder with ``config.json`` - a local Hugging Face model, with ``task``
   (``sequence-classification``, ``causal-lm``, ``token-classification``, ``image-classification``);
+* a ``.gguf`` file (or a folder plus ``gguf_file=``, the file's name in it) - a GGUF model that
+  ``transformers`` de-quantises to float32 (needs the ``gguf`` package; task ``causal-lm`` unless
+  given); the spec stores the folder and the file name, so audit records reload it;
 * weights (``.safetensors``, or ``.pt``/``.pth`` state dicts) plus ``factory=``.
 """
 
@@ -112,15 +115,36 @@ def parse_model_spec(
     weights: str | None = None,
     factory: str | None = None,
     kwargs: dict[str, Any] | None = None,
+    gguf_file: str | None = None,
 ) -> ModelSpec:
-    """Turn the CLI's ``--model`` (plus ``--task/--weights/--factory``) into a :class:`ModelSpec`.
+    """Turn the CLI's ``--model`` (plus ``--task/--weights/--factory/--gguf-file``) into a
+    :class:`ModelSpec`.
 
     File paths are resolved to absolute paths so a stored spec still loads from another
     working directory.
+
+    Parameters
+    ----------
+    text
+        The model description (see the module docstring); may be empty with ``gguf_file``.
+    task
+        The Hugging Face task of a folder or GGUF file.
+    weights
+        Weights for a factory.
+    factory
+        The factory that builds the model when ``text`` is a weights file.
+    kwargs
+        Passed to the factory or to ``from_pretrained``.
+    gguf_file
+        A GGUF file, or its name inside the folder ``text``.
     """
     kwargs = dict(kwargs or {})
     path = Path(text)
     suffix = path.suffix.lower()
+    if gguf_file is not None or suffix == ".gguf":
+        if weights is not None or factory is not None:
+            raise ModelLoadError("a GGUF file holds its own weights; leave out --weights/--factory")
+        return _gguf_spec(text, gguf_file, task, kwargs)
     if suffix in (".safetensors", ".pt", ".pth", ".bin"):
         if not factory:
             raise ModelLoadError(
@@ -132,8 +156,11 @@ def parse_model_spec(
         return ModelSpec("export", str(_existing(path)), None, None, kwargs)
     if path.is_dir():
         if not (path / "config.json").is_file():
+            ggufs = sorted(p.name for p in path.glob("*.gguf"))
+            hint = f" (for its GGUF file add --gguf-file {ggufs[0]})" if ggufs else ""
             raise ModelLoadError(
                 f"folder {text!r} has no config.json; a Hugging Face model folder is expected"
+                + hint
             )
         if task is None:
             raise ModelLoadError(
@@ -150,6 +177,41 @@ def parse_model_spec(
         f"cannot tell how to load {text!r}: expected package.module:function, "
         "file.py:function, a .pt2 archive, weights with --factory, or a Hugging Face folder"
     )
+
+
+GGUF_MAGIC = b"GGUF"
+
+
+def _gguf_spec(text: str, gguf_file: str | None, task: str | None,
+               kwargs: dict[str, Any]) -> ModelSpec:
+    """The spec of a GGUF model: ``text`` is the file, or the folder holding ``gguf_file``."""
+    if gguf_file is None:
+        file = Path(text)
+    elif not text:
+        file = Path(gguf_file)
+    elif Path(text).suffix.lower() == ".gguf":
+        raise ModelLoadError("give the GGUF file once: as --model FILE or as --gguf-file FILE")
+    else:
+        folder = Path(text)
+        if not folder.is_dir():
+            raise ModelLoadError(
+                f"with --gguf-file, --model must be the folder holding it; {text!r} is not a "
+                "folder (or give --gguf-file the file's path alone)"
+            )
+        file = folder / gguf_file
+        given = Path(gguf_file)
+        if not file.is_file() and given.is_file() and given.resolve().parent == folder.resolve():
+            file = given
+        if not file.is_file():
+            raise ModelLoadError(f"no GGUF file {gguf_file!r} in folder {text!r}")
+    file = _existing(file)
+    with file.open("rb") as handle:
+        if handle.read(4) != GGUF_MAGIC:
+            raise ModelLoadError(f"{file} is not a GGUF file (it does not start with 'GGUF')")
+    task = task or "causal-lm"
+    if task not in HF_TASKS:
+        raise ModelLoadError(f"unknown task {task!r}; choose one of {sorted(HF_TASKS)}")
+    return ModelSpec("hf", str(file.parent), None, task, {**kwargs, "gguf_file": file.name})
 
 
 def _existing(path: Path) -> Path:
@@ -263,17 +325,28 @@ def _load_hf(spec: ModelSpec) -> LoadedModel:
         raise ModelLoadError(
             "loading a Hugging Face folder needs transformers: pip install 'dlbacktrace[hf]'"
         ) from exc
-    cls = getattr(transformers, HF_TASKS[spec.task or ""], None)
+    cls = getattr(transformers, HF_TASKS.get(spec.task or "", ""), None)
     if cls is None:
         raise ModelLoadError(f"unknown task {spec.task!r}; choose one of {sorted(HF_TASKS)}")
+    gguf_file = spec.kwargs.get("gguf_file")
+    options = dict(spec.kwargs)
+    if gguf_file is not None:
+        if importlib.util.find_spec("gguf") is None:
+            raise ModelLoadError("loading a GGUF file needs the gguf package: pip install gguf")
+        # De-quantised to float32: the engine's sweeps assume full-precision weights.
+        options.setdefault("dtype", torch.float32)
     try:
-        model = cls.from_pretrained(spec.source, local_files_only=True, **spec.kwargs)
+        model = cls.from_pretrained(spec.source, local_files_only=True, **options)
     except Exception as exc:
-        raise ModelLoadError(f"cannot load {spec.source} as {spec.task}: {exc}") from exc
+        what = f"{spec.source}/{gguf_file}" if gguf_file else spec.source
+        raise ModelLoadError(f"cannot load {what} as {spec.task}: {exc}") from exc
     tokenizer = None
     preprocess = None
+    tokenizer_options = {"gguf_file": gguf_file} if gguf_file else {}
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(spec.source, local_files_only=True)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(
+            spec.source, local_files_only=True, **tokenizer_options
+        )
     except Exception:  # image models have an image processor instead of a tokenizer
         try:
             processor = transformers.AutoImageProcessor.from_pretrained(

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from dlbacktrace.report.render import render_page, sections_report
+from dlbacktrace.viz.tokens import visible_token
 
 log = logging.getLogger(__name__)
 
@@ -242,9 +243,10 @@ def generation_report(gens: Any, title: str = "DLBacktrace generation") -> str:
         rows = []
         for step, token in enumerate(gen.generated_tokens):
             top = gen.top_contributors(step, 5)
-            rows.append({"step": step, "token": token, "p": float(gen.probabilities[step]),
-                         "top contributors": ", ".join(f"{t.token} ({t.relevance:.3g})"
-                                                       for t in top)})
+            rows.append({"step": step, "token": visible_token(token),
+                         "p": float(gen.probabilities[step]),
+                         "top contributors": ", ".join(f"'{visible_token(t.text)}' "
+                                                       f"({t.relevance:.3g})" for t in top)})
         sections.append({"title": f"{label}generated tokens", "table": rows})
     return sections_report(title, sections)
 

@@ -2,7 +2,9 @@
 
 Colours follow the package convention: unsigned relevance shades from white to red; signed
 relevance (contrast net map) is red for evidence for the explained output and blue for evidence
-against it. Each row is scaled by its own largest absolute value.
+against it. Each row is scaled by its own largest absolute value; :func:`colour_scale` can leave
+tokens out of that maximum (special tokens, whose attention-sink relevance would wash out the
+rest) and larger values are then clipped to the end colour. :func:`legend_html` draws the scale.
 """
 
 from __future__ import annotations
@@ -18,17 +20,62 @@ from dlbacktrace.engine.errors import InputError
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["TOKEN_STYLE", "plot_token_relevance", "token_colours", "token_span_html"]
+__all__ = [
+    "NEWLINE_MARK",
+    "TOKEN_STYLE",
+    "colour_scale",
+    "legend_html",
+    "plot_token_relevance",
+    "token_colours",
+    "token_span_html",
+    "visible_token",
+]
 
+NEWLINE_MARK = "⏎"
 TOKEN_STYLE = (
     "<style>.dlbt{font-family:ui-monospace,monospace;line-height:1.9}"
     ".dlbt span.t{border-radius:3px;padding:1px 0;white-space:pre-wrap}"
     ".dlbt .sp{color:#888}.dlbt .gen{outline:1px solid #444}"
-    ".dlbt td{vertical-align:top;padding:2px 6px}</style>"
+    ".dlbt td{vertical-align:top;padding:2px 6px}"
+    ".dlbt .lg{white-space:nowrap;font-size:smaller}.dlbt .lg i{font-style:normal}"
+    ".dlbt .lg .bar{display:inline-block;width:64px;height:0.8em;margin:0 4px;"
+    "border:1px solid #bbb;vertical-align:middle}</style>"
 )
 
 
-def token_colours(values: np.ndarray, signed: bool) -> np.ndarray:
+def visible_token(text: str) -> str:
+    """A token's text for a table cell, where whitespace would vanish: newlines as ``⏎``,
+    tabs as ``⇥``, and a token of spaces only as one ``␣`` per space.
+
+    Parameters
+    ----------
+    text
+        The decoded token.
+    """
+    shown = text.replace("\r\n", NEWLINE_MARK).replace("\n", NEWLINE_MARK)
+    shown = shown.replace("\r", NEWLINE_MARK).replace("\t", "⇥")
+    if shown and not shown.strip(" "):
+        shown = shown.replace(" ", "␣")
+    return shown
+
+
+def colour_scale(values: Any, exclude: Any = None) -> float:
+    """The value that gets the end colour: the largest ``|value|`` among tokens not excluded.
+
+    Parameters
+    ----------
+    values
+        Relevance of each token of one row.
+    exclude
+        Boolean mask of tokens left out of the maximum (e.g. special tokens); None keeps all.
+    """
+    v = np.abs(np.asarray(values, dtype=np.float64)).reshape(-1)
+    if exclude is not None:
+        v = v[~np.asarray(exclude, dtype=bool).reshape(-1)]
+    return float(v.max()) if v.size else 0.0
+
+
+def token_colours(values: np.ndarray, signed: bool, scale: float | None = None) -> np.ndarray:
     """``[T, 3]`` RGB (0-255) per value: white→red (unsigned), blue←white→red (signed).
 
     Parameters
@@ -37,9 +84,13 @@ def token_colours(values: np.ndarray, signed: bool) -> np.ndarray:
         Relevance of each token.
     signed
         Whether negative values mean evidence against (blue) rather than magnitude.
+    scale
+        The ``|value|`` that gets the end colour (larger ones are clipped); None: the largest
+        ``|value|``.
     """
     v = np.asarray(values, dtype=np.float64)
-    scale = np.abs(v).max() if v.size else 0.0
+    if scale is None:
+        scale = float(np.abs(v).max()) if v.size else 0.0
     x = v / scale if scale > 0 else np.zeros_like(v)
     x = np.clip(x, -1.0, 1.0) if signed else np.clip(np.abs(x), 0.0, 1.0)
     rgb = np.full(v.shape + (3,), 255.0)
@@ -48,6 +99,36 @@ def token_colours(values: np.ndarray, signed: bool) -> np.ndarray:
     rgb[..., 2] -= 200 * pos  # red for positive
     rgb[..., 0] -= 200 * neg  # blue for negative
     return rgb.round().astype(np.int64)
+
+
+def _scale_text(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def legend_html(scale: float, signed: bool, note: str | None = None) -> str:
+    """A colour bar with its value range: ``0 [white→red] scale`` (unsigned) or
+    ``−scale [blue→white→red] +scale`` (signed).
+
+    Parameters
+    ----------
+    scale
+        The value of the end colour (:func:`colour_scale`).
+    signed
+        Diverging colours centred at 0.
+    note
+        Extra tooltip text (e.g. that special tokens are left out of the scale).
+    """
+    stops = token_colours(np.linspace(-1.0 if signed else 0.0, 1.0, 5), signed, scale=1.0)
+    gradient = ",".join(f"rgb({r},{g},{b})" for r, g, b in stops)
+    low = f"-{_scale_text(scale)}" if signed else "0"
+    high = f"+{_scale_text(scale)}" if signed else _scale_text(scale)
+    title = "colour scale of this row" + (f"; {note}" if note else "")
+    # No <span>s here: token spans are the only spans of a token view.
+    return (
+        f'<div class="lg" title="{html.escape(title)}"><i class="lo">{low}</i>'
+        f'<i class="bar" style="background:linear-gradient(to right,{gradient})"></i>'
+        f'<i class="hi">{high}</i></div>'
+    )
 
 
 def token_span_html(text: str, rgb: np.ndarray, title: str, cls: str = "t") -> str:

@@ -16,20 +16,23 @@ from rich.table import Table
 
 from dlbacktrace.apps.cli.common import (
     DEFAULT_AUDIT,
+    MODEL_HELP,
     AuditOpt,
     FactoryOpt,
-    ModelOpt,
+    GgufOpt,
     TaskOpt,
     WeightsOpt,
     check_outputs,
     console,
     err_console,
     load,
+    parse_class_names,
     parse_target,
     reported_errors,
     write_json,
 )
 from dlbacktrace.apps.cli.generation import explain_prompts
+from dlbacktrace.engine.errors import InputError
 from dlbacktrace.io.kinds import kind_names, registered_kinds
 
 __all__ = ["explain", "merged_report", "results_table", "write_results"]
@@ -121,6 +124,16 @@ def _open_audit(location: str) -> Any:
     return AuditStore(location)
 
 
+def _check_class_count(names: list[str], results: list[Any]) -> None:
+    classes = results[0].explanation.output.shape[-1] if results else len(names)
+    if results and results[0].explanation.output.dim() == 1:
+        classes = 1
+    if len(names) != classes and not (classes == 1 and len(names) == 2):
+        raise InputError(
+            f"--class-names gives {len(names)} names for a model with {classes} outputs"
+        )
+
+
 def _explain_batches(service: Any, batches: list[Any], target: Any, mode: str) -> list[Any]:
     from rich.progress import Progress
 
@@ -136,17 +149,23 @@ def _explain_batches(service: Any, batches: list[Any], target: Any, mode: str) -
 def explain(
     inputs: Annotated[list[Path] | None, typer.Argument(
         help=f"Input files ({_SUFFIXES}).")] = None,
-    model: ModelOpt = ...,
+    model: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP)] = None,
     task: TaskOpt = None,
     weights: WeightsOpt = None,
     factory: FactoryOpt = None,
+    gguf_file: GgufOpt = None,
     text: Annotated[list[str] | None, typer.Option(
         "--text", "-t", help="A text to explain (repeatable).")] = None,
     kind: Annotated[str | None, typer.Option(
         help=f"{', '.join(kind_names())} (default: from the file suffix).")] = None,
     target: Annotated[str | None, typer.Option(
-        help="Class index, comma list (one per row), positive/negative; default predicted."
+        help="Class index or class name (the model's id2label/labels or --class-names), a "
+        "comma list of them (one per row), or positive/negative for a single-logit model; "
+        "a class named 'positive' wins over the single-logit meaning. Default: predicted."
     )] = None,
+    class_names: Annotated[str | None, typer.Option(
+        "--class-names", help="Comma list of class names in index order (replaces the "
+        "model's own); usable in --target and shown in the results.")] = None,
     mode: Annotated[str, typer.Option(help="default or contrast.")] = "default",
     fmt: Annotated[str, typer.Option(
         "--format", "-f", help="summary (terminal), json or report (HTML).")] = "summary",
@@ -175,9 +194,12 @@ def explain(
     _check_choices(fmt, mode)
     check_outputs(out)
     with reported_errors():
+        names = parse_class_names(class_names)
         # Opened first: a bad audit location fails before any computation.
         store = None if no_audit else _open_audit(audit)
-        loaded = load(model, task, weights, factory)
+        loaded = load(model, task, weights, factory, gguf_file)
+        if names is not None:
+            loaded.labels = names
         if loaded.task == "causal-lm":
             explain_prompts(loaded, list(text or []), list(inputs or []), mode=mode, fmt=fmt,
                             out=out, max_new_tokens=max_new_tokens)
@@ -187,7 +209,9 @@ def explain(
                                                    drop=drop),
                                batch_size=batch_size)
         service = ExplainService(loaded, audit=store, source="cli")
-        results = _explain_batches(service, batches, parse_target(target), mode)
+        results = _explain_batches(service, batches, parse_target(target, loaded.labels), mode)
+        if names is not None:
+            _check_class_count(names, results)
     write_results(results, fmt, out)
     if store is not None:
         ids = [str(r.record_id) for r in results]

@@ -8,8 +8,10 @@ from typing import Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from dlbacktrace.apps.cli.common import console, write_json
+from dlbacktrace.viz.tokens import visible_token
 
 __all__ = ["explain_prompts", "generation_json", "generation_table"]
 
@@ -17,6 +19,9 @@ __all__ = ["explain_prompts", "generation_json", "generation_table"]
 def generation_json(gens: list[Any], top: int = 5) -> list[dict[str, Any]]:
     """Each generation as JSON: prompt, answer, and per step the token, its probability and
     its ``top`` contributors.
+
+    Tokens are decoded text (``" capital"``, not the vocabulary piece ``"Ġcapital"``, which
+    each contributor keeps as ``piece``).
 
     Parameters
     ----------
@@ -29,7 +34,8 @@ def generation_json(gens: list[Any], top: int = 5) -> list[dict[str, Any]]:
         "prompt": g.prompt_text, "generated": g.generated_text, "mode": g.mode,
         "conservation_error": g.conservation_error,
         "steps": [{"token": tok, "p": float(g.probabilities[k]),
-                   "top": [{"token": t.token, "relevance": t.relevance}
+                   "top": [{"token": t.text, "piece": t.token, "special": t.special,
+                            "relevance": t.relevance}
                            for t in g.top_contributors(k, top)]}
                   for k, tok in enumerate(g.generated_tokens)],
     } for g in gens]
@@ -37,6 +43,8 @@ def generation_json(gens: list[Any], top: int = 5) -> list[dict[str, Any]]:
 
 def generation_table(data: list[dict[str, Any]]) -> Table:
     """The terminal summary of :func:`generation_json`: one line per generated token.
+
+    Tokens are shown as decoded text in quotes, whitespace made visible (a newline is ``⏎``).
 
     Parameters
     ----------
@@ -48,10 +56,17 @@ def generation_table(data: list[dict[str, Any]]) -> Table:
         table.add_column(col)
     for item in data:
         for k, step in enumerate(item["steps"]):
-            top = ", ".join(f"{t['token']} ({t['relevance']:.3g})" for t in step["top"][:3])
-            table.add_row(item["prompt"][:30] if k == 0 else "", str(k), step["token"],
-                          f"{step['p']:.3f}", top)
+            top = ", ".join(f"{_quoted(t['token'])} ({t['relevance']:.3g})"
+                            for t in step["top"][:3])
+            prompt = visible_token(item["prompt"][:30]) if k == 0 else ""
+            table.add_row(Text(prompt), str(k), Text(_quoted(step["token"])),
+                          f"{step['p']:.3f}", Text(top))
     return table
+
+
+def _quoted(token: str) -> str:
+    """A token in quotes so that its leading space shows, whitespace made visible."""
+    return f"'{visible_token(token)}'"
 
 
 def explain_prompts(loaded: Any, texts: list[str], files: list[Path], *, mode: str, fmt: str,

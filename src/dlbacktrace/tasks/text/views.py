@@ -87,15 +87,18 @@ class _TokenView:
         """The explanation's long-format table (:meth:`Explanation.to_dataframe`)."""
         return self.explanation.to_dataframe()
 
-    def to_html(self, full_page: bool = False) -> str:
+    def to_html(self, full_page: bool = False, include_special: bool = False) -> str:
         """Heat-mapped tokens as HTML (a fragment, or a whole page).
 
         Parameters
         ----------
         full_page
             A standalone document instead of a fragment.
+        include_special
+            Let special tokens set each row's colour scale (default: left out of it).
         """
-        return getattr(display, self._html)(self, full_page=full_page)
+        return getattr(display, self._html)(self, full_page=full_page,
+                                            include_special=include_special)
 
     def _repr_html_(self) -> str:
         return self.to_html()

@@ -196,6 +196,18 @@ def test_html_token_highlight_escapes(tokens) -> None:
     assert page.count("<span") == 6
 
 
+def test_html_token_rows_carry_a_legend_of_their_scale(tokens) -> None:
+    import re
+
+    exp = tokens[2]
+    page = exp._repr_html_()
+    highs = re.findall(r'<i class="hi">([^<]+)</i>', page)
+    assert len(highs) == len(exp)
+    for r, high in enumerate(highs):
+        biggest = float(exp.relevance[r].abs().max())
+        assert high == f"+{biggest:.3g}"  # contrast: a diverging scale of +-max|relevance|
+
+
 def test_plot_image_tabular_tokens(tabular, tokens) -> None:
     matplotlib = pytest.importorskip("matplotlib")
     from matplotlib.figure import Figure

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dlbacktrace.viz.features import top_features
-from dlbacktrace.viz.tokens import TOKEN_STYLE, token_colours, token_span_html
+from dlbacktrace.viz.tokens import (
+    TOKEN_STYLE,
+    colour_scale,
+    legend_html,
+    token_colours,
+    token_span_html,
+)
 
 if TYPE_CHECKING:
     from dlbacktrace.engine.explanation import Explanation
@@ -43,12 +49,15 @@ def _token_rows(exp: Explanation, rows: int) -> str:
         keep = np.ones(values.shape[0], dtype=bool)
         if mask is not None and mask.shape == rel.shape:
             keep = mask[r].detach().cpu().numpy().reshape(-1) != 0
-        colours = token_colours(np.where(keep, values, 0.0), exp.mode == "contrast")
+        signed = exp.mode == "contrast"
+        scale = colour_scale(values, exclude=~keep)
+        colours = token_colours(np.where(keep, values, 0.0), signed, scale=scale)
         spans = "".join(
             token_span_html(exp.tokens[r][j], colours[j], f"{exp.tokens[r][j]}: {values[j]:+.4g}")
             for j in np.flatnonzero(keep)
         )
-        lines.append(f"<tr><td>{html.escape(_target(exp, r))}</td><td>{spans}</td></tr>")
+        lines.append(f"<tr><td>{html.escape(_target(exp, r))}</td><td>{spans}</td>"
+                     f"<td>{legend_html(scale, signed)}</td></tr>")
     return f"<table>{''.join(lines)}</table>"
 
 

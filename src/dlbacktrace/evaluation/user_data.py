@@ -134,7 +134,7 @@ def _label_indices(labels: Any, classes: list[str] | None) -> torch.Tensor | Non
     if labels is None:
         return None
     if np.issubdtype(np.asarray(labels).dtype, np.integer):
-        return torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        return torch.tensor(np.array(labels), dtype=torch.long)
     if classes:
         index = {str(c): i for i, c in enumerate(classes)}
         if all(str(v) in index for v in labels):
@@ -208,8 +208,10 @@ def user_task(
     except EvaluationDataError:
         raise
     except Exception as exc:
+        hint = "" if batch.kind != "table" or label_column else (
+            "; if a column holds the labels, name it with label_column (--label-column)")
         raise EvaluationDataError(
-            f"the model does not run on this data ({type(exc).__name__}: {exc})"
+            f"the model does not run on this data ({type(exc).__name__}: {exc}){hint}"
         ) from exc
     names = feature_names or batch.feature_names or getattr(loaded, "feature_names", None)
     classes = getattr(loaded, "labels", None) or getattr(module, "labels", None)

@@ -14,6 +14,7 @@ from dlbacktrace.apps.cli import aggregate as aggregate_command
 from dlbacktrace.apps.cli import audit as audit_commands
 from dlbacktrace.apps.cli import benchmark as benchmark_command
 from dlbacktrace.apps.cli import demo as demo_command
+from dlbacktrace.apps.cli import evaluate as evaluate_command
 from dlbacktrace.apps.cli import explain as explain_command
 from dlbacktrace.apps.cli import report as report_command
 from dlbacktrace.apps.cli import serve as serve_command
@@ -38,6 +39,7 @@ app.command()(report_command.report)
 app.command()(serve_command.serve)
 app.add_typer(audit_commands.app, name="audit")
 app.command()(aggregate_command.aggregate)
+app.command()(evaluate_command.evaluate)
 app.command()(benchmark_command.benchmark)
 app.command()(demo_command.demo)
 

@@ -252,3 +252,20 @@ def test_cli_errors_are_one_line(tmp_path):
     assert "does not run on this data" in text_col.output  # the label column is a feature
     assert "--label-column" in text_col.output
     assert len(text_col.output.strip().splitlines()) == 1
+
+
+def test_cli_on_an_image_folder(tmp_path):
+    from cli_assets import assets
+
+    a = assets()
+    folder = a.digit_pngs[0].parent  # the PNGs among other files: only the images are read
+    out = tmp_path / "eval"
+    result = _cli("evaluate", "--model", "dlbacktrace.examples.demo:DigitsCNN", "--weights",
+                  a.digits_weights, "--data", folder, "--methods", "dlb,saliency,random",
+                  "--metrics", ",".join(CURVE_METRICS), "--out", out)
+    assert "Methods ranked by abpc" in result.output
+    saved = json.loads((out / "results.json").read_text())
+    task = saved["tasks"]["data"]
+    assert task["info"]["rows in data"] == len(a.digit_pngs)
+    for row in task["methods"].values():
+        assert row["metrics"]["abpc"]["n"] == len(a.digit_pngs)

@@ -263,7 +263,7 @@ def test_cli_on_an_image_folder(tmp_path):
     result = _cli("evaluate", "--model", "dlbacktrace.examples.demo:DigitsCNN", "--weights",
                   a.digits_weights, "--data", folder, "--methods", "dlb,saliency,random",
                   "--metrics", ",".join(CURVE_METRICS), "--out", out)
-    assert "Methods ranked by abpc" in result.output
+    assert "Methods ranked by ABPC" in result.output
     saved = json.loads((out / "results.json").read_text())
     task = saved["tasks"]["data"]
     assert task["info"]["rows in data"] == len(a.digit_pngs)

@@ -16,7 +16,7 @@ from typing import Any
 
 from dlbacktrace.report.render import sections_report, write_html
 
-__all__ = ["evaluation_report", "ranked_rows", "write_evaluation_report"]
+__all__ = ["evaluation_report", "metric_label", "ranked_rows", "write_evaluation_report"]
 
 # The columns of the ranked table besides the ranking metric: (metric, header).
 SUMMARY = (
@@ -45,6 +45,19 @@ def _cell(score: dict[str, Any] | None) -> str:
     return text
 
 
+def metric_label(name: str) -> str:
+    """A metric's table header (its registered label, else its name).
+
+    Parameters
+    ----------
+    name
+        The metric's name.
+    """
+    from dlbacktrace.evaluation.metrics import METRICS
+
+    return METRICS[name].header if name in METRICS else name
+
+
 def ranked_rows(task: dict[str, Any]) -> list[dict[str, Any]]:
     """The ranked table of one task: rank, method, the ranking metric ± SE, its n, a few
     other metrics and the verdict.
@@ -64,7 +77,7 @@ def ranked_rows(task: dict[str, Any]) -> list[dict[str, Any]]:
         scores = r.get("metrics") or {}
         row: dict[str, Any] = {"rank": place, "method": method}
         if metric:
-            row[f"{metric} ± SE"] = _cell(scores.get(metric))
+            row[f"{metric_label(metric)} ± SE"] = _cell(scores.get(metric))
             row["n"] = (scores.get(metric) or {}).get("n", 0)
         for name, header in SUMMARY:
             row[header] = _cell(scores.get(name))
@@ -124,7 +137,8 @@ def evaluation_report(results: dict[str, Any], folder: str | Path | None = None)
         metric = ranking.get("metric")
         direction = "higher is better" if ranking.get("higher_is_better", True) else (
             "lower is better")
-        text = (f"{task.get('description', name)}. Ranked by {metric} ({direction}), "
+        text = (f"{task.get('description', name)}. Ranked by {metric_label(metric)} "
+                f"({direction}), "
                 f"mean ± standard error over the instances (n). Removal: "
                 f"{task.get('removal', 'zero')}.") if metric else task.get("description", "")
         sections.append({"title": f"Ranking: {name}", "text": text,

@@ -57,9 +57,12 @@ def ranked_table(result: Any) -> Table:
     result
         An :class:`~dlbacktrace.evaluation.evaluate.EvaluationResult`.
     """
+    from dlbacktrace.report.evaluation import metric_label
+
     metric = result.ranked_by
-    table = Table(title=f"Methods ranked by {metric}" if metric else "Methods")
-    for col in ("#", "method", f"{metric} ± SE" if metric else "score", "n", "verdict"):
+    label = metric_label(metric) if metric else "score"
+    table = Table(title=f"Methods ranked by {label}" if metric else "Methods")
+    for col in ("#", "method", f"{label} ± SE", "n", "verdict"):
         table.add_column(col)
     for place, method in enumerate(result.ranking, start=1):
         entry = (result.methods[method].get("metrics") or {}).get(metric) if metric else None

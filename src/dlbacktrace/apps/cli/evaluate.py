@@ -24,6 +24,7 @@ from dlbacktrace.apps.cli.common import (
     parse_target,
     reported_errors,
 )
+from dlbacktrace.evaluation.baselines import METHODS
 
 __all__ = ["evaluate", "parse_removal", "ranked_table"]
 
@@ -83,7 +84,7 @@ def evaluate(
     label_column: Annotated[str | None, typer.Option(
         help="A table's column of true labels (left out of the features).")] = None,
     methods: Annotated[str, typer.Option(
-        help="Comma list of methods (dlbacktrace.evaluation.baselines.METHODS).")]
+        help=f"Comma list of methods: {', '.join(METHODS)}.")]
     = DEFAULT_METHODS,
     metrics: Annotated[str | None, typer.Option(
         help="Comma list of metrics (default: all that apply).")] = None,

@@ -75,6 +75,46 @@ def test_benchmark_command_writes_report(tmp_path, monkeypatch):
     assert html.count("data:image/png;base64,") == 1
 
 
+def test_benchmark_help_lists_the_tasks_and_an_unknown_task_is_one_line():
+    from dlbacktrace.evaluation.benchmark import TASKS
+
+    text = " ".join(run("benchmark", "--help").output.split())
+    for name in TASKS:
+        assert name in text
+    bad = run("benchmark", "--task", "mymodel", code=2)
+    assert "unknown task 'mymodel'" in bad.output and "dlbacktrace evaluate" in bad.output
+    assert len(bad.output.strip().splitlines()) == 1 and "Traceback" not in bad.output
+
+
+def test_benchmark_report_ranks_and_gives_verdicts(tmp_path, monkeypatch):
+    import dlbacktrace.evaluation.benchmark as bench
+
+    def scored(values):
+        n = len(values)
+        mean = sum(values) / n
+        std = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+        return {"map": "unsigned", "values": {"abpc": values},
+                "metrics": {"abpc": {"mean": mean, "std": std, "se": std / n**0.5, "n": n}}}
+
+    def fake_run(quick, out, tasks, instances, progress):
+        from dlbacktrace.evaluation.evaluate import _judge
+
+        task = {"description": "toy", "removal": "zero",
+                "methods": {"random": scored([0.0, 0.1, -0.1, 0.0]),
+                            "dlb": scored([0.5, 0.6, 0.4, 0.5])}}
+        _judge(task)
+        return {"mode": "quick", "higher_is_better": {"abpc": True}, "tasks": {"toy": task}}
+
+    monkeypatch.setattr(bench, "run_benchmark", fake_run)
+    out = tmp_path / "bench"
+    out.mkdir()
+    run("benchmark", "--quick", "--out", out)
+    html = (out / "report.html").read_text()
+    assert html.index("Ranking: toy") < html.index("Task toy")
+    assert html.index(">dlb<") < html.index(">random<")  # ranked by ABPC
+    assert "more faithful than random (ABPC +0.5" in html
+
+
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory):
     transformers = pytest.importorskip("transformers")

@@ -33,3 +33,17 @@ for name, values in scores.items():
     print(f"{name:28s} {values.double().mean().item():.4f}  (n={len(values)})")
 # --8<-- [end:context]
 assert "abpc" in scores
+
+# --8<-- [start:evaluate]
+from dlbacktrace.evaluation.evaluate import evaluate
+
+result = evaluate(model, test.x, methods="dlb,dlb-contrast,integrated-gradients,saliency,random",
+                  instances=32, seed=0, feature_names=data.feature_names, quick=True,
+                  out="eval")                  # report.html, results.json, results.csv
+print(result.ranking)                          # methods by ABPC, best first
+for method, lines in result.verdicts.items():  # plain-language verdicts (2 SE rule)
+    print(method, "-", "; ".join(lines))
+print(result.score("dlb-contrast", "abpc"))    # a plain float; values(): a NumPy array
+frame = result.to_dataframe()                  # every number with its n and standard error
+# --8<-- [end:evaluate]
+assert result.ranking[-1] == "random" or result.score("random", "abpc") < 0.5

@@ -44,7 +44,7 @@ def file_digest(path: str | Path) -> str:
 def _labels(labels: Any) -> torch.Tensor | None:
     if labels is None:
         return None
-    return torch.as_tensor(np.asarray(labels)).clone()
+    return torch.from_numpy(np.array(labels))  # a copy: label arrays may be read-only views
 
 
 def aggregate_parts(
@@ -77,10 +77,10 @@ def aggregate_parts(
     if unknown:
         raise AuditError(f"cannot record aggregate options {unknown}: a replay would not "
                          f"know them (recordable: {', '.join(AGGREGATE_OPTIONS)})")
-    if not isinstance(data, torch.Tensor):
+    if not isinstance(data, (torch.Tensor, np.ndarray)):
         raise AuditError("an aggregate record needs the data as one tensor (an array or a "
                          f"tensor), got {type(data).__name__}")
-    data = data.detach().cpu()
+    data = torch.as_tensor(data).detach().cpu()
     tensors = {} if labels is None else {"labels": _labels(labels)}
     blob = encode_global(g)
     digest = archive_digest(blob)

@@ -12,12 +12,15 @@ import typer
 from rich.table import Table
 
 from dlbacktrace.apps.cli.common import (
+    DEFAULT_AUDIT,
+    AuditOpt,
     FactoryOpt,
     ModelOpt,
     TaskOpt,
     WeightsOpt,
     check_outputs,
     console,
+    err_console,
     load,
     parse_target,
     reported_errors,
@@ -45,18 +48,26 @@ def aggregate(
     report_path: Annotated[Path | None, typer.Option("--report", help="Write an HTML report.")]
     = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON summary.")] = False,
+    audit: AuditOpt = str(DEFAULT_AUDIT),
+    no_audit: Annotated[bool, typer.Option("--no-audit", help="Do not record.")] = False,
 ) -> None:
     """Global explanation of a data set: per-class relevance statistics per feature."""
     from dlbacktrace.aggregate import aggregate as run_aggregate
 
     check_outputs(out, report_path)
     with reported_errors():
+        store = None if no_audit else _open_audit(audit)  # a bad location fails first
         loaded = load(model, task, weights, factory)
         batch, labels = read_data(data, loaded, label_column, drop)
         parsed = target if target in (None, "label") else parse_target(target)
         g = run_aggregate(loaded.model, batch.args[0], target=parsed, mode=mode, labels=labels,
                           batch_size=batch_size, feature_names=batch.feature_names,
                           class_names=loaded.labels, progress=True)
+        if store is not None:
+            record_id = _record(store, loaded, g, batch.args[0], labels, data, target=parsed,
+                                mode=mode, batch_size=batch_size,
+                                feature_names=batch.feature_names, class_names=loaded.labels)
+            err_console.print(f"Audit record {record_id} in {audit}")
         if out:
             g.save(out)
         if report_path:
@@ -71,6 +82,22 @@ def aggregate(
     for path, what in ((out, "Global explanation"), (report_path, "Report")):
         if path:
             console.print(f"{what} written to [bold]{path}[/bold]")
+
+
+def _open_audit(location: str) -> Any:
+    from dlbacktrace.audit import AuditStore
+
+    return AuditStore(location)
+
+
+def _record(store: Any, loaded: Any, g: Any, x: Any, labels: Any, data: Path,
+            **options: Any) -> int:
+    """The aggregate's audit record: the data read, its file's digest, the options used."""
+    try:
+        return store.record_aggregate(loaded.model, g, x, labels=labels, options=options,
+                                      spec=loaded.spec, source="cli", data_file=data)
+    finally:
+        store.close()
 
 
 def read_data(data: Path, loaded: Any, label_column: str | None,

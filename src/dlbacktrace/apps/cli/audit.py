@@ -41,13 +41,17 @@ def audit_list(
         records = store.list(limit, offset)
         total = store.count()
     table = Table(title=f"Audit log ({total} records)")
-    for col in ("id", "time", "source", "model", "input", "mode", "target", "cons. err."):
+    for col in ("id", "time", "kind", "source", "model", "input", "mode", "target",
+                "cons. err."):
         table.add_column(col)
     for rec in records:
         s = rec.summary()
-        table.add_row(str(s["id"]), s["created_at"][:19], str(s["source"]), str(s["model"]),
+        error = s["conservation_error"]
+        table.add_row(str(s["id"]), s["created_at"][:19], s["kind"], str(s["source"]),
+                      str(s["model"]),
                       f"{s['input_kind'] or '-'} {', '.join(s['input_names'] or [])[:40]}",
-                      str(s["mode"]), str(s["target"]), f"{s['conservation_error']:.1e}")
+                      str(s["mode"]), str(s["target"])[:30],
+                      "-" if error is None else f"{error:.1e}")
     console.print(table)
 
 
@@ -73,7 +77,11 @@ def audit_verify(
     factory: FactoryOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Recompute a record and compare bit for bit (exit 1 if it differs)."""
+    """Recompute a record and compare bit for bit (exit 1 if it differs).
+
+    A generation is replayed by teacher forcing its recorded tokens, an aggregate by
+    aggregating the data stored in the record again.
+    """
     from dlbacktrace.audit import AuditStore, verify_record
 
     with reported_errors(), AuditStore(db, create=False) as store:

@@ -41,15 +41,15 @@ def audit_list(
         records = store.list(limit, offset)
         total = store.count()
     table = Table(title=f"Audit log ({total} records)")
-    for col in ("id", "time", "kind", "source", "model", "input", "mode", "target",
-                "cons. err."):
+    for col in ("id", "time", "source", "model", "input", "mode", "target", "cons. err."):
         table.add_column(col)
     for rec in records:
         s = rec.summary()
         error = s["conservation_error"]
-        table.add_row(str(s["id"]), s["created_at"][:19], s["kind"], str(s["source"]),
-                      str(s["model"]),
-                      f"{s['input_kind'] or '-'} {', '.join(s['input_names'] or [])[:40]}",
+        # generations and aggregates say so where an explanation names its input kind
+        what = s["input_kind"] if s["kind"] == "explanation" else s["kind"]
+        table.add_row(str(s["id"]), s["created_at"][:19], str(s["source"]), str(s["model"]),
+                      f"{what or '-'} {', '.join(s['input_names'] or [])[:40]}",
                       str(s["mode"]), str(s["target"])[:30],
                       "-" if error is None else f"{error:.1e}")
     console.print(table)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from cli_assets import assets
@@ -104,7 +105,7 @@ def test_aggregate_record_verifies_bit_for_bit(store, iris):
     assert torch.equal(rec.inputs().kwargs["labels"], labels)
     back = rec.global_explanation()
     assert c["aggregate"]["digest"] == archive_digest(encode_global(back))
-    assert (back.class_maps() == g.class_maps()).all()
+    assert np.array_equal(back.class_maps(), g.class_maps(), equal_nan=True)
     result = verify_record(store, rid)  # the model reloaded from the stored spec
     assert result.identical and result.fingerprint_match, result.message
     assert result.kind == "aggregate" and "inputs/0/sum" in result.per_map
@@ -123,7 +124,8 @@ def test_aggregate_with_changed_weight_is_reported(store, iris):
     assert not result.fingerprint_match and "weights" in result.message
     # the aggregate's own numbers differ from a direct recomputation with the changed model
     direct = aggregate(changed.model, x)
-    assert not (direct.class_maps() == store.get(rid).global_explanation().class_maps()).all()
+    stored = store.get(rid).global_explanation().class_maps()
+    assert not np.array_equal(direct.class_maps(), stored, equal_nan=True)
 
 
 def test_aggregate_refuses_what_it_cannot_replay(store, iris):

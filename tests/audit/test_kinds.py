@@ -60,8 +60,11 @@ def test_generation_record_keeps_ids_options_and_relevance(store, tiny_causal_lm
 @pytest.mark.slow
 def test_generation_verifies_by_teacher_forcing(store, tiny_causal_lm, monkeypatch):
     model, tokenizer = tiny_causal_lm
-    _, ids = store.explain_generation(model, tokenizer, ["hello there", "one two three"],
-                                      max_new_tokens=2, mode="contrast")
+    # bucket=4: the two sequences pad to different widths, so each must be explained alone
+    # for its record to replay bit for bit
+    _, ids = store.explain_generation(model, tokenizer,
+                                      ["hello there", "one two three four five six seven"],
+                                      max_new_tokens=3, mode="contrast", bucket=4)
     assert len(ids) == 2
     import dlbacktrace.tasks.text as text
 

@@ -468,7 +468,8 @@ class AuditStore:
         model:
             The causal language model that generated and was explained.
         generation:
-            Its :class:`~dlbacktrace.tasks.text.GenerationExplanation`.
+            Its :class:`~dlbacktrace.tasks.text.GenerationExplanation`, explained on its own
+            (one prompt per call): the replay explains this one sequence alone.
         options:
             The explanation options used (``SequenceOptions`` fields; the defaults fill the
             others) and the generation settings (``max_new_tokens``, ``do_sample``, ``seed``).
@@ -497,6 +498,10 @@ class AuditStore:
         """``explain_generation(model, tokenizer, prompt, **kw)`` and record every prompt's
         generation; returns ``(result, record_ids)``.
 
+        Several prompts are explained one after the other, not in shared batches: a record
+        replays one sequence alone, and rows batched with other sequences (padded to their
+        width) need not give the same last bits.
+
         Parameters
         ----------
         model, tokenizer, prompt:
@@ -509,9 +514,14 @@ class AuditStore:
             ``explain_generation`` keywords (explanation options and generation settings).
         """
         from dlbacktrace.tasks.text import explain_generation
+        from dlbacktrace.tasks.text.prompts import split_prompts
 
-        result = explain_generation(model, tokenizer, prompt, **kw)
-        gens = result if isinstance(result, list) else [result]
+        prompts = split_prompts(prompt)
+        if prompts is None:
+            result = explain_generation(model, tokenizer, prompt, **kw)
+            gens = [result]
+        else:
+            result = gens = [explain_generation(model, tokenizer, p, **kw) for p in prompts]
         options = {"max_new_tokens": 32, "do_sample": False, "seed": 0, **kw}
         weights = weights_digest(model)
         ids = [self.record_generation(model, g, options=options, spec=spec, source=source,

@@ -138,3 +138,16 @@ def test_aggregate_refuses_what_it_cannot_replay(store, iris):
     with pytest.raises(AuditError, match="tensor or NumPy array"):
         store.aggregate(loaded.model, [x])
     assert store.count() == 0
+
+
+def test_schema_1_records_without_kind_are_explanations(store, iris):
+    """Records written before kinds existed still read and verify as explanations."""
+    spec, loaded, x = iris
+    _, rid = store.explain(Backtrace(loaded.model), x[:3], spec=spec)
+    rec = store.get(rid)
+    old = {k: v for k, v in rec.content.items() if k not in ("kind", "blobs")}
+    old["schema"] = 1
+    old_id = store.append(old, rec.explanation_blob, rec.inputs_blob)
+    assert store.get(old_id).kind == "explanation"
+    result = verify_record(store, old_id)
+    assert result.identical and result.kind == "explanation", result.message

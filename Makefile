@@ -21,17 +21,30 @@ $(BROWSER_STAMP): $(STAMP)
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver; }
 	touch $(BROWSER_STAMP)
 
-.PHONY: install browser demo test lint bench docs
+# Debian's PostgreSQL server binaries (initdb, pg_ctl) for the audit log's PostgreSQL tests; the
+# tests start a throwaway server of their own (tests/audit/conftest.py), none is configured here.
+POSTGRES_STAMP := $(VENV)/.postgres
+$(POSTGRES_STAMP): $(STAMP)
+	command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q postgresql; }
+	touch $(POSTGRES_STAMP)
+
+.PHONY: install browser postgres demo test lint bench docs
 install: $(STAMP)
 
 browser: $(BROWSER_STAMP)
+
+postgres: $(POSTGRES_STAMP)
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/dlbacktrace demo --out demo-output
 
 # Two test processes (one per core, one torch thread each); each test file runs in one process.
-test: $(STAMP) $(BROWSER_STAMP)
-	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests
+# DLBACKTRACE_REQUIRE_POSTGRES=1: a missing PostgreSQL fails the audit tests instead of skipping.
+test: $(STAMP) $(BROWSER_STAMP) $(POSTGRES_STAMP)
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 DLBACKTRACE_REQUIRE_POSTGRES=1 \
+	  $(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

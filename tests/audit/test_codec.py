@@ -36,3 +36,31 @@ def test_inputs_bytes_round_trip() -> None:
     assert torch.equal(back.args[0], stored.args[0])
     assert torch.equal(back.kwargs["mask"], stored.kwargs["mask"])
     assert back.consts == {"flag": True} and torch.equal(back.seed, stored.seed)
+
+
+def test_global_bytes_round_trip_and_content_digest() -> None:
+    """The aggregate's own save format, hashed by content: equal for equal results, different
+    when one value changes."""
+    import io
+
+    import numpy as np
+
+    from dlbacktrace.aggregate import aggregate
+    from dlbacktrace.audit.codec import archive_digest, decode_global, encode_global
+    from dlbacktrace.engine.fileformat import read_archive, write_archive
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    g = aggregate(model, torch.randn(10, 3), batch_size=4)
+    blob = encode_global(g)
+    back = decode_global(blob)
+    assert np.array_equal(back.class_maps(), g.class_maps(), equal_nan=True)  # NaN: no rows
+    assert back.rows == 10
+    assert archive_digest(encode_global(back)) == archive_digest(blob)
+    header, arrays = read_archive(blob)
+    name = next(k for k in arrays if k.endswith("/sum"))
+    arrays[name] = arrays[name].copy()
+    arrays[name].flat[0] = np.nextafter(arrays[name].flat[0], np.inf)  # one ulp
+    forged = io.BytesIO()
+    write_archive(forged, arrays, header)
+    assert archive_digest(forged.getvalue()) != archive_digest(blob)

@@ -1,5 +1,7 @@
 """Tutorial: compare DLBacktrace with other attribution methods on your own model and data."""
 
+# ruff: noqa: E402  (each section imports what it introduces, as the page shows it)
+
 # --8<-- [start:setup]
 import torch
 

@@ -3,7 +3,9 @@
 Both are compressed ``.npz`` archives (arrays plus a JSON header,
 :mod:`dlbacktrace.engine.fileformat`) and are read back with ``allow_pickle=False``.
 :func:`relevance_digest` hashes the maps themselves (not the archive bytes, which carry zip
-timestamps), so a recomputed explanation can be compared by digest.
+timestamps), so a recomputed explanation can be compared by digest. Aggregates are stored in
+the :class:`~dlbacktrace.aggregate.GlobalExplanation` save format and hashed the same way, by
+content (:func:`archive_digest`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import json
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,9 +26,13 @@ from dlbacktrace.engine.fileformat import read_archive, write_archive
 
 __all__ = [
     "StoredInputs",
+    "archive_arrays",
+    "archive_digest",
+    "decode_global",
     "decode_explanation",
     "decode_inputs",
     "encode_explanation",
+    "encode_global",
     "encode_inputs",
     "relevance_digest",
 ]
@@ -134,3 +143,60 @@ def decode_inputs(data: bytes) -> StoredInputs:
     kwargs = {n: _tensor(archive[f"kw/{i}"]) for i, n in enumerate(header["kwargs"])}
     seed = _tensor(archive["seed"]) if "seed" in archive else None
     return StoredInputs(args, kwargs, header["consts"], seed)
+
+
+def encode_global(g: Any) -> bytes:
+    """``GlobalExplanation.save`` into bytes (the same format as a saved ``.npz`` file).
+
+    Parameters
+    ----------
+    g
+        The :class:`~dlbacktrace.aggregate.GlobalExplanation` to store.
+    """
+    with tempfile.TemporaryDirectory() as folder:  # its saver writes files atomically
+        return g.save(Path(folder) / "global.npz").read_bytes()
+
+
+def decode_global(data: bytes) -> Any:
+    """The global explanation stored by :func:`encode_global`.
+
+    Parameters
+    ----------
+    data
+        The archive's bytes.
+    """
+    from dlbacktrace.aggregate import GlobalExplanation
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "global.npz"
+        path.write_bytes(data)
+        return GlobalExplanation.load(path)
+
+
+def archive_arrays(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The JSON header and the named arrays of an archive's bytes (no pickle).
+
+    Parameters
+    ----------
+    data
+        The archive's bytes.
+    """
+    return read_archive(data)
+
+
+def archive_digest(data: bytes) -> str:
+    """SHA-256 over an archive's content: its canonical JSON header, then every array by name
+    (dtype, shape, bytes). Unlike the bytes' digest it ignores zip timestamps.
+
+    Parameters
+    ----------
+    data
+        The archive's bytes.
+    """
+    header, arrays = read_archive(data)
+    digest = hashlib.sha256(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        digest.update(f"|{name}|{a.dtype.str}|{a.shape}|".encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()

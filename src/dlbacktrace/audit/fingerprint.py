@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 
 from dlbacktrace.io.digests import weights_digest
 
-__all__ = ["model_fingerprint", "versions"]
+__all__ = ["model_fingerprint", "module_fingerprint", "versions"]
 
 
 def versions() -> dict[str, str]:
@@ -42,3 +43,36 @@ def model_fingerprint(
     weights = weights or weights_digest(bt.model)
     combined = hashlib.sha256(f"{graph_digest}|{weights}".encode()).hexdigest()
     return {"graph": graph_digest, "weights": weights, "digest": combined}
+
+
+def _architecture(model: torch.nn.Module) -> str:
+    """The model's class and configuration: a Hugging Face config (less the fields naming where
+    it was loaded from and which library wrote it), else the module tree's ``repr``."""
+    config = getattr(model, "config", None)
+    kind = f"{type(model).__module__}.{type(model).__qualname__}"
+    if config is not None and hasattr(config, "to_dict"):
+        fields = {k: v for k, v in config.to_dict().items()
+                  if k not in ("_name_or_path", "transformers_version")}
+        text = json.dumps(fields, sort_keys=True, default=str)
+    else:
+        text = repr(model)
+    return hashlib.sha256(f"{kind}|{text}".encode()).hexdigest()
+
+
+def module_fingerprint(model: torch.nn.Module, *, weights: str | None = None) -> dict[str, str]:
+    """Hashes of the model's architecture and weights, for records that span many captures.
+
+    Generations and aggregates run the model on many input shapes, so no single captured
+    graph stands for them; the architecture (class and configuration) takes the graph's place.
+
+    Parameters
+    ----------
+    model:
+        The module.
+    weights:
+        A known digest of its weights, reused instead of hashing them again.
+    """
+    architecture = _architecture(model)
+    weights = weights or weights_digest(model)
+    combined = hashlib.sha256(f"{architecture}|{weights}".encode()).hexdigest()
+    return {"architecture": architecture, "weights": weights, "digest": combined}

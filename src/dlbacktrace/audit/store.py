@@ -1,9 +1,15 @@
 """The audit store: an append-only, hash-chained log of explanations in any SQL database.
 
+Records are of three kinds (``content["kind"]``): ``explanation`` (one ``Backtrace.explain``
+call; records without a kind, schema 1, are explanations), ``generation`` (every token of a
+language model's answer, :mod:`dlbacktrace.audit.generations`) and ``aggregate`` (a global
+explanation of a data set, :mod:`dlbacktrace.audit.aggregates`).
+
 SQLite by default (WAL journal, ``BEGIN IMMEDIATE`` write transactions, full sync, triggers that
-refuse UPDATE and DELETE); any SQLAlchemy URL (e.g. PostgreSQL) works too. Each append is one
-transaction: a record is either fully committed (content, blobs, hash) or absent. Writers from
-several processes are serialised by the database; the unique ``prev_hash`` column makes a forked
+refuse UPDATE and DELETE); any SQLAlchemy URL works too. PostgreSQL gets the same guarantees:
+a trigger refuses UPDATE, DELETE and TRUNCATE, and writers take a transaction-scoped advisory
+lock, so they append one after the other. Each append is one transaction: a record is either
+fully committed (content, blobs, hash) or absent. The unique ``prev_hash`` column makes a forked
 chain impossible even where the database has no write lock (the loser retries).
 """
 
@@ -16,24 +22,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from dlbacktrace.audit.chain import GENESIS, blob_digest, canonical_json, chain_hash
 from dlbacktrace.audit.codec import (
     StoredInputs,
     decode_explanation,
+    decode_global,
     decode_inputs,
     encode_explanation,
     encode_inputs,
     relevance_digest,
 )
-from dlbacktrace.audit.fingerprint import model_fingerprint, versions
+from dlbacktrace.audit.fingerprint import model_fingerprint, module_fingerprint, versions
 from dlbacktrace.engine.errors import DLBacktraceError
 from dlbacktrace.engine.explanation import Explanation
+from dlbacktrace.io.digests import weights_digest
 
-__all__ = ["AuditError", "AuditRecord", "AuditStore", "SCHEMA_VERSION", "explain_options"]
+__all__ = ["KINDS", "AuditError", "AuditRecord", "AuditStore", "SCHEMA_VERSION", "explain_options"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: records have a "kind"
+KINDS = ("explanation", "generation", "aggregate")
+# Any 64-bit key of our own: the advisory lock that serialises writers (and schema set-up).
+_PG_LOCK = 0x646C6274
 _RETRIES = 20
 EXPLAIN_OPTIONS = ("target", "mode", "scale", "output", "position", "attention", "layers")
 
@@ -113,9 +125,22 @@ class AuditRecord:
         """The record's content, parsed."""
         return json.loads(self.content_json)
 
+    @property
+    def kind(self) -> str:
+        """``explanation``, ``generation`` or ``aggregate``."""
+        return self.content.get("kind", "explanation")
+
     def explanation(self) -> Explanation:
-        """The stored explanation, decoded."""
+        """The stored explanation, decoded (a generation's: one row per generated token)."""
+        if self.kind == "aggregate":
+            raise AuditError(f"record {self.id} is an aggregate: use global_explanation()")
         return decode_explanation(self.explanation_blob)
+
+    def global_explanation(self) -> Any:
+        """The stored :class:`~dlbacktrace.aggregate.GlobalExplanation` of an aggregate."""
+        if self.kind != "aggregate":
+            raise AuditError(f"record {self.id} is an {self.kind}, not an aggregate")
+        return decode_global(self.explanation_blob)
 
     def inputs(self) -> StoredInputs:
         """The stored inputs (positional, keyword, constants and seed), decoded."""
@@ -127,6 +152,7 @@ class AuditRecord:
         return {
             "id": self.id,
             "created_at": self.created_at,
+            "kind": c.get("kind", "explanation"),
             "source": c.get("source"),
             "model": (c.get("model") or {}).get("description"),
             "input_kind": (c.get("input") or {}).get("kind"),
@@ -195,7 +221,10 @@ class AuditStore:
             sa.Column("inputs", sa.LargeBinary, nullable=False),
         )
         try:
-            metadata.create_all(self.engine)
+            if self.engine.dialect.name == "postgresql":
+                self._create_postgresql(metadata)
+            else:
+                metadata.create_all(self.engine)
             if self._sqlite:
                 with self.engine.begin() as conn:
                     for action in ("UPDATE", "DELETE"):
@@ -206,6 +235,31 @@ class AuditStore:
                         )
         except sa.exc.SQLAlchemyError as exc:
             raise AuditError(f"cannot open the audit log at {self.url}: {exc}") from exc
+
+    def _create_postgresql(self, metadata: Any) -> None:
+        """The table and a trigger refusing UPDATE, DELETE and TRUNCATE, set up once under the
+        writers' lock (several processes may open a fresh database at the same time)."""
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK})")
+            metadata.create_all(conn)
+            conn.exec_driver_sql(
+                "CREATE OR REPLACE FUNCTION dlbacktrace_audit_append_only() RETURNS trigger "
+                "LANGUAGE plpgsql AS $$ BEGIN "
+                "RAISE EXCEPTION 'the audit log is append-only'; END $$"
+            )
+            for name, events, level in (("no_change", "UPDATE OR DELETE", "ROW"),
+                                        ("no_truncate", "TRUNCATE", "STATEMENT")):
+                exists = conn.exec_driver_sql(
+                    "SELECT 1 FROM pg_trigger WHERE tgname = %(name)s "
+                    "AND tgrelid = 'dlbacktrace_audit'::regclass",
+                    {"name": f"dlbacktrace_audit_{name}"},
+                ).scalar()
+                if not exists:
+                    conn.exec_driver_sql(
+                        f"CREATE TRIGGER dlbacktrace_audit_{name} BEFORE {events} ON "
+                        f"dlbacktrace_audit FOR EACH {level} "
+                        "EXECUTE FUNCTION dlbacktrace_audit_append_only()"
+                    )
 
     def _configure_sqlite(self, sa: Any) -> None:
         @sa.event.listens_for(self.engine, "connect")
@@ -263,6 +317,8 @@ class AuditStore:
                 with self.engine.connect().execution_options(
                     dlbacktrace_write=True
                 ) as conn, conn.begin():
+                    if conn.dialect.name == "postgresql":  # one writer at a time, as SQLite
+                        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK})")
                     head = conn.execute(
                         sa.select(self.table.c.hash).order_by(self.table.c.id.desc()).limit(1)
                     ).scalar()
@@ -339,18 +395,9 @@ class AuditStore:
             if output.dim() >= 2 and output.shape[-1] > 1
             else None
         )
-        spec_dict = spec.to_dict() if spec is not None else None
+        fingerprint = model_fingerprint(bt, tuple(args), kwargs, weights=weights)
         content = {
-            "schema": SCHEMA_VERSION,
-            "timestamp": _now(),
-            "source": source,
-            "versions": versions(),
-            "model": {
-                "spec": spec_dict,
-                "description": spec.describe() if spec is not None else type(bt.model).__name__,
-                "class": type(bt.model).__name__,
-                "fingerprint": model_fingerprint(bt, tuple(args), kwargs, weights=weights),
-            },
+            **_header("explanation", source, spec, bt.model, fingerprint),
             "input": {
                 "digest": tensor_digest(tuple(args), kwargs),
                 "shapes": [list(a.shape) for a in args]
@@ -403,6 +450,168 @@ class AuditStore:
             source=source,
         )
         return explanation, record_id
+
+    def record_generation(
+        self,
+        model: torch.nn.Module,
+        generation: Any,
+        *,
+        options: dict[str, Any] | None = None,
+        spec: Any = None,
+        source: str = "api",
+        weights: str | None = None,
+    ) -> int:
+        """Store a generation: prompt and generated ids, options, relevance matrix.
+
+        Parameters
+        ----------
+        model:
+            The causal language model that generated and was explained.
+        generation:
+            Its :class:`~dlbacktrace.tasks.text.GenerationExplanation`, explained on its own
+            (one prompt per call): the replay explains this one sequence alone.
+        options:
+            The explanation options used (``SequenceOptions`` fields; the defaults fill the
+            others) and the generation settings (``max_new_tokens``, ``do_sample``, ``seed``).
+        spec:
+            The model's ``ModelSpec`` (verify then reloads model and tokenizer from it).
+        source:
+            What made the record.
+        weights:
+            A known digest of the model's weights.
+
+        Returns
+        -------
+        The new record's id.
+        """
+        from dlbacktrace.audit.generations import generation_parts
+
+        parts, blob, inputs_blob = generation_parts(generation, options)
+        fingerprint = module_fingerprint(model, weights=weights)
+        content = {**_header("generation", source, spec, model, fingerprint), **parts}
+        return self.append(content, blob, inputs_blob)
+
+    def explain_generation(
+        self, model: torch.nn.Module, tokenizer: Any, prompt: Any, *, spec: Any = None,
+        source: str = "api", **kw: Any,
+    ) -> tuple[Any, list[int]]:
+        """``explain_generation(model, tokenizer, prompt, **kw)`` and record every prompt's
+        generation; returns ``(result, record_ids)``.
+
+        Several prompts are explained one after the other, not in shared batches: a record
+        replays one sequence alone, and rows batched with other sequences (padded to their
+        width) need not give the same last bits.
+
+        Parameters
+        ----------
+        model, tokenizer, prompt:
+            As for :func:`dlbacktrace.tasks.text.explain_generation`.
+        spec:
+            The model's ``ModelSpec``, so the records can be verified without the model.
+        source:
+            What made the records.
+        **kw:
+            ``explain_generation`` keywords (explanation options and generation settings).
+        """
+        from dlbacktrace.tasks.text import explain_generation
+        from dlbacktrace.tasks.text.prompts import split_prompts
+
+        prompts = split_prompts(prompt)
+        if prompts is None:
+            result = explain_generation(model, tokenizer, prompt, **kw)
+            gens = [result]
+        else:
+            result = gens = [explain_generation(model, tokenizer, p, **kw) for p in prompts]
+        options = {"max_new_tokens": 32, "do_sample": False, "seed": 0, **kw}
+        weights = weights_digest(model)
+        ids = [self.record_generation(model, g, options=options, spec=spec, source=source,
+                                      weights=weights) for g in gens]
+        return result, ids
+
+    def record_aggregate(
+        self,
+        model: torch.nn.Module,
+        g: Any,
+        data: torch.Tensor,
+        *,
+        labels: Any = None,
+        options: dict[str, Any] | None = None,
+        spec: Any = None,
+        source: str = "api",
+        data_file: str | Path | None = None,
+    ) -> int:
+        """Store an aggregate: the data, the options and the global explanation.
+
+        Parameters
+        ----------
+        model:
+            The model that was explained (or its ``Backtrace``).
+        g:
+            The :class:`~dlbacktrace.aggregate.GlobalExplanation`.
+        data:
+            The ``[rows, ...]`` tensor it was computed from (kept in the record).
+        labels:
+            The true class of each row, if the aggregate was given them.
+        options:
+            The ``aggregate()`` keywords used (``target``, ``mode``, ``batch_size``,
+            ``feature_names``, ``class_names``, ``layers``, ``layer_units``, ``sample_size``).
+        spec:
+            The model's ``ModelSpec``.
+        source:
+            What made the record.
+        data_file:
+            The file the data was read from (its name and SHA-256 are kept).
+
+        Returns
+        -------
+        The new record's id.
+        """
+        from dlbacktrace.audit.aggregates import aggregate_parts
+
+        model = getattr(model, "model", model)  # a Backtrace
+        parts, blob, inputs_blob = aggregate_parts(g, data, labels, options, data_file)
+        fingerprint = module_fingerprint(model, weights=g.fingerprint.get("model"))
+        content = {**_header("aggregate", source, spec, model, fingerprint), **parts}
+        return self.append(content, blob, inputs_blob)
+
+    def aggregate(
+        self, model: Any, data: Any, *, labels: Any = None, spec: Any = None,
+        source: str = "api", **kw: Any,
+    ) -> tuple[Any, int]:
+        """``aggregate(model, data, labels=labels, **kw)`` and record it; returns
+        ``(global_explanation, record_id)``.
+
+        Parameters
+        ----------
+        model:
+            The model or its ``Backtrace``.
+        data:
+            A tensor or NumPy array (other data sources cannot be stored in a record).
+        labels:
+            One true class per row, or None.
+        spec:
+            The model's ``ModelSpec``.
+        source:
+            What made the record.
+        **kw:
+            ``aggregate()`` keywords among those a record keeps (see :meth:`record_aggregate`).
+        """
+        from dlbacktrace.aggregate import aggregate
+        from dlbacktrace.audit.aggregates import AGGREGATE_OPTIONS
+
+        unknown = sorted(set(kw) - set(AGGREGATE_OPTIONS))
+        if unknown:
+            raise AuditError(f"a recorded aggregate cannot take {unknown} (a replay would not "
+                             f"know them); recordable: {', '.join(AGGREGATE_OPTIONS)}")
+        if not isinstance(data, (torch.Tensor, np.ndarray)):
+            raise AuditError("a recorded aggregate needs the data as a tensor or NumPy array, "
+                             f"got {type(data).__name__}")
+        data = torch.as_tensor(data)
+        g = aggregate(model, data, labels=labels, **kw)
+        options = {"mode": "default", "batch_size": 256, **kw}
+        record_id = self.record_aggregate(model, g, data, labels=labels, options=options,
+                                          spec=spec, source=source)
+        return g, record_id
 
     # ---- reading --------------------------------------------------------------------------------
     def _row(self, row: Any) -> AuditRecord:
@@ -475,6 +684,24 @@ class AuditStore:
                 return
             yield from rows
             last = rows[-1].id
+
+
+def _header(kind: str, source: str, spec: Any, model: Any, fingerprint: dict[str, str]
+            ) -> dict[str, Any]:
+    """The content fields every record kind shares: schema, kind, time, versions, model."""
+    return {
+        "schema": SCHEMA_VERSION,
+        "kind": kind,
+        "timestamp": _now(),
+        "source": source,
+        "versions": versions(),
+        "model": {
+            "spec": spec.to_dict() if spec is not None else None,
+            "description": spec.describe() if spec is not None else type(model).__name__,
+            "class": type(model).__name__,
+            "fingerprint": fingerprint,
+        },
+    }
 
 
 def _now() -> str:

@@ -1,8 +1,9 @@
 """Check the audit log: the hash chain (``verify_chain``) and one record's relevance (``verify``).
 
 ``verify_record`` reloads the model from the spec stored in the record (or takes one), replays
-the explanation with the stored inputs and options, and compares every relevance map bit for
-bit; when they differ it reports the largest absolute difference.
+the record with the stored inputs and options (an explanation; a generation by teacher forcing
+its recorded tokens; an aggregate on the stored data), and compares every relevance map bit
+for bit; when they differ it reports the largest absolute difference.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from typing import Any
 
 import torch
 
+from dlbacktrace.audit.aggregates import replay_aggregate
 from dlbacktrace.audit.chain import GENESIS, blob_digest, canonical_json, chain_hash
-from dlbacktrace.audit.codec import relevance_digest
-from dlbacktrace.audit.fingerprint import model_fingerprint
+from dlbacktrace.audit.codec import archive_arrays, archive_digest, relevance_digest
+from dlbacktrace.audit.fingerprint import model_fingerprint, module_fingerprint
+from dlbacktrace.audit.generations import replay_generation
 from dlbacktrace.audit.store import AuditError, AuditStore
 
 __all__ = ["ChainReport", "VerifyResult", "verify_chain", "verify_record"]
@@ -138,6 +141,7 @@ class VerifyResult:
     per_map: dict[str, float]
     stored_rule_set: str = "1"
     rule_set: str = "1"
+    kind: str = "explanation"
 
     @property
     def message(self) -> str:
@@ -159,7 +163,8 @@ class VerifyResult:
                 f"{self.max_abs_diff:.3e}"
             )
         if not self.fingerprint_match:
-            changed = [k for k in ("graph", "weights")
+            keys = sorted((set(self.fingerprint) | set(self.stored_fingerprint)) - {"digest"})
+            changed = [k for k in keys
                        if self.fingerprint.get(k) != self.stored_fingerprint.get(k)]
             text += f" (model fingerprint changed: {', '.join(changed)})"
         return text
@@ -176,12 +181,102 @@ class VerifyResult:
             "per_map": self.per_map,
             "stored_rule_set": self.stored_rule_set,
             "rule_set": self.rule_set,
+            "kind": self.kind,
             "message": self.message,
         }
 
 
+def _compare(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, float], bool]:
+    """Largest absolute difference per map (infinite when missing or reshaped), and whether
+    every map is bit-identical (same dtype, same values)."""
+    per_map: dict[str, float] = {}
+    identical = True
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name), new.get(name)
+        if a is None or b is None or tuple(a.shape) != tuple(b.shape):
+            per_map[name] = float("inf")
+            identical = False
+            continue
+        a, b = torch.as_tensor(a), torch.as_tensor(b)
+        if a.dtype == torch.bool:
+            a, b = a.to(torch.uint8), b.to(torch.uint8)
+        diff = (a.to(torch.float64) - b.to(torch.float64)).abs()
+        per_map[name] = float(diff.max()) if diff.numel() else 0.0
+        identical = identical and a.dtype == b.dtype and torch.equal(a, b)
+    return per_map, identical
+
+
+def _maps(exp: Any) -> dict[str, torch.Tensor]:
+    maps = {f"total/{n}": t for n, t in exp.total_by_name.items()}
+    maps.update({f"net/{n}": t for n, t in (exp.net_by_name or {}).items()})
+    return maps
+
+
+def _model_and_tokenizer(loaded: Any) -> tuple[Any, Any, Any]:
+    """``(module, tokenizer, backtrace)`` from whatever the caller passed."""
+    from dlbacktrace.engine.backtrace import Backtrace
+    from dlbacktrace.io.loading import LoadedModel
+
+    if isinstance(loaded, LoadedModel):
+        return loaded.model, loaded.tokenizer, None
+    if isinstance(loaded, Backtrace):
+        return loaded.model, None, loaded
+    if isinstance(loaded, tuple) and len(loaded) == 2:
+        model, tokenizer = loaded
+        if isinstance(model, Backtrace):
+            return model.model, tokenizer, model
+        return model, tokenizer, None
+    return loaded, None, None
+
+
+def _replay_explanation(rec: Any, content: dict[str, Any], loaded: Any) -> tuple:
+    from dlbacktrace.engine.backtrace import Backtrace
+
+    model, _, bt = _model_and_tokenizer(loaded)
+    bt = bt or Backtrace(model)
+    inputs = rec.inputs()
+    options = dict(content.get("options") or {})
+    target = options.pop("target", None)
+    attention = options.pop("attention", "value")
+    fresh = bt.explain(*inputs.args, target=target, seed=inputs.seed, attention=attention,
+                       **options, **inputs.model_kwargs)
+    fingerprint = model_fingerprint(bt, inputs.args, inputs.model_kwargs)
+    return _maps(rec.explanation()), _maps(fresh), relevance_digest(fresh), fingerprint
+
+
+def _replay_generation(rec: Any, content: dict[str, Any], loaded: Any) -> tuple:
+    model, tokenizer, bt = _model_and_tokenizer(loaded)
+    if tokenizer is None:
+        raise AuditError(
+            f"record {rec.id} is a generation: verifying it needs the tokenizer too; pass a "
+            "LoadedModel or (model, tokenizer)"
+        )
+    fresh = replay_generation(content, rec.inputs(), model, tokenizer, bt).explanation
+    fingerprint = module_fingerprint(model)
+    return _maps(rec.explanation()), _maps(fresh), relevance_digest(fresh), fingerprint
+
+
+def _replay_aggregate(rec: Any, content: dict[str, Any], loaded: Any) -> tuple:
+    model, _, bt = _model_and_tokenizer(loaded)
+    blob = replay_aggregate(content, rec.inputs(), bt or model)
+    # The archives' headers (counts, names, the aggregate's own weights digest) are covered
+    # by the digest; the arrays are compared one by one.
+    _, old = archive_arrays(rec.explanation_blob)
+    _, new = archive_arrays(blob)
+    fingerprint = module_fingerprint(model)
+    return old, new, archive_digest(blob), fingerprint
+
+
+_REPLAYS = {"explanation": _replay_explanation, "generation": _replay_generation,
+            "aggregate": _replay_aggregate}
+
+
 def verify_record(store: AuditStore, record_id: int, loaded: Any = None) -> VerifyResult:
     """Recompute record ``record_id`` and compare it with what was stored.
+
+    An explanation is explained again from its stored inputs; a generation by teacher forcing
+    its recorded tokens (not by generating again); an aggregate by aggregating the stored data
+    again. Every stored map or array is compared bit for bit.
 
     Parameters
     ----------
@@ -190,16 +285,20 @@ def verify_record(store: AuditStore, record_id: int, loaded: Any = None) -> Veri
     record_id:
         The record to replay.
     loaded:
-        A :class:`~dlbacktrace.io.loading.LoadedModel`, an ``nn.Module`` or a
-        :class:`~dlbacktrace.Backtrace` (whose captured graphs are then reused); overrides the
-        model spec stored in the record. Records made from the Python API without a spec need
-        it.
+        A :class:`~dlbacktrace.io.loading.LoadedModel`, an ``nn.Module``, a
+        :class:`~dlbacktrace.Backtrace` (whose captured graphs are then reused) or, for a
+        generation, ``(model, tokenizer)``; overrides the model spec stored in the record.
+        Records made from the Python API without a spec need it.
     """
-    from dlbacktrace.engine.backtrace import RULE_SET, Backtrace
-    from dlbacktrace.io.loading import LoadedModel, ModelSpec, load_model
+    from dlbacktrace.engine.backtrace import RULE_SET
+    from dlbacktrace.io.loading import ModelSpec, load_model
 
     rec = store.get(record_id)
     content = rec.content
+    kind = content.get("kind", "explanation")
+    if kind not in _REPLAYS:
+        raise AuditError(f"record {record_id} has unknown kind {kind!r}: made by a newer "
+                         "dlbacktrace?")
     if loaded is None:
         spec = (content.get("model") or {}).get("spec")
         if spec is None:
@@ -208,34 +307,12 @@ def verify_record(store: AuditStore, record_id: int, loaded: Any = None) -> Veri
                 "spec=); pass the model to verify it"
             )
         loaded = load_model(ModelSpec.from_dict(spec))
-    stored = rec.explanation()
-    inputs = rec.inputs()
-    options = dict(content.get("options") or {})
-    target = options.pop("target", None)
-    attention = options.pop("attention", "value")
-    if isinstance(loaded, Backtrace):
-        bt = loaded
-    else:
-        bt = Backtrace(loaded.model if isinstance(loaded, LoadedModel) else loaded)
-    fresh = bt.explain(*inputs.args, target=target, seed=inputs.seed, attention=attention,
-                       **options, **inputs.model_kwargs)
-    per_map: dict[str, float] = {}
-    identical = relevance_digest(fresh) == content["relevance"]["digest"]
-    for prefix, old, new in (
-        ("total", stored.total_by_name, fresh.total_by_name),
-        ("net", stored.net_by_name or {}, fresh.net_by_name or {}),
-    ):
-        for name in set(old) | set(new):
-            a, b = old.get(name), new.get(name)
-            if a is None or b is None or a.shape != b.shape:
-                per_map[f"{prefix}/{name}"] = float("inf")
-                identical = False
-                continue
-            diff = (a.to(torch.float64) - b.to(torch.float64)).abs()
-            per_map[f"{prefix}/{name}"] = float(diff.max()) if diff.numel() else 0.0
-            identical = identical and a.dtype == b.dtype and torch.equal(a, b)
+    old, new, digest, fingerprint = _REPLAYS[kind](rec, content, loaded)
+    per_map, identical = _compare(old, new)
+    stored_digest = (content.get("aggregate") if kind == "aggregate"
+                     else content["relevance"])["digest"]
+    identical = identical and digest == stored_digest
     stored_fp = content["model"]["fingerprint"]
-    fingerprint = model_fingerprint(bt, inputs.args, inputs.model_kwargs)
     return VerifyResult(
         record_id,
         identical,
@@ -247,4 +324,5 @@ def verify_record(store: AuditStore, record_id: int, loaded: Any = None) -> Veri
         # records written before rule sets were recorded used rule set 1
         stored_rule_set=str((content.get("versions") or {}).get("rule_set", "1")),
         rule_set=RULE_SET,
+        kind=kind,
     )

@@ -15,12 +15,15 @@ import typer
 from rich.table import Table
 
 from dlbacktrace.apps.cli.common import (
+    DEFAULT_AUDIT,
+    AuditOpt,
     FactoryOpt,
     ModelOpt,
     TaskOpt,
     WeightsOpt,
     check_outputs,
     console,
+    err_console,
     load,
     parse_target,
     reported_errors,
@@ -63,6 +66,8 @@ def aggregate(
         "repeated).")] = None,
     threads: Annotated[int | None, typer.Option(
         min=1, help="Torch CPU threads for this run (restored afterwards).")] = None,
+    audit: AuditOpt = str(DEFAULT_AUDIT),
+    no_audit: Annotated[bool, typer.Option("--no-audit", help="Do not record.")] = False,
 ) -> None:
     """Global explanation of a data set: per-class relevance statistics per feature."""
     from dlbacktrace.aggregate import aggregate as run_aggregate
@@ -76,15 +81,24 @@ def aggregate(
         raise typer.BadParameter("--sensitive needs --group-column (the rows' groups)")
     layer_names = [n.strip() for item in layers or [] for n in item.split(",") if n.strip()]
     with reported_errors(), torch_threads(threads):
+        store = None if no_audit else _open_audit(audit)  # a bad location fails first
         loaded = load(model, task, weights, factory)
         batch, labels, groups = read_data(data, loaded, label_column, drop, group_column)
-        parsed = target if target in (None, "label") else parse_target(target)
+        parsed = target if target in (None, "label") else parse_target(target, loaded.labels)
         g = run_aggregate(loaded.model, batch.args[0], target=parsed, mode=mode, labels=labels,
                           batch_size=batch_size, feature_names=batch.feature_names,
                           class_names=loaded.labels, progress=True, groups=groups,
                           sensitive=sensitive.split(",") if sensitive else None,
                           backend=backend, num_workers=num_workers, checkpoint=checkpoint,
                           layers=layer_names or None)
+        if store is not None:
+            record_id = _record(store, loaded, g, batch.args[0], labels, data, target=parsed,
+                                mode=mode, batch_size=batch_size,
+                                feature_names=batch.feature_names, class_names=loaded.labels,
+                                layers=layer_names or None,
+                                groups=None if groups is None else _as_list(groups),
+                                sensitive=sensitive.split(",") if sensitive else None)
+            err_console.print(f"Audit record {record_id} in {audit}")
         if out:
             g.save(out)
         if report_path:
@@ -123,6 +137,28 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _open_audit(location: str) -> Any:
+    from dlbacktrace.audit import AuditStore
+
+    return AuditStore(location)
+
+
+def _record(store: Any, loaded: Any, g: Any, x: Any, labels: Any, data: Path,
+            **options: Any) -> int:
+    """The aggregate's audit record: the data read, its file's digest, the options used."""
+    options = {k: v for k, v in options.items() if v is not None}
+    try:
+        return store.record_aggregate(loaded.model, g, x, labels=labels, options=options,
+                                      spec=loaded.spec, source="cli", data_file=data)
+    finally:
+        store.close()
+
+
+def _as_list(values: Any) -> list[Any]:
+    """Per-row values as a JSON-ready list (for the audit record)."""
+    return values.tolist() if hasattr(values, "tolist") else list(values)
 
 
 def read_data(data: Path, loaded: Any, label_column: str | None, drop: list[str] | None,

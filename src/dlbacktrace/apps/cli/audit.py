@@ -45,9 +45,13 @@ def audit_list(
         table.add_column(col)
     for rec in records:
         s = rec.summary()
+        error = s["conservation_error"]
+        # generations and aggregates say so where an explanation names its input kind
+        what = s["input_kind"] if s["kind"] == "explanation" else s["kind"]
         table.add_row(str(s["id"]), s["created_at"][:19], str(s["source"]), str(s["model"]),
-                      f"{s['input_kind'] or '-'} {', '.join(s['input_names'] or [])[:40]}",
-                      str(s["mode"]), str(s["target"]), f"{s['conservation_error']:.1e}")
+                      f"{what or '-'} {', '.join(s['input_names'] or [])[:40]}",
+                      str(s["mode"]), str(s["target"])[:30],
+                      "-" if error is None else f"{error:.1e}")
     console.print(table)
 
 
@@ -73,7 +77,11 @@ def audit_verify(
     factory: FactoryOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Recompute a record and compare bit for bit (exit 1 if it differs)."""
+    """Recompute a record and compare bit for bit (exit 1 if it differs).
+
+    A generation is replayed by teacher forcing its recorded tokens, an aggregate by
+    aggregating the data stored in the record again.
+    """
     from dlbacktrace.audit import AuditStore, verify_record
 
     with reported_errors(), AuditStore(db, create=False) as store:

@@ -134,6 +134,17 @@ def _check_class_count(names: list[str], results: list[Any]) -> None:
         )
 
 
+def _record_generations(store: Any, loaded: Any, gens: list[Any], mode: str,
+                        max_new_tokens: int) -> list[str]:
+    """One audit record per prompt, with the settings ``explain_prompts`` generated with."""
+    from dlbacktrace.io.digests import weights_digest
+
+    options = {"mode": mode, "max_new_tokens": max_new_tokens, "do_sample": False, "seed": 0}
+    weights = weights_digest(loaded.model)
+    return [str(store.record_generation(loaded.model, g, options=options, spec=loaded.spec,
+                                        source="cli", weights=weights)) for g in gens]
+
+
 def _explain_batches(service: Any, batches: list[Any], target: Any, mode: str) -> list[Any]:
     from rich.progress import Progress
 
@@ -201,8 +212,11 @@ def explain(
         if names is not None:
             loaded.labels = names
         if loaded.task == "causal-lm":
-            explain_prompts(loaded, list(text or []), list(inputs or []), mode=mode, fmt=fmt,
-                            out=out, max_new_tokens=max_new_tokens)
+            gens = explain_prompts(loaded, list(text or []), list(inputs or []), mode=mode,
+                                   fmt=fmt, out=out, max_new_tokens=max_new_tokens)
+            if store is not None:
+                ids = _record_generations(store, loaded, gens, mode, max_new_tokens)
+                err_console.print(f"Audit records {', '.join(ids)} in {audit}")
             return
         batches = read_batches(list(inputs or []), loaded, inline=list(text or []), kind=kind,
                                options=ReadOptions(image_mode=image_mode, columns=columns,

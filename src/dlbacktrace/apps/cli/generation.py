@@ -70,7 +70,7 @@ def _quoted(token: str) -> str:
 
 
 def explain_prompts(loaded: Any, texts: list[str], files: list[Path], *, mode: str, fmt: str,
-                    out: Path | None, max_new_tokens: int) -> None:
+                    out: Path | None, max_new_tokens: int) -> list[Any]:
     """Generate from every prompt, explain each generated token and show the result.
 
     Parameters
@@ -110,3 +110,4 @@ def explain_prompts(loaded: Any, texts: list[str], files: list[Path], *, mode: s
         write_json(generation_json(gens), out)
     else:
         console.print(generation_table(generation_json(gens)))
+    return gens

@@ -47,9 +47,11 @@ against the same baseline medians:
 On BERT the peers attribute the input embeddings, like the baseline.  A peer that fails on a
 case (Captum LRP has no rule for ``nn.Flatten`` or ``nn.Embedding``), or has no rules for it
 (Zennit on BERT), gets "–" and a footnote with the reason; it never stops the run.  A sanity
-table gives each peer's attribution-sum error beside our conservation error, and the script
-checks that no peer left the model changed.  The peers' first calls, warm-up and peak memory
-come before the ``Backtrace`` object exists, like the baseline's.
+table gives each peer's attribution-sum error beside our conservation error (a peer that
+misses its total by more than 100% gets a footnote: its figure is the cost of an invalid
+attribution), and the script checks that no peer left the model changed.  The peers' first
+calls, warm-up and peak memory come before the ``Backtrace`` object exists, like the
+baseline's.
 
 Counts: after the timed repeats each callable runs once more under ``_counting.count_call``:
 the number of ATen ops dispatched (a ``TorchDispatchMode``), the host syncs (calls of
@@ -277,6 +279,13 @@ _ZENNIT_CANONIZERS: dict[str, tuple[str, ...]] = {
     "cnn_b8": ("SequentialMergeBatchNorm",),
     "resnet18": ("ResNetCanonizer",),
 }
+# A peer whose attribution sum misses its total by more than the total itself has not
+# computed a valid attribution on that case: its cost is shown, flagged.
+INVALID_PEER_ERROR = 1.0
+INVALID_PEER_NOTE = (
+    "it runs, but its attribution sum misses the total by more than 100% (sanity table), so "
+    "this is the cost of an invalid attribution"
+)
 ZENNIT_BERT_REASON = (
     "Zennit 0.5 has rules for linear, convolution, pooling and batch-norm layers only, none "
     "for embeddings, LayerNorm, softmax or the attention products, so EpsilonPlusFlat on BERT "
@@ -737,8 +746,10 @@ class _Footnotes:
     def mark(self, case: str, label: str, reason: str) -> str:
         key = f"{label}: {reason}"
         number = self.numbers.setdefault(key, len(self.numbers) + 1)
-        self.cases.setdefault(key, []).append(case)
-        return f"– [{number}]"
+        cases = self.cases.setdefault(key, [])
+        if case not in cases:
+            cases.append(case)
+        return f"[{number}]"
 
     def lines(self) -> list[str]:
         return [
@@ -754,7 +765,10 @@ def _peer_cell(res: dict[str, Any], kind: str, c: str, notes: _Footnotes) -> str
     value = res.get(kind, {}).get(c)
     if value is not None:
         best = res.get("min_time_ratio", {}).get(c) if kind == "time_ratio" else None
-        return f"{value:.2f}x" + ("" if best is None else f" (min {best:.2f}x)")
+        cell = f"{value:.2f}x" + ("" if best is None else f" (min {best:.2f}x)")
+        if res.get("peer_error", {}).get(c, 0.0) > INVALID_PEER_ERROR:
+            cell += " " + notes.mark(res["case"], label, INVALID_PEER_NOTE)
+        return cell
     errors = res.get("errors", {})
     reason = (
         res.get("peer_skipped", {}).get(c)
@@ -764,7 +778,7 @@ def _peer_cell(res: dict[str, Any], kind: str, c: str, notes: _Footnotes) -> str
         or ("no peak memory measurement on this platform" if kind == "memory_ratio"
             else "not measured")
     )
-    return notes.mark(res["case"], label, reason)
+    return "– " + notes.mark(res["case"], label, reason)
 
 
 def _peer_tables(results: list[dict[str, Any]]) -> list[str]:
@@ -917,7 +931,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES),
                         help="subset of cases to run")
     parser.add_argument("--json", metavar="PATH", help="also write all results as JSON")
-    parser.add_argument("--case-timeout", type=float, default=1200.0,
+    parser.add_argument("--case-timeout", type=float, default=3600.0,
                         help="seconds before a case's worker process is abandoned")
     parser.add_argument("--in-process", action="store_true",
                         help="run the cases in this process, not each in a fresh one: faster "

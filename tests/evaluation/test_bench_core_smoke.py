@@ -16,7 +16,7 @@ import pytest
 import torch
 
 BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
-RATIO = re.compile(r"^\d+\.\d+x( \(min \d+\.\d+x\))?$")
+RATIO = re.compile(r"^\d+\.\d+x( \(min \d+\.\d+x\))?( \[(\d+)\])?$")
 DASH = re.compile(r"^– \[(\d+)\]$")
 COLUMNS = [
     "dlbacktrace default",
@@ -82,6 +82,31 @@ def test_counting_hand_counted_calls(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (plain.aten_ops, plain.host_sync_calls, plain.aten_host_reads) == (1, 0, 0)
 
 
+def test_peer_tables_dash_and_flag_with_footnotes(monkeypatch: pytest.MonkeyPatch) -> None:
+    bench = _load("bench_core", monkeypatch)
+    result = {
+        "case": "toy",
+        "errors": {},
+        "time_ratio": {"default": 2.0, "contrast": 3.0, "ig50": 9.5},
+        "min_time_ratio": {"default": 1.5, "contrast": 2.5, "ig50": 9.0},
+        "memory_ratio": {"default": 1.25, "contrast": 1.5, "ig50": 4.0},
+        "peer_skipped": {"captum_lrp": "TypeError: no rule", "zennit": "no rules"},
+        "peer_error": {"ig50": 2.5},  # sum misses the total by 250%: flagged
+        "conservation_error": {"default": 1e-7, "contrast": 2e-7},
+    }
+    text = bench._markdown([result])
+    (times,) = _table_after(text, "Ours beside the peers")
+    assert times["dlbacktrace default"] == "2.00x (min 1.50x)"
+    assert times["Captum LRP"] == "– [1]" and times["Zennit EpsilonPlusFlat"] == "– [2]"
+    assert times["IG-50"] == "9.50x (min 9.00x) [3]"
+    (memory,) = _table_after(text, "Peak memory ÷ baseline")
+    assert (memory["Captum LRP"], memory["IG-50"]) == ("– [1]", "4.00x [3]")
+    assert "[1] Captum LRP on `toy`: TypeError: no rule" in text
+    assert "[2] Zennit EpsilonPlusFlat on `toy`: no rules" in text
+    assert "[3] IG-50 on `toy`: it runs, but its attribution sum misses" in text
+    assert text.count("[1] Captum LRP") == 1  # one footnote per reason, not per table
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
 def test_bench_core_quick_smallest_case(
@@ -105,8 +130,9 @@ def test_bench_core_quick_smallest_case(
             assert RATIO.match(row[column]), (caption, column, row[column])
         for column in COLUMNS[2:]:
             cell = row[column]
-            dash = DASH.match(cell)
-            assert RATIO.match(cell) or (dash and dash.group(1) in footnotes), (column, cell)
+            number = RATIO.match(cell) or DASH.match(cell)
+            assert number, (column, cell)
+            assert number.groups()[-1] in footnotes | {None}, (column, cell)
 
     counts = _table_after(text, "Counts per call")
     by_callable = {r["callable"]: r for r in counts}

@@ -115,6 +115,7 @@ def test_bench_core_quick_smallest_case(
     pytest.importorskip("captum")
     pytest.importorskip("zennit")
     bench = _load("bench_core", monkeypatch)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # main() sets it otherwise, for good
     out_json = tmp_path / "bench.json"
     argv = ["--quick", "--cases", "mlp_b1", "--repeats", "1", "--warmup", "0", "--in-process",
             "--json", str(out_json)]

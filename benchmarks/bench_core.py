@@ -1,8 +1,9 @@
 """Core cost benchmark: DLBacktrace ``explain`` versus a plain gradient, in time and peak memory.
 
 Run ``python benchmarks/bench_core.py`` (options: ``--device cuda``, ``--repeats N``,
-``--quick``, ``--cases ...``, ``--json PATH``).  The Markdown tables go to stdout, progress
-to stderr.  Times are never asserted; the targets are printed beside the ratios.
+``--quick``, ``--cases ...``, ``--json PATH``, ``--in-process``).  The Markdown tables go to
+stdout, progress to stderr.  Times are never asserted; the targets are printed beside the
+ratios.
 
 Cases (all models random-init with fixed seeds, eval mode, fixed inputs and targets):
 
@@ -32,6 +33,31 @@ On CUDA each timed call is bracketed by ``torch.cuda.synchronize()``.  Torch's d
 thread count is used (printed with the load average).  The first-call table also shows
 each ``Explanation.conservation_error`` as a sanity check that the engine computed
 something meaningful.
+
+Peers, measured in the same process and interleaved with the baseline and ours, each ratio
+against the same baseline medians:
+
+* Captum LRP: ``captum.attr.LRP(model).attribute(x, target=...)`` with Captum's default rules
+  (the ``activations`` dicts it leaves on the layers are dropped after each call);
+* Zennit: the ``EpsilonPlusFlat`` composite (with ``SequentialMergeBatchNorm`` for the CNN and
+  ``ResNetCanonizer`` for resnet18), hooks attached for the call only, relevance seeded with
+  the target logit;
+* IG-50: ``captum.attr.IntegratedGradients``, 50 steps, zero baseline, all steps in one batch.
+
+On BERT the peers attribute the input embeddings, like the baseline.  A peer that fails on a
+case (Captum LRP has no rule for ``nn.Flatten`` or ``nn.Embedding``), or has no rules for it
+(Zennit on BERT), gets "–" and a footnote with the reason; it never stops the run.  A sanity
+table gives each peer's attribution-sum error beside our conservation error (a peer that
+misses its total by more than 100% gets a footnote: its figure is the cost of an invalid
+attribution), and the script checks that no peer left the model changed.  The peers' first
+calls, warm-up and peak memory come before the ``Backtrace`` object exists, like the
+baseline's.
+
+Counts: after the timed repeats each callable runs once more under ``_counting.count_call``:
+the number of ATen ops dispatched (a ``TorchDispatchMode``), the host syncs (calls of
+``Tensor.item``/``tolist``/``__bool__``/``__float__``/``__int__``/``__index__``/``cpu``/
+``numpy`` from Python, counted by patching them for that call) and the ATen ops that read
+device data on the host (``_local_scalar_dense``, data-dependent shapes, device-to-CPU copies).
 
 Peak memory:
 
@@ -170,6 +196,11 @@ def _build_case(name: str, device: str) -> dict[str, Any]:
         "target": target,
         "baseline": baseline,
         "baseline_note": "grad of the target logit w.r.t. the input tensor",
+        # What the peers attribute: a module taking the input tensor, and that tensor.
+        "peer_model": model,
+        "peer_input": lambda: x.detach(),  # an alias: Captum flips requires_grad on it
+        "peer_extra": (),
+        "zennit_canonizers": _ZENNIT_CANONIZERS[name],
     }
 
 
@@ -197,6 +228,16 @@ def _build_bert(device: str) -> dict[str, Any]:
     target = 1
     word_emb = model.bert.embeddings.word_embeddings
 
+    class EmbedsToLogits(torch.nn.Module):
+        """``inputs_embeds, attention_mask -> logits``: the module the peers attribute."""
+
+        def __init__(self, bert: torch.nn.Module) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return self.bert(inputs_embeds=embeds, attention_mask=mask).logits
+
     def baseline() -> Any:
         emb = word_emb(input_ids).detach().requires_grad_(True)
         out = model(inputs_embeds=emb, attention_mask=attention_mask).logits
@@ -210,8 +251,137 @@ def _build_bert(device: str) -> dict[str, Any]:
         "target": target,
         "baseline": baseline,
         "baseline_note": BERT_BASELINE_NOTE,
+        # The peers attribute the input embeddings, like the baseline's gradient; the lookup
+        # runs inside each timed call.
+        "peer_model": EmbedsToLogits(model),
+        "peer_input": lambda: word_emb(input_ids).detach(),
+        "peer_extra": (attention_mask,),
+        "zennit_canonizers": None,
     }
 
+
+# --------------------------------------------------------------------------------------------
+# Peers: other attribution methods, measured in the same process as the baseline and ours
+# --------------------------------------------------------------------------------------------
+
+PEERS: dict[str, str] = {
+    "captum_lrp": "Captum LRP",
+    "zennit": "Zennit EpsilonPlusFlat",
+    "ig50": "IG-50",
+}
+CALLABLES = MODES + tuple(PEERS)  # the order of the interleaved timed repeats
+
+# Zennit canonizers by case: the batch-norm merge for the CNN, the torchvision ResNet
+# canonizer (batch-norm merge + explicit residual sum) for resnet18.
+_ZENNIT_CANONIZERS: dict[str, tuple[str, ...]] = {
+    "mlp_b1": (),
+    "mlp_b8": (),
+    "cnn_b8": ("SequentialMergeBatchNorm",),
+    "resnet18": ("ResNetCanonizer",),
+}
+# A peer whose attribution sum misses its total by more than the total itself has not
+# computed a valid attribution on that case: its cost is shown, flagged.
+INVALID_PEER_ERROR = 1.0
+INVALID_PEER_NOTE = (
+    "it runs, but its attribution sum misses the total by more than 100% (sanity table), so "
+    "this is the cost of an invalid attribution"
+)
+ZENNIT_BERT_REASON = (
+    "Zennit 0.5 has rules for linear, convolution, pooling and batch-norm layers only, none "
+    "for embeddings, LayerNorm, softmax or the attention products, so EpsilonPlusFlat on BERT "
+    "is not an LRP attribution; not run"
+)
+
+
+def _zennit_canonizers(names: tuple[str, ...]) -> list[Any]:
+    from zennit import canonizers
+    from zennit import torchvision as zennit_torchvision
+
+    found = []
+    for cname in names:
+        cls = getattr(canonizers, cname, None) or getattr(zennit_torchvision, cname)
+        found.append(cls())
+    return found
+
+
+def _drop_captum_leftovers(model: Any) -> None:
+    """Captum's LRP leaves an ``activations`` dict (holding the forward activations) on every
+    layer it hooked; drop it so it neither holds memory nor reaches the next call."""
+    for module in model.modules():
+        module.__dict__.pop("activations", None)
+
+
+def _peer_logits(spec: dict[str, Any]) -> Any:
+    import torch
+
+    with torch.no_grad():
+        return spec["peer_model"](spec["peer_input"](), *spec["peer_extra"]).detach().clone()
+
+
+def _relative_error(attribution: Any, expected: float) -> float:
+    """``|sum(attribution) - expected| / |expected|``: how far the attribution is from the
+    total it should distribute (LRP: the target logit; IG: logit(x) - logit(0))."""
+    return abs(float(attribution.detach().sum()) - expected) / max(abs(expected), 1e-12)
+
+
+def _peer_fns(
+    spec: dict[str, Any],
+) -> tuple[dict[str, Callable[[], Any]], dict[str, str], dict[str, float]]:
+    """The peer callables of one case, the peers not run (with the reason) and the total each
+    peer's attribution should sum to (for the sanity column)."""
+    import torch
+    from captum.attr import LRP, IntegratedGradients
+
+    model, make_input = spec["peer_model"], spec["peer_input"]
+    extra, target = spec["peer_extra"], spec["target"]
+    fns: dict[str, Callable[[], Any]] = {}
+    skipped: dict[str, str] = {}
+
+    def captum_lrp() -> Any:
+        try:
+            return LRP(model).attribute(
+                make_input(), target=target, additional_forward_args=extra or None
+            )
+        finally:
+            _drop_captum_leftovers(model)
+
+    fns["captum_lrp"] = captum_lrp
+
+    if spec["zennit_canonizers"] is None:
+        skipped["zennit"] = ZENNIT_BERT_REASON
+    else:
+        from zennit.composites import EpsilonPlusFlat
+
+        composite = EpsilonPlusFlat(canonizers=_zennit_canonizers(spec["zennit_canonizers"]))
+
+        def zennit() -> Any:
+            x = make_input().detach().requires_grad_(True)
+            # The composite's hooks (and canonizers) are attached for this call only, so the
+            # other callables, interleaved with it, see the plain model.
+            with composite.context(model) as hooked:
+                out = hooked(x, *extra)
+                seed = torch.zeros_like(out)
+                seed[:, target] = out[:, target].detach()
+                (relevance,) = torch.autograd.grad(out, x, grad_outputs=seed)
+            return relevance
+
+        fns["zennit"] = zennit
+
+    integrated_gradients = IntegratedGradients(model)
+
+    def ig50() -> Any:
+        return integrated_gradients.attribute(
+            make_input(), target=target, n_steps=50, additional_forward_args=extra or None
+        )
+
+    fns["ig50"] = ig50
+
+    with torch.no_grad():
+        x = make_input()
+        logit = float(model(x, *extra)[:, target].sum())
+        at_zero = float(model(torch.zeros_like(x), *extra)[:, target].sum())
+    expected = {"captum_lrp": logit, "zennit": logit, "ig50": logit - at_zero}
+    return fns, skipped, expected
 
 # --------------------------------------------------------------------------------------------
 # Memory meters
@@ -336,6 +506,14 @@ def _run_case(name: str, device: str, repeats: int, warmup: int) -> dict[str, An
         import transformers  # noqa: F401 - imported before the reference RSS is read
 
     res: dict[str, Any] = {"case": name, "description": CASES[name], "errors": {}}
+    # The peers' libraries and the counters are imported before the reference RSS is read.
+    from _counting import count_call
+
+    try:
+        import captum.attr  # noqa: F401
+        import zennit.composites  # noqa: F401
+    except Exception as exc:  # reported in the table
+        res["errors"]["peers"] = _err(exc)
     try:
         from dlbacktrace import Backtrace
     except Exception as exc:  # reported in the table
@@ -397,6 +575,35 @@ def _run_case(name: str, device: str, repeats: int, warmup: int) -> dict[str, An
         timed(fns["baseline"])
     res["peak_bytes"] = {"baseline": peak_bytes(fns["baseline"])}
 
+    # Peers: first call (which also checks them), warm-up and peak memory, all before the
+    # Backtrace object exists, so their peaks hold weights + inputs + their own transients.
+    res["peer_error"] = {}
+    peer_fns: dict[str, Callable[[], Any]] = {}
+    try:
+        peer_fns, skipped, expected = _peer_fns(spec)
+        res["peer_skipped"] = skipped
+    except Exception as exc:  # reported in the table
+        res["peer_skipped"] = {}
+        res["errors"]["peers"] = _err(exc)
+        expected = {}
+    reference_logits = _peer_logits(spec)
+    for peer in list(peer_fns):
+        try:
+            kept = []
+            res.setdefault("first_call_s", {})[peer] = timed(peer_fns[peer], kept)
+            res["peer_error"][peer] = _relative_error(kept[0], expected[peer])
+            del kept
+            for _ in range(warmup):
+                timed(peer_fns[peer])
+            res["peak_bytes"][peer] = peak_bytes(peer_fns[peer])
+        except Exception as exc:  # a peer that cannot run on this case: "–" in the table
+            res["peer_skipped"][peer] = _err(exc)
+            del peer_fns[peer]
+    drift = float((_peer_logits(spec) - reference_logits).abs().max())
+    if drift != 0.0:  # the engine would explain a different model than the baseline's
+        res["errors"]["peers"] = f"the peers left the model changed: logits moved by {drift:.2e}"
+    fns.update(peer_fns)
+
     # Capture + first calls.
     if Backtrace is not None:
         try:
@@ -405,7 +612,7 @@ def _run_case(name: str, device: str, repeats: int, warmup: int) -> dict[str, An
             fns["contrast"] = lambda: bt.explain(*args, target=target, mode="contrast", **kwargs)
         except Exception as exc:  # reported in the table
             res["errors"]["default"] = res["errors"]["contrast"] = _err(exc)
-    res["first_call_s"] = {}
+    res.setdefault("first_call_s", {})
     res["conservation_error"] = {}
     for mode in ("default", "contrast"):
         if mode not in fns:
@@ -423,18 +630,18 @@ def _run_case(name: str, device: str, repeats: int, warmup: int) -> dict[str, An
             res["tracebacks"][mode] = traceback.format_exc()
             del fns[mode]
 
-    # Warm-up of the explain modes (the baseline is warm already).
+    # Warm-up of the explain modes (the baseline and the peers are warm already).
     for mode in ("default", "contrast"):
         for _ in range(warmup):
             if mode in fns:
                 timed(fns[mode])
 
     # Interleaved timed repeats.
-    times: dict[str, list[float]] = {m: [] for m in fns}
+    order = [c for c in CALLABLES if c in fns]
+    times: dict[str, list[float]] = {c: [] for c in order}
     for _ in range(repeats):
-        for mode in MODES:
-            if mode in fns:
-                times[mode].append(timed(fns[mode]))
+        for c in order:
+            times[c].append(timed(fns[c]))
     res["times_s"] = times
     res["median_s"] = {m: statistics.median(v) for m, v in times.items()}
     res["min_s"] = {m: min(v) for m, v in times.items()}
@@ -443,30 +650,40 @@ def _run_case(name: str, device: str, repeats: int, warmup: int) -> dict[str, An
         if mode in fns:
             res["peak_bytes"][mode] = peak_bytes(fns[mode])
 
+    # Counts (one extra, untimed call of each callable under the counters).
+    res["counts"] = {}
+    for c in order:
+        try:
+            _, counts = count_call(fns[c])
+            res["counts"][c] = counts.as_dict()
+        except Exception as exc:  # reported in the table
+            res["errors"][f"counts {c}"] = _err(exc)
+
     base_t = res["median_s"]["baseline"]
     base_m = res["peak_bytes"]["baseline"]
     res["time_ratio"] = {}
     res["memory_ratio"] = {}
-    for mode in ("default", "contrast"):
-        if mode in res["median_s"]:
-            res["time_ratio"][mode] = res["median_s"][mode] / base_t
-            # Ratio of the fastest repeats: interference from other processes only ever adds
-            # time, so on a busy machine this is the steadier estimate (shown beside it).
-            res.setdefault("min_time_ratio", {})[mode] = (
-                res["min_s"][mode] / res["min_s"]["baseline"]
-            )
-        pm = res["peak_bytes"].get(mode)
+    for c in order[1:]:
+        res["time_ratio"][c] = res["median_s"][c] / base_t
+        # Ratio of the fastest repeats: interference from other processes only ever adds
+        # time, so on a busy machine this is the steadier estimate (shown beside it).
+        res.setdefault("min_time_ratio", {})[c] = res["min_s"][c] / res["min_s"]["baseline"]
+        pm = res["peak_bytes"].get(c)
         if pm is not None and base_m:
-            res["memory_ratio"][mode] = pm / base_m
+            res["memory_ratio"][c] = pm / base_m
     return res
 
 
-def _worker(name: str, device: str, repeats: int, warmup: int, conn: Any) -> None:
+def _run_guarded(name: str, device: str, repeats: int, warmup: int) -> dict[str, Any]:
     try:
-        res = _run_case(name, device, repeats, warmup)
+        return _run_case(name, device, repeats, warmup)
     except Exception as exc:  # reported in the table
-        res = {"case": name, "description": CASES[name], "errors": {"case": _err(exc)},
-               "traceback": traceback.format_exc()}
+        return {"case": name, "description": CASES[name], "errors": {"case": _err(exc)},
+                "traceback": traceback.format_exc()}
+
+
+def _worker(name: str, device: str, repeats: int, warmup: int, conn: Any) -> None:
+    res = _run_guarded(name, device, repeats, warmup)
     conn.send(res)
     conn.close()
 
@@ -517,6 +734,118 @@ def _ratio_cell(res: dict[str, Any], kind: str, mode: str, target: float) -> str
 
 def _mb(nbytes: int | None) -> str:
     return "n/a" if nbytes is None else f"{nbytes / 2**20:.0f}"
+
+
+class _Footnotes:
+    """Numbered reasons for the "–" cells; one number per distinct reason."""
+
+    def __init__(self) -> None:
+        self.numbers: dict[str, int] = {}
+        self.cases: dict[str, list[str]] = {}
+
+    def mark(self, case: str, label: str, reason: str) -> str:
+        key = f"{label}: {reason}"
+        number = self.numbers.setdefault(key, len(self.numbers) + 1)
+        cases = self.cases.setdefault(key, [])
+        if case not in cases:
+            cases.append(case)
+        return f"[{number}]"
+
+    def lines(self) -> list[str]:
+        return [
+            f"[{n}] {key.split(': ', 1)[0]} on {', '.join(f'`{c}`' for c in self.cases[key])}: "
+            f"{key.split(': ', 1)[1]}"
+            for key, n in self.numbers.items()
+        ]
+
+
+def _peer_cell(res: dict[str, Any], kind: str, c: str, notes: _Footnotes) -> str:
+    """One ratio cell of the peer tables: a number, or "–" with a footnote giving why."""
+    label = PEERS.get(c, f"dlbacktrace {c}")
+    value = res.get(kind, {}).get(c)
+    if value is not None:
+        best = res.get("min_time_ratio", {}).get(c) if kind == "time_ratio" else None
+        cell = f"{value:.2f}x" + ("" if best is None else f" (min {best:.2f}x)")
+        if res.get("peer_error", {}).get(c, 0.0) > INVALID_PEER_ERROR:
+            cell += " " + notes.mark(res["case"], label, INVALID_PEER_NOTE)
+        return cell
+    errors = res.get("errors", {})
+    reason = (
+        res.get("peer_skipped", {}).get(c)
+        or errors.get(c)
+        or errors.get("case")
+        or (errors.get("peers") if c in PEERS else None)
+        or ("no peak memory measurement on this platform" if kind == "memory_ratio"
+            else "not measured")
+    )
+    return "– " + notes.mark(res["case"], label, reason)
+
+
+def _peer_tables(results: list[dict[str, Any]]) -> list[str]:
+    notes = _Footnotes()
+    columns = ("default", "contrast", *PEERS)
+    header = "| case | " + " | ".join(
+        f"dlbacktrace {c}" if c in MODES else PEERS[c] for c in columns
+    ) + " |"
+    rule = "|---|" + "---|" * len(columns)
+    lines = [
+        "",
+        "Ours beside the peers, time ÷ baseline (medians of the same interleaved repeats; the "
+        "ratio of the fastest repeats in brackets):",
+        "",
+        header,
+        rule,
+    ]
+    for r in results:
+        cells = [_peer_cell(r, "time_ratio", c, notes) for c in columns]
+        lines.append(f"| {r['case']} | " + " | ".join(cells) + " |")
+    lines += ["", "Peak memory ÷ baseline peak memory:", "", header, rule]
+    for r in results:
+        cells = [_peer_cell(r, "memory_ratio", c, notes) for c in columns]
+        lines.append(f"| {r['case']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Sanity (not timed): dlbacktrace's conservation error, and each peer's "
+        "|sum(attribution) − total| / |total|, total = the target logit for the LRP methods "
+        "and logit(x) − logit(0) for IG (LRP epsilon rules let biases absorb relevance, so "
+        "their figure is not expected to be 0):",
+        "",
+        header,
+        rule,
+    ]
+    for r in results:
+        cons, perr = r.get("conservation_error", {}), r.get("peer_error", {})
+        cells = []
+        for c in columns:
+            value = cons.get(c) if c in MODES else perr.get(c)
+            cells.append("n/a" if value is None else f"{value:.1e}")
+        lines.append(f"| {r['case']} | " + " | ".join(cells) + " |")
+    footnotes = notes.lines()
+    if footnotes:
+        lines += ["", *footnotes]
+    return lines
+
+
+def _count_table(results: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "",
+        "Counts per call (one extra, untimed call of each): ATen ops dispatched (forward and "
+        "backward); host syncs = calls of `Tensor.item/tolist/__bool__/__float__/__int__/"
+        "__index__/cpu/numpy` from Python (each blocks on an accelerator); ATen host reads = "
+        "`_local_scalar_dense`, data-dependent-shape ops (`nonzero`, boolean indexing, ...) "
+        "and device-to-CPU copies:",
+        "",
+        "| case | callable | ATen ops | host syncs | ATen host reads |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in results:
+        for c, counts in r.get("counts", {}).items():
+            label = PEERS.get(c, c)
+            lines.append(
+                f"| {r['case']} | {label} | {counts['aten_ops']} | {counts['host_sync_calls']} "
+                f"| {counts['aten_host_reads']} |"
+            )
+    return lines
 
 
 def _markdown(results: list[dict[str, Any]]) -> str:
@@ -573,11 +902,22 @@ def _markdown(results: list[dict[str, Any]]) -> str:
             f"| {s(first.get('contrast'))} | {s(med.get('contrast'))} "
             f"| {e(cons.get('default'))} / {e(cons.get('contrast'))} |"
         )
+    lines += _peer_tables(results)
+    lines += _count_table(results)
     errors = [(r["case"], k, e) for r in results for k, e in r.get("errors", {}).items()]
     if errors:
         lines += ["", "Errors:", ""]
         lines += [f"- `{case}` ({what}): {err}" for case, what, err in errors]
     return "\n".join(lines)
+
+
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -591,8 +931,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES),
                         help="subset of cases to run")
     parser.add_argument("--json", metavar="PATH", help="also write all results as JSON")
-    parser.add_argument("--case-timeout", type=float, default=1200.0,
+    parser.add_argument("--case-timeout", type=float, default=3600.0,
                         help="seconds before a case's worker process is abandoned")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the cases in this process, not each in a fresh one: faster "
+                             "(smoke tests), but the memory figures then include whatever "
+                             "this process already holds")
     args = parser.parse_args(argv)
 
     repeats = args.repeats if args.repeats is not None else (3 if args.quick else 7)
@@ -617,13 +961,18 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(),
         "repeats": repeats,
         "warmup": warmup,
+        "captum": _version("captum"),
+        "zennit": _version("zennit"),
     }
     load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     results = []
     for name in args.cases:
         print(f"[bench] {name}: {CASES[name]} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        res = _run_in_subprocess(name, args.device, repeats, warmup, args.case_timeout)
+        if args.in_process:
+            res = _run_guarded(name, args.device, repeats, warmup)
+        else:
+            res = _run_in_subprocess(name, args.device, repeats, warmup, args.case_timeout)
         res["wall_s"] = time.perf_counter() - t0
         for key, err in res.get("errors", {}).items():
             print(f"[bench]   {key}: {err}", file=sys.stderr, flush=True)
@@ -648,6 +997,12 @@ def main(argv: list[str] | None = None) -> int:
           + ("; " + BERT_BASELINE_NOTE if "bert_minilm" in args.cases else ""))
     print(f"- peak memory: {'; '.join(methods) or 'n/a'} (weights + inputs + engine state + "
           "transients; CPU figures are above the process's RSS before the model was built)")
+    print(f"- peers (captum {env['captum']}, zennit {env['zennit']}), run in the same process "
+          "and interleaved with the baseline and ours: Captum LRP = `captum.attr.LRP` with its "
+          "default rules; Zennit = `EpsilonPlusFlat` composite, with `SequentialMergeBatchNorm` "
+          "for the CNN and `ResNetCanonizer` for resnet18, relevance seeded with the target "
+          "logit; IG-50 = `captum.attr.IntegratedGradients`, 50 steps, zero baseline, one "
+          "batch; on BERT they attribute the input embeddings, like the baseline")
     for note in notes:
         print(f"- note: {note}")
     print()

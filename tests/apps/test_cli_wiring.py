@@ -26,7 +26,7 @@ def test_aggregate_table_matches_direct_means(tmp_path):
     from dlbacktrace.io.loading import load_model
 
     a = assets()
-    spec = ["--model", a.iris_spec, "--weights", a.iris_weights]
+    spec = ["--model", a.iris_spec, "--weights", a.iris_weights, "--no-audit"]
     out, report = tmp_path / "global.npz", tmp_path / "global.html"
     result = run("aggregate", a.iris_csv, *spec, "--label-column", "species", "--json",
                  "--out", out, "--report", report)
@@ -135,7 +135,7 @@ def tiny_lm(tmp_path_factory):
 @pytest.mark.slow
 def test_generation_json_and_report(tiny_lm, tmp_path):
     spec = ["--model", tiny_lm, "--task", "causal-lm", "--text", "the capital of france is",
-            "--max-new-tokens", "3"]
+            "--max-new-tokens", "3", "--no-audit"]
     out = tmp_path / "gen.json"
     run("explain", *spec, "--format", "json", "--out", out)
     data = json.loads(out.read_text())

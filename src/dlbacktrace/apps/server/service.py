@@ -38,10 +38,13 @@ class ExplainResult:
 
         if figures not in self._rows:
             b = self.batch
-            # inputs, feature and class names come from the explanation's context; text rows
-            # show the unpadded tokens of each row (the explanation's are per padded position)
+            # inputs and feature names come from the explanation's context; text rows show the
+            # unpadded tokens of each row (the explanation's are per padded position); the
+            # model's labels (a config's id2label) need not match its outputs, so they are
+            # given here rather than validated as the explanation's output names
             self._rows[figures] = explanation_rows(
-                self.explanation, b.kind, names=b.names, tokens=b.tokens, figures=figures,
+                self.explanation, b.kind, names=b.names, tokens=b.tokens, labels=self.labels,
+                figures=figures,
             )
         return self._rows[figures]
 
@@ -130,8 +133,7 @@ class ExplainService:
         with self._lock:
             exp = self.bt.explain(
                 *batch.args, target=target, mode=mode, scale=scale, position=position,
-                feature_names=batch.feature_names if batch.args else None,
-                output_names=self.loaded.labels, **batch.kwargs,
+                feature_names=batch.feature_names if batch.args else None, **batch.kwargs,
             )
             if self._weights is None:
                 self._weights = weights_digest(self.loaded.model)

@@ -14,6 +14,7 @@ import torch.fx as fx
 import torch.utils._pytree as pytree
 
 from dlbacktrace.engine import capture as capture_mod
+from dlbacktrace.engine import capture_cache
 from dlbacktrace.engine.capture import CapturedGraph
 from dlbacktrace.engine.errors import (
     ConservationError,
@@ -61,18 +62,22 @@ def _as_tensor(value: Any) -> Any:
     return torch.from_numpy(value) if isinstance(value, np.ndarray) else value
 
 
-def _fresh(value: Any, node: fx.Node) -> Any:
+def _fresh(value: Any, node: fx.Node, sizes: dict) -> Any:
     """A float input copied into a new, aligned buffer with the strides it was exported with.
 
     BLAS kernels may choose a different summation order for unaligned data (slices, mmap'ed
     files), which would break bit-identical reruns on equal values; and the exported graph may
     rely on the capture-time strides (a ``view`` after a permute of a channels-last tensor).
+    ``sizes``: the values of the graph's symbolic sizes for these inputs.
     """
     if not (isinstance(value, torch.Tensor) and value.is_floating_point()):
         return value
     example = node.meta.get("val")
-    strides = example.stride() if isinstance(example, torch.Tensor) else None
-    if strides is None or tuple(example.shape) != tuple(value.shape):
+    shape = strides = None
+    if isinstance(example, torch.Tensor):
+        shape = capture_cache.concrete_sizes(example.shape, sizes)
+        strides = capture_cache.concrete_sizes(example.stride(), sizes)
+    if strides is None or shape != tuple(value.shape):
         return value.detach().clone(memory_format=torch.contiguous_format)
     fresh = torch.empty_strided(value.shape, strides, dtype=value.dtype, device=value.device)
     return fresh.copy_(value.detach())
@@ -169,22 +174,16 @@ def _check_output_names(names: Sequence[str] | None, output: torch.Tensor) -> No
                          f"dimension), got {1 if isinstance(names, str) else len(names)}")
 
 
-def _signature(args: tuple, kwargs: dict) -> tuple:
-    leaves, spec = pytree.tree_flatten((args, kwargs))
-    parts = []
-    for leaf in leaves:
-        if isinstance(leaf, torch.Tensor):
-            parts.append(("tensor", tuple(leaf.shape), leaf.dtype, str(leaf.device)))
-        else:
-            parts.append(("const", repr(leaf)))
-    return (str(spec), tuple(parts))
-
-
 class Backtrace:
     """Explain any ``nn.Module`` that ``torch.export`` can capture.
 
-    The model is captured lazily, once per input signature (shapes, dtypes, devices, keyword
-    names and non-tensor arguments), and explained in eval mode; the user's flags are restored.
+    The model is captured lazily, once per dynamic input signature (dtypes, devices and ranks
+    of the inputs, keyword names and non-tensor arguments): the batch and sequence dimensions
+    are exported as symbolic sizes, so one capture serves every batch size and length (models
+    that cannot be exported so get one static capture per shape). Captures are shared by every
+    ``Backtrace`` of the same model object and read its current weights; ``dynamic=False``
+    always exports the given shapes. The model is explained in eval mode; the user's flags are
+    restored.
     ``cache_abs_weights=False`` recomputes ``|w|`` on every call instead of keeping a copy.
 
     ``attention``: ``"value"`` or ``"split"``; None uses each mode's default (default mode
@@ -204,6 +203,7 @@ class Backtrace:
         cache_abs_weights: bool = True,
         norm: str | None = None,
         epsilon: float | None = None,
+        dynamic: bool = True,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"Backtrace needs a torch.nn.Module, got {type(model).__name__}")
@@ -217,6 +217,8 @@ class Backtrace:
             raise ValueError(f"epsilon must be positive, got {epsilon!r}")
         self.epsilon = epsilon
         self.output = output
+        self.dynamic = bool(dynamic)
+        # The captures this Backtrace has used (they live in the model's shared cache).
         self._cache: dict[tuple, CapturedGraph] = {}
         # |w| of each parameter, kept between calls: one weight-sized copy buys ~2x speed on
         # weight-dominated models (an MLP at batch 1). Updated weights are detected.
@@ -258,14 +260,21 @@ class Backtrace:
         with inference_state(self.model):
             return self._captured(args, kwargs)
 
+    def forget_captures(self) -> None:
+        """Drop every capture of this model, for all its ``Backtrace`` objects: needed after a
+        change of the model's structure or ``forward`` in place (weight updates need none)."""
+        capture_cache.clear_captures(self.model)
+        self._cache.clear()
+
     def _captured(self, args: tuple, kwargs: dict) -> CapturedGraph:
-        key = _signature(args, kwargs)
-        graph = self._cache.get(key)
+        key = capture_cache.signature(self.model, args, kwargs, self.dynamic)
+        graph = capture_cache.find(self.model, key, args, kwargs)
         if graph is None:
             with _buffers_restored(self.model):  # a forward may update buffers (DESIGN.md 4)
                 self._validate_by_running(args, kwargs)
-                graph = capture_mod.export_model(self.model, args, kwargs)
-            self._cache[key] = graph
+                graph = capture_mod.export_model(self.model, args, kwargs, dynamic=self.dynamic)
+            capture_cache.remember(self.model, key, graph)
+        self._cache[(key, id(graph))] = graph
         return graph
 
     def _validate_by_running(self, args: tuple, kwargs: dict) -> None:
@@ -349,7 +358,8 @@ class Backtrace:
         with inference_state(self.model):
             g = self._captured(args, kwargs)
             given = self._flat_inputs(g, args, kwargs)
-            flat = [_fresh(v, n) for v, n in zip(given, g.user_inputs, strict=True)]
+            sizes = capture_cache.bind_sizes(g, given) or {}
+            flat = [_fresh(v, n, sizes) for v, n in zip(given, g.user_inputs, strict=True)]
             _check_finite(flat, g.input_names)
             context = _context(g.input_names, flat, feature_names, tokens)
             out_index = self._select_output(g, output if output is not None else self.output)
@@ -432,13 +442,12 @@ class Backtrace:
     # ---- helpers -------------------------------------------------------------------------------
     @staticmethod
     def _flat_inputs(g: CapturedGraph, args: tuple, kwargs: dict) -> list[Any]:
-        leaves = pytree.tree_leaves((args, kwargs))
-        if len(leaves) != len(g.user_inputs):
-            leaves = [x for x in leaves if isinstance(x, torch.Tensor)]
-        if len(leaves) != len(g.user_inputs):
+        leaves = capture_cache.user_leaves(g, args, kwargs)
+        if leaves is None:
+            given = [x for x in pytree.tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor)]
             raise InputError(
                 f"expected {len(g.user_inputs)} tensor inputs for the captured graph, got "
-                f"{len(leaves)}"
+                f"{len(given)}"
             )
         return leaves
 

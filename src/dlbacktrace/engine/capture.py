@@ -8,14 +8,18 @@ left without a rule is reported by :func:`check_rules` as an error, never passed
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import logging
 import operator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.fx as fx
+import torch.fx.experimental._config as fx_config
 import torch.utils._pytree as pytree
-from torch.export import ExportedProgram
+from torch.export import Dim, ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
 from dlbacktrace.engine.errors import CaptureError, UnsupportedOperationError
@@ -23,6 +27,7 @@ from dlbacktrace.engine.rules import registry
 from dlbacktrace.engine.rules.spec import Family, OpSpec
 
 _MAX_DECOMPOSITION_ROUNDS = 4
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,15 +57,82 @@ class CapturedGraph:
     bias_source: dict[fx.Node, fx.Node] = field(default_factory=dict)  # add -> affine node
 
 
-def export_model(model: torch.nn.Module, args: tuple, kwargs: dict) -> CapturedGraph:
-    """Export ``model`` (already in eval mode) and build the analysed graph."""
+def export_model(
+    model: torch.nn.Module, args: tuple, kwargs: dict, dynamic: bool = True
+) -> CapturedGraph:
+    """Export ``model`` (already in eval mode) and build the analysed graph.
+
+    ``dynamic``: export the batch and sequence dimensions (dims 0 and 1 of every tensor input)
+    as symbolic sizes, so that one graph serves every batch size and length; a model that
+    cannot be exported so (data-dependent guards, specialisation errors) is exported with the
+    example's static shapes instead, logged at debug level.
+
+    Parameters
+    ----------
+    model
+        The module to export, in eval mode.
+    args
+        Its positional example inputs.
+    kwargs
+        Its keyword example inputs.
+    dynamic
+        Try symbolic batch and sequence dimensions first.
+    """
+    if dynamic:
+        shapes = dynamic_shapes(model, args, kwargs)
+        if shapes is not None:
+            try:
+                return _analysed(_program(model, args, kwargs, shapes), args, kwargs)
+            except Exception as exc:  # torch raises many unrelated types here
+                first = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                logger.debug("dynamic export of %s failed, exporting static shapes: %s",
+                             type(model).__name__, first)
     try:
-        program = torch.export.export(model, args, kwargs, strict=False)
-        program = program.run_decompositions({})
-    except Exception as exc:  # torch raises many unrelated types here
+        program = _program(model, args, kwargs, None)
+    except Exception as exc:
         raise CaptureError(_capture_hint(exc)) from exc
-    program = _decompose_unruled(program)
-    return analyse(program, args, kwargs)
+    return _analysed(program, args, kwargs)
+
+
+# Dimensions exported as symbolic sizes: the batch (0) and the sequence (1). Export keeps a
+# dimension the model fixes (features, channels) static by itself (``Dim.AUTO``).
+DYNAMIC_DIMS = (0, 1)
+
+
+def dynamic_shapes(model: torch.nn.Module, args: tuple, kwargs: dict) -> dict | None:
+    """``torch.export`` dynamic-shape specs (by ``forward`` parameter) marking the batch and
+    sequence dims, or None when no input has such a dimension (nothing to make dynamic)."""
+    try:
+        bound = inspect.signature(model.forward).bind(*args, **kwargs).arguments
+    except (TypeError, ValueError):
+        return None  # the plain forward reports the mismatch
+    marked = False
+
+    def spec(leaf: Any) -> Any:
+        nonlocal marked
+        if not isinstance(leaf, torch.Tensor):
+            return None
+        dims = {d: Dim.AUTO for d in DYNAMIC_DIMS if d < leaf.dim() and leaf.shape[d] > 0}
+        marked = marked or bool(dims)
+        return dims or None
+
+    specs = {name: pytree.tree_map(spec, value) for name, value in bound.items()}
+    return specs if marked else None
+
+
+def _program(
+    model: torch.nn.Module, args: tuple, kwargs: dict, shapes: dict | None
+) -> ExportedProgram:
+    # A dimension of size 1 in the example (batch 1) would be specialised to 1; treating sizes
+    # obliviously keeps it symbolic, so a batch-1 capture serves every batch size too.
+    oblivious = fx_config.patch(backed_size_oblivious=True) if shapes else contextlib.nullcontext()
+    with oblivious:
+        program = torch.export.export(model, args, kwargs, dynamic_shapes=shapes, strict=False)
+        return program.run_decompositions({})
+
+
+def _analysed(program: ExportedProgram, args: tuple, kwargs: dict) -> CapturedGraph:
+    return analyse(_decompose_unruled(program), args, kwargs)
 
 
 def _capture_hint(exc: Exception) -> str:
@@ -427,7 +499,8 @@ def blocking_node(g: CapturedGraph, output: fx.Node) -> fx.Node | None:
     depends: set[fx.Node] = set(g.user_inputs)
     for node in g.nodes:
         if node.op == "call_function" and any(i in depends for i in node.all_input_nodes):
-            depends.add(node)
+            if any(isinstance(v, torch.Tensor) for v in node_vals(node)):  # not a size read
+                depends.add(node)
     ancestors: set[fx.Node] = set()
     stack = [output]
     while stack:

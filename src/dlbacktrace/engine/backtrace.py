@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -29,6 +30,8 @@ from dlbacktrace.engine.rules.base import AbsCache, RuleOptions, default_epsilon
 from dlbacktrace.engine.state import inference_state
 from dlbacktrace.engine.sweep import sweep
 from dlbacktrace.engine.targets import Target, make_seed
+
+logger = logging.getLogger(__name__)
 
 MODES = ("default", "contrast")
 ATTENTION = ("value", "split")
@@ -268,20 +271,63 @@ class Backtrace:
 
     def _captured(self, args: tuple, kwargs: dict) -> CapturedGraph:
         key = capture_cache.signature(self.model, args, kwargs, self.dynamic)
-        graph = capture_cache.find(self.model, key, args, kwargs)
-        if graph is None:
+        graph, ones = capture_cache.find(self.model, key, args, kwargs)
+        if graph is None or ones:
             with _buffers_restored(self.model):  # a forward may update buffers (DESIGN.md 4)
-                self._validate_by_running(args, kwargs)
-                graph = capture_mod.export_model(self.model, args, kwargs, dynamic=self.dynamic)
-            capture_cache.remember(self.model, key, graph)
+                graph, ones = self._new_capture(key, graph, ones, args, kwargs)
+            capture_cache.remember(self.model, key, graph, ones)
         self._cache[(key, id(graph))] = graph
         return graph
 
-    def _validate_by_running(self, args: tuple, kwargs: dict) -> None:
-        """Plain forward first: shape/dtype mistakes get a clear message, not an export trace."""
+    def _new_capture(self, key: tuple, found: CapturedGraph | None, ones: frozenset,
+                     args: tuple, kwargs: dict) -> tuple[CapturedGraph, frozenset]:
+        """A graph for inputs no checked capture takes: ``found`` once it is seen to compute
+        the model with these sizes of 1, else a new export (static if the dynamic one fails
+        that check)."""
+        expected = self._validate_by_running(args, kwargs)
+        if found is not None and self._reproduces(found, args, kwargs, expected):
+            return found, ones
+        if found is None:
+            graph = capture_mod.export_model(self.model, args, kwargs, dynamic=self.dynamic)
+            flat = capture_cache.user_leaves(graph, args, kwargs)
+            sizes = None if flat is None else capture_cache.bind_sizes(graph, flat)
+            ones = frozenset() if sizes is None else capture_cache.size_ones(graph, sizes)
+            if sizes is not None and (not ones or self._reproduces(graph, args, kwargs,
+                                                                   expected)):
+                return graph, ones  # (a widened example may have specialised to size 2)
+        logger.debug("the dynamic capture of %s differs from the model with a size of 1; "
+                     "exporting static shapes", type(self.model).__name__)
+        return capture_mod.export_model(self.model, args, kwargs, dynamic=False), frozenset()
+
+    def _reproduces(self, g: CapturedGraph, args: tuple, kwargs: dict, expected: Any) -> bool:
+        """Whether running ``g`` on these inputs gives the model's own outputs."""
+        flat = capture_cache.user_leaves(g, args, kwargs)
+        wanted = [v for v in pytree.tree_leaves(expected) if isinstance(v, torch.Tensor)]
+        try:
+            _, outputs = record(g, self.model, flat, set())
+        except Exception:  # a runtime assertion of the graph: it does not take these sizes
+            return False
+        got = [v for v in outputs if isinstance(v, torch.Tensor)]
+        if len(got) != len(wanted):
+            return False
+        for a, b in zip(got, wanted, strict=True):
+            if a.shape != b.shape or a.dtype != b.dtype:
+                return False
+            if a.is_floating_point():
+                tolerance = 1e-2 if a.dtype in (torch.float16, torch.bfloat16) else 1e-4
+                scale = float(b.abs().max()) if b.numel() else 0.0
+                if not bool(((a - b).abs() <= tolerance * scale + 1e-6).all()):
+                    return False
+            elif not torch.equal(a, b):
+                return False
+        return True
+
+    def _validate_by_running(self, args: tuple, kwargs: dict) -> Any:
+        """Plain forward first: shape/dtype mistakes get a clear message, not an export trace.
+        Returns the model's output."""
         try:
             with torch.no_grad():
-                self.model(*args, **kwargs)
+                return self.model(*args, **kwargs)
         except Exception as exc:
             shapes = [
                 f"{tuple(t.shape)} {t.dtype}" if isinstance(t, torch.Tensor) else repr(t)

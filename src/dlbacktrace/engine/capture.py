@@ -8,7 +8,6 @@ left without a rule is reported by :func:`check_rules` as an error, never passed
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
 import operator
@@ -17,7 +16,6 @@ from typing import Any
 
 import torch
 import torch.fx as fx
-import torch.fx.experimental._config as fx_config
 import torch.utils._pytree as pytree
 from torch.export import Dim, ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
@@ -82,7 +80,9 @@ def export_model(
         shapes = dynamic_shapes(model, args, kwargs)
         if shapes is not None:
             try:
-                return _analysed(_program(model, args, kwargs, shapes), args, kwargs)
+                wide_args, wide_kwargs = widened(args, kwargs)
+                program = _program(model, wide_args, wide_kwargs, shapes)
+                return _analysed(program, args, kwargs)
             except Exception as exc:  # torch raises many unrelated types here
                 first = f"{type(exc).__name__}: {exc}".splitlines()[0]
                 logger.debug("dynamic export of %s failed, exporting static shapes: %s",
@@ -99,9 +99,23 @@ def export_model(
 DYNAMIC_DIMS = (0, 1)
 
 
+def _marked(leaf: torch.Tensor) -> list[int]:
+    return [d for d in DYNAMIC_DIMS if d < leaf.dim() and leaf.shape[d] > 0]
+
+
 def dynamic_shapes(model: torch.nn.Module, args: tuple, kwargs: dict) -> dict | None:
     """``torch.export`` dynamic-shape specs (by ``forward`` parameter) marking the batch and
-    sequence dims, or None when no input has such a dimension (nothing to make dynamic)."""
+    sequence dims, or None when no input has such a dimension (nothing to make dynamic).
+
+    Parameters
+    ----------
+    model
+        The module to export.
+    args
+        Its positional example inputs.
+    kwargs
+        Its keyword example inputs.
+    """
     try:
         bound = inspect.signature(model.forward).bind(*args, **kwargs).arguments
     except (TypeError, ValueError):
@@ -112,7 +126,7 @@ def dynamic_shapes(model: torch.nn.Module, args: tuple, kwargs: dict) -> dict | 
         nonlocal marked
         if not isinstance(leaf, torch.Tensor):
             return None
-        dims = {d: Dim.AUTO for d in DYNAMIC_DIMS if d < leaf.dim() and leaf.shape[d] > 0}
+        dims = {d: Dim.AUTO for d in _marked(leaf)}
         marked = marked or bool(dims)
         return dims or None
 
@@ -120,15 +134,38 @@ def dynamic_shapes(model: torch.nn.Module, args: tuple, kwargs: dict) -> dict | 
     return specs if marked else None
 
 
+def widened(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """The example with every size-1 batch or sequence dimension repeated to size 2.
+
+    Export specialises a dimension whose example size is 1 (a batch of one) to 1; exporting a
+    size-2 example instead keeps it symbolic. Such a graph assumes sizes of at least 2; that it
+    also computes the model at size 1 is checked on the call's own inputs before it is used
+    there (``Backtrace``), since a model may branch on a size being 1.
+
+    Parameters
+    ----------
+    args
+        Positional example inputs.
+    kwargs
+        Keyword example inputs.
+    """
+
+    def widen(leaf: Any) -> Any:
+        if not isinstance(leaf, torch.Tensor):
+            return leaf
+        for d in _marked(leaf):
+            if leaf.shape[d] == 1:
+                leaf = torch.cat([leaf, leaf], dim=d)
+        return leaf
+
+    return pytree.tree_map(widen, (args, kwargs))
+
+
 def _program(
     model: torch.nn.Module, args: tuple, kwargs: dict, shapes: dict | None
 ) -> ExportedProgram:
-    # A dimension of size 1 in the example (batch 1) would be specialised to 1; treating sizes
-    # obliviously keeps it symbolic, so a batch-1 capture serves every batch size too.
-    oblivious = fx_config.patch(backed_size_oblivious=True) if shapes else contextlib.nullcontext()
-    with oblivious:
-        program = torch.export.export(model, args, kwargs, dynamic_shapes=shapes, strict=False)
-        return program.run_decompositions({})
+    program = torch.export.export(model, args, kwargs, dynamic_shapes=shapes, strict=False)
+    return program.run_decompositions({})
 
 
 def _analysed(program: ExportedProgram, args: tuple, kwargs: dict) -> CapturedGraph:

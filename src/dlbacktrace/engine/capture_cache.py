@@ -25,9 +25,17 @@ import torch.utils._pytree as pytree
 from dlbacktrace.engine.capture import CapturedGraph
 
 __all__ = ["bind_sizes", "captures_of", "clear_captures", "concrete_sizes", "find", "remember",
-           "signature", "user_leaves"]
+           "signature", "size_ones", "user_leaves"]
 
-_SHARED: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, list[CapturedGraph]]] = (
+class _Entry:
+    """A shared capture and the size-1 patterns it was checked to compute correctly."""
+
+    def __init__(self, graph: CapturedGraph) -> None:
+        self.graph = graph
+        self.ones: set[frozenset[sympy.Symbol]] = {frozenset()}
+
+
+_SHARED: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, list[_Entry]]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -109,14 +117,32 @@ def bind_sizes(g: CapturedGraph, flat: list[Any]) -> dict[sympy.Symbol, int] | N
                 derived.append((expr, int(have)))
     for symbol, have in bindings.items():
         bounds = g.program.range_constraints.get(symbol)
-        if bounds is not None and not (bool(bounds.lower <= have) and bool(have <= bounds.upper)):
-            return None
+        if bounds is None or bool(bounds.lower <= have) and bool(have <= bounds.upper):
+            continue
+        if not (have == 1 and bool(bounds.lower == 2) and bool(have < bounds.upper)):
+            return None  # size 1 below export's assumed minimum of 2: see size_ones
     values = {s: sympy.Integer(v) for s, v in bindings.items()}
     for expr, have in derived:
         got = expr.xreplace(values)
         if got.free_symbols or int(got) != have:
             return None
     return bindings
+
+
+def size_ones(g: CapturedGraph, bindings: dict[sympy.Symbol, int]) -> frozenset[sympy.Symbol]:
+    """The symbols bound to 1 that export assumed to be at least 2 (it specialises sizes 0 and
+    1): whether the graph computes the model there must be checked (a model may branch on it).
+
+    Parameters
+    ----------
+    g
+        A captured graph.
+    bindings
+        Its sizes for a call, from :func:`bind_sizes`.
+    """
+    ranges = g.program.range_constraints
+    return frozenset(s for s, v in bindings.items()
+                     if v == 1 and s in ranges and bool(ranges[s].lower > 1))
 
 
 def concrete_sizes(sizes: Any, bindings: dict[sympy.Symbol, int]) -> tuple[int, ...] | None:
@@ -143,8 +169,11 @@ def concrete_sizes(sizes: Any, bindings: dict[sympy.Symbol, int]) -> tuple[int, 
     return tuple(out)
 
 
-def find(model: torch.nn.Module, key: tuple, args: tuple, kwargs: dict) -> CapturedGraph | None:
-    """A capture of ``model`` under dynamic signature ``key`` that takes these inputs.
+def find(
+    model: torch.nn.Module, key: tuple, args: tuple, kwargs: dict
+) -> tuple[CapturedGraph | None, frozenset[sympy.Symbol]]:
+    """A capture of ``model`` under dynamic signature ``key`` that takes these inputs, and the
+    sizes of 1 it has not been checked at yet (empty when it can be used as it is).
 
     Parameters
     ----------
@@ -157,15 +186,26 @@ def find(model: torch.nn.Module, key: tuple, args: tuple, kwargs: dict) -> Captu
     kwargs
         Its keyword inputs.
     """
-    for g in _SHARED.get(model, {}).get(key, ()):
-        flat = user_leaves(g, args, kwargs)
-        if flat is not None and bind_sizes(g, flat) is not None:
-            return g
-    return None
+    unchecked: tuple[CapturedGraph | None, frozenset[sympy.Symbol]] = (None, frozenset())
+    for entry in _SHARED.get(model, {}).get(key, ()):
+        flat = user_leaves(entry.graph, args, kwargs)
+        bindings = None if flat is None else bind_sizes(entry.graph, flat)
+        if bindings is None:
+            continue
+        ones = size_ones(entry.graph, bindings)
+        if ones in entry.ones:
+            return entry.graph, frozenset()
+        if unchecked[0] is None:
+            unchecked = (entry.graph, ones)
+    return unchecked
 
 
-def remember(model: torch.nn.Module, key: tuple, g: CapturedGraph) -> None:
-    """Keep a new capture of ``model`` for every ``Backtrace`` of it.
+def remember(
+    model: torch.nn.Module, key: tuple, g: CapturedGraph,
+    ones: frozenset[sympy.Symbol] = frozenset(),
+) -> None:
+    """Keep a capture of ``model`` for every ``Backtrace`` of it (or record that it was checked
+    to compute the model with the sizes ``ones`` equal to 1).
 
     Parameters
     ----------
@@ -175,8 +215,15 @@ def remember(model: torch.nn.Module, key: tuple, g: CapturedGraph) -> None:
         The dynamic signature it was captured for.
     g
         The capture.
+    ones
+        Symbols checked at size 1 (see :func:`size_ones`).
     """
-    _SHARED.setdefault(model, {}).setdefault(key, []).append(g)
+    entries = _SHARED.setdefault(model, {}).setdefault(key, [])
+    entry = next((e for e in entries if e.graph is g), None)
+    if entry is None:
+        entry = _Entry(g)
+        entries.append(entry)
+    entry.ones.add(ones)
 
 
 def clear_captures(model: torch.nn.Module | None = None) -> None:
@@ -202,4 +249,4 @@ def captures_of(model: torch.nn.Module) -> list[CapturedGraph]:
     model
         The captured module.
     """
-    return [g for graphs in _SHARED.get(model, {}).values() for g in graphs]
+    return [e.graph for entries in _SHARED.get(model, {}).values() for e in entries]

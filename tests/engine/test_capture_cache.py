@@ -236,3 +236,14 @@ def test_forget_captures_drops_them_for_every_backtrace(exports) -> None:
     assert capture_cache.captures_of(model) == [] and len(bt._cache) == 0
     Backtrace(model).explain(x, target=0)
     assert len(exports) == 2
+
+
+def test_inputs_the_model_rejects_get_its_message_with_a_shared_capture() -> None:
+    """A BERT with 128 positions: a dynamic capture admits a longer text, the model does not."""
+    from dlbacktrace import InputError
+
+    model = _bert()
+    bt = Backtrace(model)
+    bt.explain(**_text(2, 8))
+    with pytest.raises(InputError, match="the model failed on the given inputs"):
+        bt.explain(**_text(2, 200))

@@ -432,8 +432,15 @@ class Backtrace:
                 g.relevant[out_index] = relevant
             layer_map = self._layer_nodes(g, layers)
             upcast = needs_upcast(g, self.model, flat)  # half models: float32 arithmetic
-            env, outputs = record(g, self.model, flat, needed_values(relevant) | set(layer_map),
-                                  upcast=upcast)
+            try:
+                env, outputs = record(g, self.model, flat,
+                                      needed_values(relevant) | set(layer_map), upcast=upcast)
+            except Exception:
+                # A shared capture takes any size: inputs the model itself rejects (a text
+                # longer than its positions) get the plain forward's clear message.
+                with _buffers_restored(self.model):
+                    self._validate_by_running(args, kwargs)
+                raise
             out_value = outputs[out_index]
             if out_value.is_floating_point() and not bool(torch.isfinite(out_value).all()):
                 raise InputError(

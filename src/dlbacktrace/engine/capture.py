@@ -190,6 +190,7 @@ def _capture_hint(exc: Exception) -> str:
 def _decompose_unruled(program: ExportedProgram) -> ExportedProgram:
     """Decompose ops that have no rule but have a PyTorch decomposition (e.g. LSTM, GRU)."""
     table = torch.export.default_decompositions()
+    before: set = set()
     for _ in range(_MAX_DECOMPOSITION_ROUNDS):
         missing = {
             node.target
@@ -198,9 +199,13 @@ def _decompose_unruled(program: ExportedProgram) -> ExportedProgram:
             and isinstance(node.target, torch._ops.OpOverload)
             and registry.lookup(node.target) is None
             and node.target in table
+            # size reads of a dynamic graph (sym_size) carry no relevance and decompose to
+            # themselves
+            and any(isinstance(v, torch.Tensor) for v in node_vals(node))
         }
-        if not missing:
+        if not missing or missing == before:
             break
+        before = missing
         try:
             program = program.run_decompositions({op: table[op] for op in missing})
         except Exception as exc:

@@ -185,8 +185,9 @@ class Backtrace:
     are exported as symbolic sizes, so one capture serves every batch size and length (models
     that cannot be exported so get one static capture per shape). Captures are shared by every
     ``Backtrace`` of the same model object and read its current weights; ``dynamic=False``
-    always exports the given shapes. The model is explained in eval mode; the user's flags are
-    restored.
+    always exports the given shapes; after changing the model's structure or ``forward`` in
+    place, call :meth:`forget_captures`. The model is explained in eval mode; the user's flags
+    are restored.
     ``cache_abs_weights=False`` recomputes ``|w|`` on every call instead of keeping a copy.
 
     ``attention``: ``"value"`` or ``"split"``; None uses each mode's default (default mode

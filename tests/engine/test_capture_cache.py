@@ -219,12 +219,13 @@ def test_the_shared_cache_does_not_keep_models_alive() -> None:
     model = nn.Sequential(nn.Linear(5, 3)).double()
     Backtrace(model).explain(torch.randn(2, 5, dtype=torch.double), target=0)
     assert len(capture_cache.captures_of(model)) == 1
+    assert model in capture_cache._SHARED
     alive = weakref.ref(model)
     entries = len(capture_cache._SHARED)
     del model
     gc.collect()
-    assert alive() is None
-    assert len(capture_cache._SHARED) == entries - 1
+    assert alive() is None  # its captures (the cache's values) do not hold it
+    assert len(capture_cache._SHARED) <= entries - 1  # (other dead models may go too)
 
 
 def test_forget_captures_drops_them_for_every_backtrace(exports) -> None:

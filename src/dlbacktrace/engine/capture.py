@@ -165,7 +165,9 @@ def _program(
     model: torch.nn.Module, args: tuple, kwargs: dict, shapes: dict | None
 ) -> ExportedProgram:
     program = torch.export.export(model, args, kwargs, dynamic_shapes=shapes, strict=False)
-    return program.run_decompositions({})
+    # Ops already in the exported graph that have no rule are decomposed in this same pass
+    # (each pass costs about as much as the export itself for a transformer).
+    return program.run_decompositions(_unruled_decompositions(program))
 
 
 def _analysed(program: ExportedProgram, args: tuple, kwargs: dict) -> CapturedGraph:
@@ -187,27 +189,33 @@ def _capture_hint(exc: Exception) -> str:
     return "\n".join(hints)
 
 
+def _unruled_decompositions(program: ExportedProgram) -> dict:
+    """PyTorch's decompositions of the graph's ops that have no rule (e.g. LSTM, GRU)."""
+    table = torch.export.default_decompositions()
+    return {
+        node.target: table[node.target]
+        for node in program.graph.nodes
+        if node.op == "call_function"
+        and isinstance(node.target, torch._ops.OpOverload)
+        and registry.lookup(node.target) is None
+        and node.target in table
+        # size reads of a dynamic graph (sym_size) carry no relevance and decompose to
+        # themselves
+        and any(isinstance(v, torch.Tensor) for v in node_vals(node))
+    }
+
+
 def _decompose_unruled(program: ExportedProgram) -> ExportedProgram:
     """Decompose ops that have no rule but have a PyTorch decomposition (e.g. LSTM, GRU)."""
-    table = torch.export.default_decompositions()
     before: set = set()
     for _ in range(_MAX_DECOMPOSITION_ROUNDS):
-        missing = {
-            node.target
-            for node in program.graph.nodes
-            if node.op == "call_function"
-            and isinstance(node.target, torch._ops.OpOverload)
-            and registry.lookup(node.target) is None
-            and node.target in table
-            # size reads of a dynamic graph (sym_size) carry no relevance and decompose to
-            # themselves
-            and any(isinstance(v, torch.Tensor) for v in node_vals(node))
-        }
+        decompositions = _unruled_decompositions(program)
+        missing = set(decompositions)
         if not missing or missing == before:
             break
         before = missing
         try:
-            program = program.run_decompositions({op: table[op] for op in missing})
+            program = program.run_decompositions(decompositions)
         except Exception as exc:
             names = ", ".join(sorted(str(op) for op in missing))
             raise CaptureError(f"decomposing {names} failed: {exc}") from exc

@@ -178,7 +178,8 @@ def test_capture_is_cached_per_signature():
     bt = Backtrace(model)
     g1 = bt.capture(torch.randn(2, 5, dtype=torch.double))
     g2 = bt.capture(torch.randn(2, 5, dtype=torch.double))
-    g3 = bt.capture(torch.randn(3, 5, dtype=torch.double))
+    # the batch size is a dynamic dimension (one capture); the rank is part of the signature
+    g3 = bt.capture(torch.randn(3, 2, 5, dtype=torch.double))
     assert g1 is g2 and g3 is not g1
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -14,6 +15,7 @@ import torch.fx as fx
 import torch.utils._pytree as pytree
 
 from dlbacktrace.engine import capture as capture_mod
+from dlbacktrace.engine import capture_cache
 from dlbacktrace.engine.capture import CapturedGraph
 from dlbacktrace.engine.errors import (
     ConservationError,
@@ -28,6 +30,8 @@ from dlbacktrace.engine.rules.base import AbsCache, RuleOptions, default_epsilon
 from dlbacktrace.engine.state import inference_state
 from dlbacktrace.engine.sweep import sweep
 from dlbacktrace.engine.targets import Target, make_seed
+
+logger = logging.getLogger(__name__)
 
 MODES = ("default", "contrast")
 ATTENTION = ("value", "split")
@@ -61,18 +65,22 @@ def _as_tensor(value: Any) -> Any:
     return torch.from_numpy(value) if isinstance(value, np.ndarray) else value
 
 
-def _fresh(value: Any, node: fx.Node) -> Any:
+def _fresh(value: Any, node: fx.Node, sizes: dict) -> Any:
     """A float input copied into a new, aligned buffer with the strides it was exported with.
 
     BLAS kernels may choose a different summation order for unaligned data (slices, mmap'ed
     files), which would break bit-identical reruns on equal values; and the exported graph may
     rely on the capture-time strides (a ``view`` after a permute of a channels-last tensor).
+    ``sizes``: the values of the graph's symbolic sizes for these inputs.
     """
     if not (isinstance(value, torch.Tensor) and value.is_floating_point()):
         return value
     example = node.meta.get("val")
-    strides = example.stride() if isinstance(example, torch.Tensor) else None
-    if strides is None or tuple(example.shape) != tuple(value.shape):
+    shape = strides = None
+    if isinstance(example, torch.Tensor):
+        shape = capture_cache.concrete_sizes(example.shape, sizes)
+        strides = capture_cache.concrete_sizes(example.stride(), sizes)
+    if strides is None or shape != tuple(value.shape):
         return value.detach().clone(memory_format=torch.contiguous_format)
     fresh = torch.empty_strided(value.shape, strides, dtype=value.dtype, device=value.device)
     return fresh.copy_(value.detach())
@@ -169,22 +177,17 @@ def _check_output_names(names: Sequence[str] | None, output: torch.Tensor) -> No
                          f"dimension), got {1 if isinstance(names, str) else len(names)}")
 
 
-def _signature(args: tuple, kwargs: dict) -> tuple:
-    leaves, spec = pytree.tree_flatten((args, kwargs))
-    parts = []
-    for leaf in leaves:
-        if isinstance(leaf, torch.Tensor):
-            parts.append(("tensor", tuple(leaf.shape), leaf.dtype, str(leaf.device)))
-        else:
-            parts.append(("const", repr(leaf)))
-    return (str(spec), tuple(parts))
-
-
 class Backtrace:
     """Explain any ``nn.Module`` that ``torch.export`` can capture.
 
-    The model is captured lazily, once per input signature (shapes, dtypes, devices, keyword
-    names and non-tensor arguments), and explained in eval mode; the user's flags are restored.
+    The model is captured lazily, once per dynamic input signature (dtypes, devices and ranks
+    of the inputs, keyword names and non-tensor arguments): the batch and sequence dimensions
+    are exported as symbolic sizes, so one capture serves every batch size and length (models
+    that cannot be exported so get one static capture per shape). Captures are shared by every
+    ``Backtrace`` of the same model object and read its current weights; ``dynamic=False``
+    always exports the given shapes; after changing the model's structure or ``forward`` in
+    place, call :meth:`forget_captures`. The model is explained in eval mode; the user's flags
+    are restored.
     ``cache_abs_weights=False`` recomputes ``|w|`` on every call instead of keeping a copy.
 
     ``attention``: ``"value"`` or ``"split"``; None uses each mode's default (default mode
@@ -204,6 +207,7 @@ class Backtrace:
         cache_abs_weights: bool = True,
         norm: str | None = None,
         epsilon: float | None = None,
+        dynamic: bool = True,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"Backtrace needs a torch.nn.Module, got {type(model).__name__}")
@@ -217,6 +221,8 @@ class Backtrace:
             raise ValueError(f"epsilon must be positive, got {epsilon!r}")
         self.epsilon = epsilon
         self.output = output
+        self.dynamic = bool(dynamic)
+        # The captures this Backtrace has used (they live in the model's shared cache).
         self._cache: dict[tuple, CapturedGraph] = {}
         # |w| of each parameter, kept between calls: one weight-sized copy buys ~2x speed on
         # weight-dominated models (an MLP at batch 1). Updated weights are detected.
@@ -258,21 +264,71 @@ class Backtrace:
         with inference_state(self.model):
             return self._captured(args, kwargs)
 
+    def forget_captures(self) -> None:
+        """Drop every capture of this model, for all its ``Backtrace`` objects: needed after a
+        change of the model's structure or ``forward`` in place (weight updates need none)."""
+        capture_cache.clear_captures(self.model)
+        self._cache.clear()
+
     def _captured(self, args: tuple, kwargs: dict) -> CapturedGraph:
-        key = _signature(args, kwargs)
-        graph = self._cache.get(key)
-        if graph is None:
+        key = capture_cache.signature(self.model, args, kwargs, self.dynamic)
+        graph, ones = capture_cache.find(self.model, key, args, kwargs)
+        if graph is None or ones:
             with _buffers_restored(self.model):  # a forward may update buffers (DESIGN.md 4)
-                self._validate_by_running(args, kwargs)
-                graph = capture_mod.export_model(self.model, args, kwargs)
-            self._cache[key] = graph
+                graph, ones = self._new_capture(key, graph, ones, args, kwargs)
+            capture_cache.remember(self.model, key, graph, ones)
+        self._cache[(key, id(graph))] = graph
         return graph
 
-    def _validate_by_running(self, args: tuple, kwargs: dict) -> None:
-        """Plain forward first: shape/dtype mistakes get a clear message, not an export trace."""
+    def _new_capture(self, key: tuple, found: CapturedGraph | None, ones: frozenset,
+                     args: tuple, kwargs: dict) -> tuple[CapturedGraph, frozenset]:
+        """A graph for inputs no checked capture takes: ``found`` once it is seen to compute
+        the model with these sizes of 1, else a new export (static if the dynamic one fails
+        that check)."""
+        expected = self._validate_by_running(args, kwargs)
+        if found is not None and self._reproduces(found, args, kwargs, expected):
+            return found, ones
+        if found is None:
+            graph = capture_mod.export_model(self.model, args, kwargs, dynamic=self.dynamic)
+            flat = capture_cache.user_leaves(graph, args, kwargs)
+            sizes = None if flat is None else capture_cache.bind_sizes(graph, flat)
+            ones = frozenset() if sizes is None else capture_cache.size_ones(graph, sizes)
+            if sizes is not None and (not ones or self._reproduces(graph, args, kwargs,
+                                                                   expected)):
+                return graph, ones  # (a widened example may have specialised to size 2)
+        logger.debug("the dynamic capture of %s differs from the model with a size of 1; "
+                     "exporting static shapes", type(self.model).__name__)
+        return capture_mod.export_model(self.model, args, kwargs, dynamic=False), frozenset()
+
+    def _reproduces(self, g: CapturedGraph, args: tuple, kwargs: dict, expected: Any) -> bool:
+        """Whether running ``g`` on these inputs gives the model's own outputs."""
+        flat = capture_cache.user_leaves(g, args, kwargs)
+        wanted = [v for v in pytree.tree_leaves(expected) if isinstance(v, torch.Tensor)]
+        try:
+            _, outputs = record(g, self.model, flat, set())
+        except Exception:  # a runtime assertion of the graph: it does not take these sizes
+            return False
+        got = [v for v in outputs if isinstance(v, torch.Tensor)]
+        if len(got) != len(wanted):
+            return False
+        for a, b in zip(got, wanted, strict=True):
+            if a.shape != b.shape or a.dtype != b.dtype:
+                return False
+            if a.is_floating_point():
+                tolerance = 1e-2 if a.dtype in (torch.float16, torch.bfloat16) else 1e-4
+                scale = float(b.abs().max()) if b.numel() else 0.0
+                if not bool(((a - b).abs() <= tolerance * scale + 1e-6).all()):
+                    return False
+            elif not torch.equal(a, b):
+                return False
+        return True
+
+    def _validate_by_running(self, args: tuple, kwargs: dict) -> Any:
+        """Plain forward first: shape/dtype mistakes get a clear message, not an export trace.
+        Returns the model's output."""
         try:
             with torch.no_grad():
-                self.model(*args, **kwargs)
+                return self.model(*args, **kwargs)
         except Exception as exc:
             shapes = [
                 f"{tuple(t.shape)} {t.dtype}" if isinstance(t, torch.Tensor) else repr(t)
@@ -349,7 +405,8 @@ class Backtrace:
         with inference_state(self.model):
             g = self._captured(args, kwargs)
             given = self._flat_inputs(g, args, kwargs)
-            flat = [_fresh(v, n) for v, n in zip(given, g.user_inputs, strict=True)]
+            sizes = capture_cache.bind_sizes(g, given) or {}
+            flat = [_fresh(v, n, sizes) for v, n in zip(given, g.user_inputs, strict=True)]
             _check_finite(flat, g.input_names)
             context = _context(g.input_names, flat, feature_names, tokens)
             out_index = self._select_output(g, output if output is not None else self.output)
@@ -376,8 +433,15 @@ class Backtrace:
                 g.relevant[out_index] = relevant
             layer_map = self._layer_nodes(g, layers)
             upcast = needs_upcast(g, self.model, flat)  # half models: float32 arithmetic
-            env, outputs = record(g, self.model, flat, needed_values(relevant) | set(layer_map),
-                                  upcast=upcast)
+            try:
+                env, outputs = record(g, self.model, flat,
+                                      needed_values(relevant) | set(layer_map), upcast=upcast)
+            except Exception:
+                # A shared capture takes any size: inputs the model itself rejects (a text
+                # longer than its positions) get the plain forward's clear message.
+                with _buffers_restored(self.model):
+                    self._validate_by_running(args, kwargs)
+                raise
             out_value = outputs[out_index]
             if out_value.is_floating_point() and not bool(torch.isfinite(out_value).all()):
                 raise InputError(
@@ -432,13 +496,12 @@ class Backtrace:
     # ---- helpers -------------------------------------------------------------------------------
     @staticmethod
     def _flat_inputs(g: CapturedGraph, args: tuple, kwargs: dict) -> list[Any]:
-        leaves = pytree.tree_leaves((args, kwargs))
-        if len(leaves) != len(g.user_inputs):
-            leaves = [x for x in leaves if isinstance(x, torch.Tensor)]
-        if len(leaves) != len(g.user_inputs):
+        leaves = capture_cache.user_leaves(g, args, kwargs)
+        if leaves is None:
+            given = [x for x in pytree.tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor)]
             raise InputError(
                 f"expected {len(g.user_inputs)} tensor inputs for the captured graph, got "
-                f"{len(leaves)}"
+                f"{len(given)}"
             )
         return leaves
 

@@ -8,6 +8,8 @@ left without a rule is reported by :func:`check_rules` as an error, never passed
 
 from __future__ import annotations
 
+import inspect
+import logging
 import operator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 import torch.utils._pytree as pytree
-from torch.export import ExportedProgram
+from torch.export import Dim, ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
 from dlbacktrace.engine.errors import CaptureError, UnsupportedOperationError
@@ -23,6 +25,7 @@ from dlbacktrace.engine.rules import registry
 from dlbacktrace.engine.rules.spec import Family, OpSpec
 
 _MAX_DECOMPOSITION_ROUNDS = 4
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,15 +55,123 @@ class CapturedGraph:
     bias_source: dict[fx.Node, fx.Node] = field(default_factory=dict)  # add -> affine node
 
 
-def export_model(model: torch.nn.Module, args: tuple, kwargs: dict) -> CapturedGraph:
-    """Export ``model`` (already in eval mode) and build the analysed graph."""
+def export_model(
+    model: torch.nn.Module, args: tuple, kwargs: dict, dynamic: bool = True
+) -> CapturedGraph:
+    """Export ``model`` (already in eval mode) and build the analysed graph.
+
+    ``dynamic``: export the batch and sequence dimensions (dims 0 and 1 of every tensor input)
+    as symbolic sizes, so that one graph serves every batch size and length; a model that
+    cannot be exported so (data-dependent guards, specialisation errors) is exported with the
+    example's static shapes instead, logged at debug level.
+
+    Parameters
+    ----------
+    model
+        The module to export, in eval mode.
+    args
+        Its positional example inputs.
+    kwargs
+        Its keyword example inputs.
+    dynamic
+        Try symbolic batch and sequence dimensions first.
+    """
+    if dynamic:
+        shapes = dynamic_shapes(model, args, kwargs)
+        if shapes is not None:
+            try:
+                wide_args, wide_kwargs = widened(args, kwargs)
+                program = _program(model, wide_args, wide_kwargs, shapes)
+                return _analysed(program, args, kwargs)
+            except Exception as exc:  # torch raises many unrelated types here
+                first = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                logger.debug("dynamic export of %s failed, exporting static shapes: %s",
+                             type(model).__name__, first)
     try:
-        program = torch.export.export(model, args, kwargs, strict=False)
-        program = program.run_decompositions({})
-    except Exception as exc:  # torch raises many unrelated types here
+        program = _program(model, args, kwargs, None)
+    except Exception as exc:
         raise CaptureError(_capture_hint(exc)) from exc
-    program = _decompose_unruled(program)
-    return analyse(program, args, kwargs)
+    return _analysed(program, args, kwargs)
+
+
+# Dimensions exported as symbolic sizes: the batch (0) and the sequence (1). Export keeps a
+# dimension the model fixes (features, channels) static by itself (``Dim.AUTO``).
+DYNAMIC_DIMS = (0, 1)
+
+
+def _marked(leaf: torch.Tensor) -> list[int]:
+    return [d for d in DYNAMIC_DIMS if d < leaf.dim() and leaf.shape[d] > 0]
+
+
+def dynamic_shapes(model: torch.nn.Module, args: tuple, kwargs: dict) -> dict | None:
+    """``torch.export`` dynamic-shape specs (by ``forward`` parameter) marking the batch and
+    sequence dims, or None when no input has such a dimension (nothing to make dynamic).
+
+    Parameters
+    ----------
+    model
+        The module to export.
+    args
+        Its positional example inputs.
+    kwargs
+        Its keyword example inputs.
+    """
+    try:
+        bound = inspect.signature(model.forward).bind(*args, **kwargs).arguments
+    except (TypeError, ValueError):
+        return None  # the plain forward reports the mismatch
+    marked = False
+
+    def spec(leaf: Any) -> Any:
+        nonlocal marked
+        if not isinstance(leaf, torch.Tensor):
+            return None
+        dims = {d: Dim.AUTO for d in _marked(leaf)}
+        marked = marked or bool(dims)
+        return dims or None
+
+    specs = {name: pytree.tree_map(spec, value) for name, value in bound.items()}
+    return specs if marked else None
+
+
+def widened(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """The example with every size-1 batch or sequence dimension repeated to size 2.
+
+    Export specialises a dimension whose example size is 1 (a batch of one) to 1; exporting a
+    size-2 example instead keeps it symbolic. Such a graph assumes sizes of at least 2; that it
+    also computes the model at size 1 is checked on the call's own inputs before it is used
+    there (``Backtrace``), since a model may branch on a size being 1.
+
+    Parameters
+    ----------
+    args
+        Positional example inputs.
+    kwargs
+        Keyword example inputs.
+    """
+
+    def widen(leaf: Any) -> Any:
+        if not isinstance(leaf, torch.Tensor):
+            return leaf
+        for d in _marked(leaf):
+            if leaf.shape[d] == 1:
+                leaf = torch.cat([leaf, leaf], dim=d)
+        return leaf
+
+    return pytree.tree_map(widen, (args, kwargs))
+
+
+def _program(
+    model: torch.nn.Module, args: tuple, kwargs: dict, shapes: dict | None
+) -> ExportedProgram:
+    program = torch.export.export(model, args, kwargs, dynamic_shapes=shapes, strict=False)
+    # Ops already in the exported graph that have no rule are decomposed in this same pass
+    # (each pass costs about as much as the export itself for a transformer).
+    return program.run_decompositions(_unruled_decompositions(program))
+
+
+def _analysed(program: ExportedProgram, args: tuple, kwargs: dict) -> CapturedGraph:
+    return analyse(_decompose_unruled(program), args, kwargs)
 
 
 def _capture_hint(exc: Exception) -> str:
@@ -78,22 +189,33 @@ def _capture_hint(exc: Exception) -> str:
     return "\n".join(hints)
 
 
+def _unruled_decompositions(program: ExportedProgram) -> dict:
+    """PyTorch's decompositions of the graph's ops that have no rule (e.g. LSTM, GRU)."""
+    table = torch.export.default_decompositions()
+    return {
+        node.target: table[node.target]
+        for node in program.graph.nodes
+        if node.op == "call_function"
+        and isinstance(node.target, torch._ops.OpOverload)
+        and registry.lookup(node.target) is None
+        and node.target in table
+        # size reads of a dynamic graph (sym_size) carry no relevance and decompose to
+        # themselves
+        and any(isinstance(v, torch.Tensor) for v in node_vals(node))
+    }
+
+
 def _decompose_unruled(program: ExportedProgram) -> ExportedProgram:
     """Decompose ops that have no rule but have a PyTorch decomposition (e.g. LSTM, GRU)."""
-    table = torch.export.default_decompositions()
+    before: set = set()
     for _ in range(_MAX_DECOMPOSITION_ROUNDS):
-        missing = {
-            node.target
-            for node in program.graph.nodes
-            if node.op == "call_function"
-            and isinstance(node.target, torch._ops.OpOverload)
-            and registry.lookup(node.target) is None
-            and node.target in table
-        }
-        if not missing:
+        decompositions = _unruled_decompositions(program)
+        missing = set(decompositions)
+        if not missing or missing == before:
             break
+        before = missing
         try:
-            program = program.run_decompositions({op: table[op] for op in missing})
+            program = program.run_decompositions(decompositions)
         except Exception as exc:
             names = ", ".join(sorted(str(op) for op in missing))
             raise CaptureError(f"decomposing {names} failed: {exc}") from exc
@@ -427,7 +549,8 @@ def blocking_node(g: CapturedGraph, output: fx.Node) -> fx.Node | None:
     depends: set[fx.Node] = set(g.user_inputs)
     for node in g.nodes:
         if node.op == "call_function" and any(i in depends for i in node.all_input_nodes):
-            depends.add(node)
+            if any(isinstance(v, torch.Tensor) for v in node_vals(node)):  # not a size read
+                depends.add(node)
     ancestors: set[fx.Node] = set()
     stack = [output]
     while stack:

@@ -1,8 +1,9 @@
 """``explain_text``: per-token relevance for sequence classifiers and encoders with a head.
 
-The texts are tokenized without padding, right-padded to a multiple of ``bucket`` tokens
-(``attention_mask`` 0), and explained in chunks of a fixed batch size, so repeated calls reuse
-one capture. Works with any model called as ``model(input_ids=..., attention_mask=...)`` that
+The texts are tokenized without padding, right-padded to the longest (or to a multiple of
+``bucket`` tokens; ``attention_mask`` 0) and explained in chunks of ``batch_size``; the engine's
+capture has dynamic batch and sequence sizes, so every call reuses one capture. Works with any
+model called as ``model(input_ids=..., attention_mask=...)`` that
 returns ``[batch, classes]`` logits (a Hugging Face ``...ForSequenceClassification`` or an
 encoder with a pooling head such as :class:`dlbacktrace.examples.zoo.SentenceClassifier`).
 """
@@ -57,7 +58,7 @@ def explain_text(
     mode: str = "default",
     *,
     attention: str | None = None,
-    bucket: int = 16,
+    bucket: int = 1,
     batch_size: int = 8,
     truncation: bool = False,
     max_length: int | None = None,
@@ -86,7 +87,9 @@ def explain_text(
     attention
         The attention rule; None uses the mode's default.
     bucket
-        Texts are padded to a multiple of this many tokens (captures are reused).
+        Texts are padded to a multiple of this many tokens (1: to the longest text). Captures
+        serve any length already; a bucket only limits the captures of a model that cannot be
+        exported with dynamic sizes.
     batch_size
         Texts per engine call.
     truncation

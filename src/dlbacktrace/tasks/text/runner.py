@@ -1,10 +1,11 @@
-"""Driving the engine for text models: cached captures, length buckets, fixed batch sizes.
+"""Driving the engine for text models: the Backtrace per model, padding, batch chunks.
 
-``torch.export`` captures one graph per input signature (shapes and dtypes), which costs
-seconds for a transformer. The text helpers therefore keep the :class:`Backtrace` of the last
-few models (a small bounded cache, :func:`clear_cache` empties it), right-pad sequences to a
-multiple of ``bucket`` tokens with ``attention_mask`` 0, and explain in batches of a fixed size,
-so that repeated calls on texts of similar length reuse one capture.
+A capture costs seconds for a transformer; the engine exports the batch and sequence sizes as
+dynamic dimensions and shares captures between every :class:`Backtrace` of a model, so texts of
+any length and any chunk size reuse one capture. The helpers keep the :class:`Backtrace` of the
+last few models (:func:`clear_cache` empties it and the models' shared captures), right-pad
+sequences with ``attention_mask`` 0 (to a multiple of ``bucket`` tokens when asked: that limits
+the captures of a model export cannot make dynamic) and explain in chunks of ``batch_size``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ _BACKTRACES: OrderedDict[int, Backtrace] = OrderedDict()
 
 
 def clear_cache() -> None:
-    """Forget the cached captures (and the references they hold to models)."""
+    """Forget the cached Backtraces and their models' captures (and the references they hold
+    to models)."""
+    for bt in _BACKTRACES.values():
+        bt.forget_captures()
     _BACKTRACES.clear()
 
 
@@ -73,10 +77,10 @@ def pad_right(
 
 
 def batch_sizes(n: int, batch_size: int) -> list[int]:
-    """Chunk sizes for ``n`` rows: full chunks of ``batch_size``; the last rounded up to a power
-    of two (at most ``batch_size``), so a handful of batch shapes cover every ``n``."""
+    """Chunk sizes for ``n`` rows: full chunks of ``batch_size`` and the rest (the capture's
+    batch size is dynamic, so no chunk is padded with repeated rows)."""
     sizes = [batch_size] * (n // batch_size)
     rest = n % batch_size
     if rest:
-        sizes.append(min(batch_size, 1 << (rest - 1).bit_length()))
+        sizes.append(rest)
     return sizes

@@ -4,9 +4,9 @@ Each sequence (prompt + tokens to explain) is replicated along the batch dimensi
 ``k`` is seeded with a one-hot at (position of token ``k`` − 1, its token id): no export or
 forward per token. For models whose ``forward`` limits the logits to some positions (the
 family's ``keep_logits`` keyword, :mod:`dlbacktrace.tasks.hf`), only the logits at the explained
-positions are computed. Sequences are right-padded to a multiple of ``bucket`` tokens
-(``attention_mask`` 0): in a causal model later positions cannot change earlier ones, so the
-padding leaves the explanation unchanged and captures are reused.
+positions are computed. Sequences are right-padded to the longest (or a multiple of ``bucket``
+tokens; ``attention_mask`` 0): in a causal model later positions cannot change earlier ones, so
+the padding leaves the explanation unchanged; the engine's capture serves any length.
 
 Memory: every row of a batch records its own copy of the forward activations, so the default
 ``batch_size=2`` keeps peak memory within about 1.5x a forward + gradient pass (SmolLM2-135M,
@@ -41,7 +41,9 @@ class SequenceOptions:
     ``mode``: ``"default"`` or ``"contrast"``; ``attention``: the attention rule (None: the
     mode's default); ``top_k``: how many contributors ``top_tokens`` lists; ``batch_size``:
     explained tokens per engine call; ``bucket``: sequences are padded to a multiple of this
-    many tokens; ``backtrace``: a :class:`Backtrace` of the model to reuse (None: a cached one);
+    many tokens (1: to the longest; captures serve any length, a bucket only limits the captures
+    of a model that cannot be exported with dynamic sizes); ``backtrace``: a :class:`Backtrace`
+    of the model to reuse (None: a cached one);
     ``check_vocabulary``: check that the tokenizer belongs to the model.
     """
 
@@ -49,7 +51,7 @@ class SequenceOptions:
     attention: str | None = None
     top_k: int = 5
     batch_size: int = 2
-    bucket: int = 32
+    bucket: int = 1
     backtrace: Backtrace | None = None
     check_vocabulary: bool = True
 
@@ -93,7 +95,7 @@ def explain_sequences(
     """Explain ``(ids [L], prompt_length, prompt_text)`` sequences together.
 
     One row per explained token; rows of different sequences share batches (each row
-    right-padded to the longest sequence's bucket), so several prompts cost no extra capture.
+    right-padded to the longest sequence), so several prompts cost no extra engine call.
 
     Parameters
     ----------
@@ -134,9 +136,9 @@ def explain_sequences(
     kwargs: dict[str, Any] = export_options(model)
     keep = logits_keyword(model)
     if keep is not None:
-        needed = torch.unique(row_pos)  # sorted; the same for every batch: one capture
-        kept = bucket_length(needed.numel(), 8, width)
-        kwargs[keep] = torch.cat([needed, needed[-1:].expand(kept - needed.numel())])
+        needed = torch.unique(row_pos)  # sorted; the same for every batch
+        kept = needed.numel()
+        kwargs[keep] = needed
         row_out = torch.searchsorted(needed, row_pos)  # logits row of each explained token
     else:
         kept, row_out = width, row_pos

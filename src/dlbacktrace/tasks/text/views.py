@@ -28,7 +28,7 @@ TOKENS = "input_ids"
 def first_tokens(exp: Explanation, n: int) -> Explanation:
     """``exp`` with only the first ``n`` positions of every ``[rows, T]`` map and input.
 
-    The helpers pad sequences to a bucket length; the padding's relevance is exactly 0, so
+    The helpers right-pad sequences (to the longest or a bucket); the padding's relevance is 0, so
     cutting it leaves the ledger as it is.
 
     Parameters

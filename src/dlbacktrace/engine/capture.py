@@ -8,6 +8,7 @@ left without a rule is reported by :func:`check_rules` as an error, never passed
 
 from __future__ import annotations
 
+import logging
 import operator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,8 @@ from dlbacktrace.engine.rules import registry
 from dlbacktrace.engine.rules.spec import Family, OpSpec
 
 _MAX_DECOMPOSITION_ROUNDS = 4
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,6 +70,7 @@ def export_model(model: torch.nn.Module, args: tuple, kwargs: dict) -> CapturedG
     except Exception as exc:  # torch raises many unrelated types here
         raise CaptureError(_capture_hint(exc)) from exc
     program = _decompose_unruled(program)
+    program = with_recorded_extras(program)
     return analyse(program, args, kwargs)
 
 
@@ -105,6 +109,29 @@ def _decompose_unruled(program: ExportedProgram) -> ExportedProgram:
             names = ", ".join(sorted(str(op) for op in missing))
             raise CaptureError(f"decomposing {names} failed: {exc}") from exc
     return program
+
+
+# Ops whose decomposition also returns what their rule needs: max-pools their arg-max indices,
+# layer norm its mean and 1/σ. Recorded once in the forward, these spare the rules a second
+# forward (issue 15). (max_pool1d decomposes to an op without a declared rule: it stays.)
+_WITH_RECORDED_EXTRAS = ("max_pool2d", "max_pool3d", "layer_norm")
+
+
+def with_recorded_extras(program: ExportedProgram) -> ExportedProgram:
+    """Rewrite max-pools and layer norms as the ops that also return indices / statistics."""
+    table = torch.export.default_decompositions()
+    ops = {getattr(torch.ops.aten, name).default for name in _WITH_RECORDED_EXTRAS}
+    present = {
+        node.target for node in program.graph.nodes
+        if node.op == "call_function" and node.target in ops and node.target in table
+    }
+    if not present:
+        return program
+    try:
+        return program.run_decompositions({op: table[op] for op in present})
+    except Exception:  # torch raises many types here; the plain ops keep their own rules
+        logger.debug("decomposition of %s failed; the ops keep their own rules", present)
+        return program
 
 
 def analyse(program: ExportedProgram, args: tuple, kwargs: dict) -> CapturedGraph:
@@ -439,8 +466,9 @@ def _zero_stays_silent(g: CapturedGraph, node: fx.Node, memo: dict[fx.Node, bool
             spec = _spec(user)
             if spec.family is Family.AFFINE and not spec.normalises:
                 operands = [a for a in user.all_input_nodes if a in g.data]
-                if len(operands) > 1:  # mul/div/add of two data tensors: follow the output
-                    silent = _zero_stays_silent(g, user, memo)
+                sums = spec.bias_sign is not None or spec.complement_arg is not None  # a ± b
+                if len(operands) > 1 and not sums:  # a product of two data tensors is zero
+                    silent = _zero_stays_silent(g, user, memo)  # where an operand is: follow
             elif spec.family is Family.ATTENTION:
                 pass  # its rules share by contributions of each operand
             elif spec.family in (Family.MOVEMENT, Family.SELECTION) and spec.saturation is None:

@@ -393,7 +393,7 @@ def signed_matrix_affine(
             m = abs_map()
             rho = (m["absx"] * m["t"](sh.alpha + sh.beta) + xd * t_sgn(sh.alpha - sh.beta)) / 2
         streams.append(rho)
-    return torch.stack(streams).to(R.dtype), absorbed
+    return _streams(streams).to(R.dtype), absorbed
 
 
 def signed_elementwise_affine(
@@ -438,5 +438,5 @@ def signed_elementwise_affine(
             per_term[t].append(rho)
     result = Contribution(absorbed=absorbed)
     for (node, _, in_shape), parts in zip(terms, per_term, strict=True):
-        result.add(node, sum_to(torch.stack(parts).to(R.dtype), in_shape))
+        result.add(node, sum_to(_streams(parts).to(R.dtype), in_shape))
     return result

@@ -157,7 +157,7 @@ def _unrepeat_heads(t: torch.Tensor, kv_heads: int) -> torch.Tensor:
     if t.dim() < 3 or t.shape[-3] == kv_heads:
         return t
     groups = t.shape[-3] // kv_heads
-    return t.unflatten(-3, (kv_heads, groups)).sum(-2)
+    return t.unflatten(-3, (kv_heads, groups)).sum(-3)
 
 
 def _value_only(call, R, result, v, attn, heads) -> Contribution:

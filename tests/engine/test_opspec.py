@@ -178,6 +178,10 @@ def test_without_the_declaration_an_own_bias_sees_no_saturation(scoped):
         (CLIP_OP, movement.identity, {"saturation": ("low", 1.0)}, "must be a number"),
         (CLIP_OP, movement.identity, {"family": "affine", "saturation": (0.0, None)},
          "saturation applies to"),
+        (CLIP_OP, movement.identity, {"zero_below": True}, "needs a low saturation bound"),
+        (CLIP_OP, movement.identity, {"saturation": (None, 1.0), "zero_below": True},
+         "needs a low saturation bound"),
+        (CLIP_OP, movement.identity, {"normalises": True}, "normalises applies to affine"),
         (CLIP_OP, None, {}, "needs a rule"),
         (CLIP_OP, movement.identity, {"family": "shape_only"}, "pass rule=None"),
         (CLIP_OP, "identity", {}, "must be callable"),
@@ -281,3 +285,42 @@ def test_every_built_in_is_declared_through_register_rule():
     assert registry.lookup(torch.ops.aten.bucketize) is None
     with pytest.raises(TypeError):
         table[aten.relu] = registry.UNDECLARED  # a read-only view
+
+
+# ---- which saturated sides can carry relevance: decided at capture time (issue 15) ---------
+
+
+class _Exp(nn.Module):
+    def forward(self, x):
+        return torch.exp(x)
+
+
+class _Pool(nn.Module):
+    def forward(self, x):
+        return F.max_pool1d(x.unsqueeze(1), 2).squeeze(1)
+
+
+@pytest.mark.parametrize(
+    ("after", "want"),
+    [
+        ([nn.ReLU(), nn.Linear(4, 2)], None),  # an affine consumer shares by w·x: 0 for x = 0
+        ([nn.ReLU(), nn.Dropout(), nn.Linear(4, 2)], None),  # movement keeps values
+        ([nn.ReLU(), _Pool(), nn.Linear(2, 2)], None),  # so does selection
+        ([nn.ReLU()], (0.0, None)),  # the seed reaches zero outputs too
+        ([nn.ReLU(), _Exp(), nn.Linear(4, 2)], (0.0, None)),  # exp(0) = 1
+        ([nn.ReLU(), nn.LayerNorm(4), nn.Linear(4, 2)], (0.0, None)),  # normalised values
+        ([nn.ReLU6(), nn.Linear(4, 2)], (None, 6.0)),  # the high side outputs 6, not 0
+        ([nn.Tanh(), nn.Linear(4, 2)], (-2.0, 2.0)),
+        ([nn.Hardtanh(0.0, 1.0), nn.Linear(4, 2)], (None, 1.0)),  # a clamp at 0 is ReLU-like
+    ],
+    ids=["linear", "dropout", "pool", "output", "exp", "layernorm", "relu6", "tanh", "clamp0"],
+)
+def test_live_saturation_sides_come_from_the_graph(after, want):
+    from dlbacktrace.engine.capture import export_model
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), *after).eval()
+    g = export_model(model, (torch.randn(2, 3),), {})
+    first = next(n for n in g.nodes if n in g.saturation)
+    assert g.saturation[first][0] is not None or g.saturation[first][1] is not None
+    assert g.live_saturation.get(first) == want

@@ -1130,3 +1130,48 @@ def test_layer_norm_centring_by_hand():
     exp_c = explain(model, x, seed=seed, mode="contrast")
     close(exp_c.relevance, [[s2 * v / 3 for v in z]], "contrast, centring", atol=1e-10)
     assert abs(absorbed_sum(exp_c) - 0.5) < 1e-10
+
+
+# =============================================================================================
+# No forwards inside rules (issue 15): pooling and layer norm read what the record kept
+# =============================================================================================
+
+
+def _ops_in_sweep(model, *inputs, **kw) -> set[str]:
+    """ATen ops the backward sweep runs for one explanation (after capture)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import dlbacktrace.engine.sweep as sweep_module
+
+    seen: set[str] = set()
+
+    class Recording(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.add(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    bt = Backtrace(model, **kw)
+    bt.explain(*inputs)
+    run = sweep_module._run_sweep
+
+    def recorded(*a, **k):
+        with Recording():
+            return run(*a, **k)
+
+    sweep_module._run_sweep = recorded
+    try:
+        bt.explain(*inputs)
+    finally:
+        sweep_module._run_sweep = run
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["default", "contrast"])
+def test_max_pool_and_layer_norm_rules_run_no_forward(mode):
+    torch.manual_seed(0)
+    pool = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten()).to(D64)
+    ops = _ops_in_sweep(pool.eval(), torch.randn(2, 1, 6, 6, dtype=D64), mode=mode)
+    assert not {o for o in ops if "max_pool" in o}, ops
+    norm = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2)).to(D64).eval()
+    ops = _ops_in_sweep(norm, torch.randn(3, 4, dtype=D64), mode=mode, norm="centre")
+    assert not {o for o in ops if "layer_norm" in o or o in ("var", "var_mean", "std")}, ops

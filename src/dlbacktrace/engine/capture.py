@@ -27,6 +27,8 @@ from dlbacktrace.engine.rules.spec import Family, OpSpec
 _MAX_DECOMPOSITION_ROUNDS = 4
 logger = logging.getLogger(__name__)
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class CapturedGraph:
@@ -47,6 +49,13 @@ class CapturedGraph:
     # (attention probabilities; DESIGN.md 2.2): the nodes the softmax rule applies to.
     attention_probs: set[fx.Node] = field(default_factory=set)
     saturation: dict[fx.Node, tuple[float | None, float | None]] = field(default_factory=dict)
+    # The sides of ``saturation`` on which a saturated output can carry relevance: a ReLU-like
+    # low side (output exactly 0 below the bound) whose consumers give zero-valued elements no
+    # relevance never does, so its rule needs no saturated form there (decided here, from the
+    # op declarations and the graph, never from the data).
+    live_saturation: dict[fx.Node, tuple[float | None, float | None]] = field(
+        default_factory=dict
+    )
     relevant: dict[int, list[fx.Node]] = field(default_factory=dict)  # per output, checked
     # Bias written as a separate op (``x @ W + b``, Keras Dense, ONNX MatMul+Add): the
     # bias-free affine node -> the add/sub that applies its constant bias. The pair is
@@ -171,7 +180,8 @@ def _program(
 
 
 def _analysed(program: ExportedProgram, args: tuple, kwargs: dict) -> CapturedGraph:
-    return analyse(_decompose_unruled(program), args, kwargs)
+    program = with_recorded_extras(_decompose_unruled(program))
+    return analyse(program, args, kwargs)
 
 
 def _capture_hint(exc: Exception) -> str:
@@ -220,6 +230,29 @@ def _decompose_unruled(program: ExportedProgram) -> ExportedProgram:
             names = ", ".join(sorted(str(op) for op in missing))
             raise CaptureError(f"decomposing {names} failed: {exc}") from exc
     return program
+
+
+# Ops whose decomposition also returns what their rule needs: max-pools their arg-max indices,
+# layer norm its mean and 1/σ. Recorded once in the forward, these spare the rules a second
+# forward (issue 15). (max_pool1d decomposes to an op without a declared rule: it stays.)
+_WITH_RECORDED_EXTRAS = ("max_pool2d", "max_pool3d", "layer_norm")
+
+
+def with_recorded_extras(program: ExportedProgram) -> ExportedProgram:
+    """Rewrite max-pools and layer norms as the ops that also return indices / statistics."""
+    table = torch.export.default_decompositions()
+    ops = {getattr(torch.ops.aten, name).default for name in _WITH_RECORDED_EXTRAS}
+    present = {
+        node.target for node in program.graph.nodes
+        if node.op == "call_function" and node.target in ops and node.target in table
+    }
+    if not present:
+        return program
+    try:
+        return program.run_decompositions({op: table[op] for op in present})
+    except Exception:  # torch raises many types here; the plain ops keep their own rules
+        logger.debug("decomposition of %s failed; the ops keep their own rules", present)
+        return program
 
 
 def analyse(program: ExportedProgram, args: tuple, kwargs: dict) -> CapturedGraph:
@@ -506,27 +539,91 @@ def _mark_saturation(g: CapturedGraph) -> None:
                 continue
             bounds = _spec(user).saturation_bounds(user, lambda a: _constant_scalar(g, a))
             if bounds is not None:
-                g.saturation[node] = _chained_bounds(g, user, bounds)
+                chained, chain = _chained_bounds(g, user, bounds)
+                g.saturation[node] = chained
+                live = _live_sides(g, chain, chained)
+                if live is not None:
+                    g.live_saturation[node] = live
             break
 
 
-def _chained_bounds(g: CapturedGraph, act: fx.Node, bounds: tuple) -> tuple:
-    """Clamp-like ops in a row (``maximum(minimum(y, 1), −1)``) saturate at both bounds."""
+def _live_sides(
+    g: CapturedGraph, chain: list[fx.Node], bounds: tuple
+) -> tuple[float | None, float | None] | None:
+    """``bounds`` without a low side that can never carry relevance (None: neither side can).
+
+    Below its low bound a ReLU-like activation outputs exactly 0; if every consumer of the
+    activation gives zero-valued elements exactly zero relevance, the saturated-low outputs
+    receive none, and the rule's low-side shares are never used.
+    """
     low, high = bounds
-    current = act
-    while _spec(current).clamps:
-        users = _consumers(g, current)
+    first = _spec(chain[0])
+    zero_below = (first.zero_below and len(chain) == 1) or (
+        low == 0.0 and all(_spec(n).clamps for n in chain)
+    )
+    if low is not None and zero_below and _zero_stays_silent(g, chain[-1], {}):
+        low = None
+    return None if low is None and high is None else (low, high)
+
+
+def _zero_stays_silent(g: CapturedGraph, node: fx.Node, memo: dict[fx.Node, bool]) -> bool:
+    """Whether every rule downstream of ``node`` gives its zero-valued elements no relevance.
+
+    Affine rules share by contributions ``w·x`` (zero for ``x = 0``): they end the question.
+    Products and quotients of two data tensors are zero where an operand is, and movement and
+    selection keep values: for them the question moves on to their own consumers. Anything
+    else (an output, a normalisation, an elementwise function with ``f(0) ≠ 0``) may not.
+    """
+    if node in memo:
+        return memo[node]
+    memo[node] = False  # cycles cannot occur in a DAG; this guards re-entry only
+    silent = True
+    for user in _consumers(g, node):
+        if user.op != "call_function":
+            silent = False
+        elif user.target is operator.getitem:
+            silent = _zero_stays_silent(g, user, memo)
+        else:
+            spec = _spec(user)
+            if spec.family is Family.AFFINE and not spec.normalises:
+                operands = [a for a in user.all_input_nodes if a in g.data]
+                sums = spec.bias_sign is not None or spec.complement_arg is not None  # a ± b
+                if len(operands) > 1 and not sums:  # a product of two data tensors is zero
+                    silent = _zero_stays_silent(g, user, memo)  # where an operand is: follow
+            elif spec.family is Family.ATTENTION:
+                pass  # its rules share by contributions of each operand
+            elif spec.family in (Family.MOVEMENT, Family.SELECTION) and spec.saturation is None:
+                silent = _zero_stays_silent(g, user, memo)
+            else:
+                silent = False
+        if not silent:
+            break
+    memo[node] = silent
+    return silent
+
+
+def _chained_bounds(
+    g: CapturedGraph, act: fx.Node, bounds: tuple
+) -> tuple[tuple, list[fx.Node]]:
+    """Clamp-like ops in a row (``maximum(minimum(y, 1), −1)``) saturate at both bounds.
+
+    Returns the combined bounds and the ops of the row whose bounds they combine.
+    """
+    low, high = bounds
+    chain = [act]
+    while _spec(chain[-1]).clamps:
+        users = _consumers(g, chain[-1])
         if len(users) != 1 or not _spec(users[0]).clamps:
             break
-        current = users[0]
-        more = _spec(current).saturation_bounds(current, lambda a: _constant_scalar(g, a))
+        more = _spec(users[0]).saturation_bounds(users[0], lambda a: _constant_scalar(g, a))
         if more is None:
             break
+        chain.append(users[0])
         if more[0] is not None:
             low = more[0] if low is None else max(low, more[0])
         if more[1] is not None:
             high = more[1] if high is None else min(high, more[1])
-    return (low, high)
+    return (low, high), chain
 
 
 def relevant_nodes(g: CapturedGraph, output: fx.Node) -> list[fx.Node]:

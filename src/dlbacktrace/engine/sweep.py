@@ -3,6 +3,11 @@
 The sweep knows nothing about specific ops; it asks the registry for each node's rule, hands
 it the recorded values and the relevance of the node's output, and accumulates what comes
 back. Values are freed as soon as no remaining rule needs them.
+
+Nothing inside the sweep waits for the device: the ledger is kept as device tensors and read
+back once at the end, and which affine nodes need their saturated form is settled before it
+starts (capture rules out the sides that never carry relevance; one batched check of the
+recorded outputs settles the rest).
 """
 
 from __future__ import annotations
@@ -28,6 +33,14 @@ class SweepResult:
     # Absorbed relevance per batch row, plus a last slot for amounts that could not be
     # attributed to one row (``rules.base.total``); None when the output has no batch dim.
     absorbed_rows: torch.Tensor | None = None
+
+
+@dataclass
+class _Ledger:
+    """Absorbed relevance per node, kept on the device until the sweep ends."""
+
+    device: torch.device
+    amounts: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def _free_plan(
@@ -85,14 +98,55 @@ def sweep(
         result.absorbed_rows = torch.zeros(rows + 1, dtype=torch.float64, device=seed.device)
     plan = _free_plan(relevant, g.bias_add)
     wanted_layers = layer_nodes or set()
+    ledger = _Ledger(device=seed.device)
     # rules enable autograd only locally, for their transposed ops
     with torch.no_grad(), ledger_rows(rows):
-        _run_sweep(g, env, relevant, store, result, plan, wanted_layers, options, dtype, abs_cache)
+        saturated = saturated_nodes(g, env, relevant)
+        _run_sweep(g, env, relevant, store, result, plan, wanted_layers, options, dtype,
+                   abs_cache, saturated, ledger)
+    if ledger.amounts:  # one read-back for the whole ledger
+        names = list(ledger.amounts)
+        values = torch.stack([ledger.amounts[n] for n in names]).tolist()
+        absorbed.update((n, v) for n, v in zip(names, values, strict=True) if v != 0.0)
     return result
 
 
+def saturated_nodes(
+    g: CapturedGraph, env: dict[fx.Node, Any], relevant: list[fx.Node]
+) -> dict[fx.Node, tuple[float | None, float | None]]:
+    """The saturation bounds of the affine nodes that have a saturated output.
+
+    Only the sides capture left live are checked, all nodes in one batch with a single
+    read-back. A node without saturated outputs gets the unsaturated form of its rule, which
+    gives the same values (its saturated shares would all equal the unsaturated ones).
+    """
+    checked: list[tuple[fx.Node, tuple[float | None, float | None]]] = []
+    flags: list[torch.Tensor] = []
+    wanted = set(relevant)
+    for node, (low, high) in g.live_saturation.items():
+        if node not in wanted:
+            continue
+        fused = g.bias_add.get(node)
+        y = env.get(node if fused is None else fused)
+        if isinstance(y, (tuple, list)):
+            y = y[0]
+        if not isinstance(y, torch.Tensor):
+            continue
+        parts = [y < low] if low is not None else []
+        if high is not None:
+            parts.append(y > high)
+        flag = parts[0] if len(parts) == 1 else parts[0] | parts[1]
+        checked.append((node, (low, high)))
+        flags.append(flag.any())
+    if not flags:
+        return {}
+    hit = torch.stack([f.to(flags[0].device) for f in flags]).tolist()
+    return {node: bounds for (node, bounds), h in zip(checked, hit, strict=True) if h}
+
+
 def _run_sweep(
-    g, env, relevant, store, result, plan, wanted_layers, options, dtype, abs_cache
+    g, env, relevant, store, result, plan, wanted_layers, options, dtype, abs_cache, saturated,
+    ledger,
 ) -> None:
     for node in reversed(relevant):
         R = store.pop(node, None)
@@ -105,7 +159,8 @@ def _run_sweep(
             parent, index = node.args
             _accumulate(store, parent, R, slot=index)
         elif R is not None:
-            _apply_rule(g, env, node, R, options, store, result, dtype, abs_cache)
+            _apply_rule(g, env, node, R, options, store, result, dtype, abs_cache, saturated,
+                        ledger)
         for value in plan.get(node, ()):
             if value.op != "placeholder":
                 env.pop(value, None)
@@ -121,7 +176,9 @@ def _bias_value(g, env, add: fx.Node, affine: fx.Node) -> torch.Tensor:
     return -value if registry.spec_of(add.target).bias_sign < 0 else value
 
 
-def _apply_rule(g, env, node, R, options, store, result, dtype, abs_cache) -> None:
+def _apply_rule(
+    g, env, node, R, options, store, result, dtype, abs_cache, saturated, ledger
+) -> None:
     source = g.bias_source.get(node)
     if source is not None:  # a fused bias add: its affine op's rule handles the bias
         _accumulate(store, source, R)
@@ -142,7 +199,7 @@ def _apply_rule(g, env, node, R, options, store, result, dtype, abs_cache) -> No
         bias_add=None if fused is None else _bias_value(g, env, fused, node),
         data=g.data,
         gates=g.gates,
-        saturation=g.saturation.get(node),
+        saturation=saturated.get(node),
         options=options,
         abs_cache=abs_cache,
         attention_probs=g.attention_probs,
@@ -154,15 +211,18 @@ def _apply_rule(g, env, node, R, options, store, result, dtype, abs_cache) -> No
         _accumulate(store, inp, rho.to(dtype))
     amount = contribution.absorbed
     if isinstance(amount, torch.Tensor):
+        amount = amount.to(device=ledger.device, dtype=torch.float64)
         if result.absorbed_rows is not None:
             result.absorbed_rows += _as_rows(amount, result.absorbed_rows)
-        value = float(amount.sum())
+        value = amount.sum()
     else:
-        value = float(amount)
-        if result.absorbed_rows is not None and value != 0.0:
+        if amount == 0.0:
+            return
+        value = torch.tensor(float(amount), dtype=torch.float64, device=ledger.device)
+        if result.absorbed_rows is not None:
             result.absorbed_rows[-1] += value  # a plain number: not attributable to a row
-    if value != 0.0:
-        result.absorbed[node.name] = result.absorbed.get(node.name, 0.0) + value
+    current = ledger.amounts.get(node.name)
+    ledger.amounts[node.name] = value if current is None else current + value
 
 
 def _as_rows(amount: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

@@ -35,12 +35,34 @@ from dlbacktrace.engine.rules.base import (
 
 @dataclass
 class Coefficients:
-    """Per-output shares: relevance per unit of positive (p) / negative (n) contribution."""
+    """Per-output shares: relevance per unit of positive (p) / negative (n) contribution.
+
+    Unsaturated shares (``saturated`` False) are one tensor ``p = n``; ``absorbed`` is then
+    already the node's ledger entry (bias shares and outputs with nothing to share).
+    """
 
     p: torch.Tensor
     n: torch.Tensor
-    dead: torch.Tensor | None  # outputs absorbed entirely (zero denominator); None: none
-    saturated: bool  # whether p != n anywhere that carries relevance
+    dead: torch.Tensor | None  # outputs absorbed entirely (zero denominator)
+    saturated: bool  # whether the one-sided shares of saturated outputs are in use
+    absorbed: torch.Tensor | None = None
+
+
+def unsaturated_shares(
+    R: torch.Tensor, A: torch.Tensor, bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``G = R ⊘ (Σ|z| + |b|)`` per stream and the node's absorbed relevance (stream 0).
+
+    Branch-free: an output with nothing to share (``D = 0``) keeps ``G = R`` there, which
+    reaches no input (all its contributions are 0) and is counted as absorbed instead.
+    """
+    D = A + bias.abs() if bias is not None else A
+    dead = D == 0
+    G = R / torch.where(dead, 1.0, D)
+    absorbed = total(torch.where(dead, R[0], 0.0))
+    if bias is not None:
+        absorbed = absorbed + total(keep_rows(G[0], bias.shape) * bias.abs())
+    return G, absorbed
 
 
 def coefficients(
@@ -49,34 +71,22 @@ def coefficients(
     A: torch.Tensor,
     S: torch.Tensor | None,
     bias: torch.Tensor | None,
-    bounds: tuple[float | None, float | None] | None,
+    bounds: tuple[float | None, float | None],
 ) -> Coefficients:
-    """Shares of the rule of 2.1, activation-aware when ``bounds`` is given.
+    """Activation-aware shares of the rule of 2.1 (the sweep passes ``bounds`` only for nodes
+    with a saturated output; :func:`unsaturated_shares` is the common case).
 
-    ``A`` is Σ|z| (P+N), ``S`` is Σz (P−N, needed only for saturation), ``y`` the op's output
-    (the pre-activation T_j of the formulas), ``T`` the total relevance per output.
+    ``A`` is Σ|z| (P+N), ``S`` is Σz (P−N), ``y`` the op's output (the pre-activation T_j of
+    the formulas), ``T`` the total relevance per output.
     """
-    D = A + bias.abs() if bias is not None else A  # A is the caller's fresh Σ|z|
-    hi = lo = None
-    if bounds is not None:
-        low, high = bounds
-        hi = (y > high) if high is not None else None
-        lo = (y < low) if low is not None else None
-        if hi is not None and not bool(torch.where(hi, T, 0).any()):
-            hi = None
-        if lo is not None and not bool(torch.where(lo, T, 0).any()):
-            lo = None
-    if hi is None and lo is None:
-        if bias is not None and bool((bias != 0).all()):  # D ≥ |b| > 0: nothing is dead
-            r = D.reciprocal()
-            return Coefficients(p=r, n=r, dead=None, saturated=False)
-        dead = D == 0
-        r = D.reciprocal().masked_fill_(dead, 0.0)
-        return Coefficients(p=r, n=r, dead=dead, saturated=False)
     if S is None:
         raise RuleError("internal: saturation needs the signed forward")
-    P = ((A + S) / 2).clamp_min(0)
-    N = ((A - S) / 2).clamp_min(0)
+    D = A + bias.abs() if bias is not None else A
+    low, high = bounds
+    hi = (y > high) if high is not None else None
+    lo = (y < low) if low is not None else None
+    P = (A + S).div_(2).clamp_min_(0)
+    N = (A - S).div_(2).clamp_min_(0)
     bp = bias.clamp_min(0) if bias is not None else 0.0
     bn = (-bias).clamp_min(0) if bias is not None else 0.0
     r = safe_reciprocal(D)
@@ -84,42 +94,26 @@ def coefficients(
     if hi is not None:
         den = P + bp
         p = torch.where(hi, safe_reciprocal(den), p)
-        n = torch.where(hi, torch.zeros_like(n), n)
+        n = torch.where(hi, 0.0, n)
         dead = torch.where(hi, den == 0, dead)
     if lo is not None:
         den = N + bn
-        p = torch.where(lo, torch.zeros_like(p), p)
+        p = torch.where(lo, 0.0, p)
         n = torch.where(lo, safe_reciprocal(den), n)
         dead = torch.where(lo, den == 0, dead)
     return Coefficients(p=p, n=n, dead=dead, saturated=True)
 
 
-def absorbed_by_bias(
-    T: torch.Tensor, c: Coefficients, bias: torch.Tensor | None, Tp: torch.Tensor | None = None
-) -> torch.Tensor:
+def absorbed_by_bias(T: torch.Tensor, c: Coefficients, bias: torch.Tensor | None) -> torch.Tensor:
     """Relevance that the bias (and dead outputs) take: ``T·(p·b⁺ + n·b⁻)`` plus ``T`` if dead.
 
-    Dead outputs have ``p = n = 0``, so the two parts never overlap. ``Tp`` (= ``T·p``, which
-    the caller needs anyway) saves a pass when the shares are unsaturated.
+    Dead outputs have ``p = n = 0``, so the two parts never overlap.
     """
-    out = torch.zeros((), dtype=torch.float64, device=T.device)
-    if c.dead is not None and bool(c.dead.any()):
-        out = out + total(torch.where(c.dead, T, 0.0))
+    out = total(torch.where(c.dead, T, 0.0))
     if bias is not None:
-        if c.saturated:
-            share = c.p * bias.clamp_min(0) + c.n * (-bias).clamp_min(0)
-            out = out + total(T * share)
-        else:
-            weighted = T * c.p if Tp is None else Tp
-            out = out + total(keep_rows(weighted, bias.shape) * bias.abs())
+        share = c.p * bias.clamp_min(0) + c.n * (-bias).clamp_min(0)
+        out = out + total(T * share)
     return out
-
-
-def _relevance_per_unit(T: torch.Tensor, c: Coefficients, streams: int) -> torch.Tensor | None:
-    """``T·p`` for unsaturated shares (in place over ``p`` when nothing else needs it)."""
-    if c.saturated:
-        return None
-    return c.p.mul_(T) if streams == 1 else T * c.p
 
 
 @dataclass
@@ -192,24 +186,28 @@ def matrix_affine(
         def t_sgn(g):
             return amap.transpose(g, *weights)
     else:
-        A, t_abs = _autograd_transpose(amap.forward, absx.clone(), abs_w)
+        A, t_abs = _autograd_transpose(amap.forward, absx.detach(), abs_w)
         S, t_sgn = None, None
         if streams == 2 or call.saturation is not None:
-            S, t_sgn = _autograd_transpose(amap.forward, xd.clone(), weights)
-    c = coefficients(T, y, A, S, bias, call.saturation)
-    Tp = _relevance_per_unit(T, c, streams)
-    absorbed = absorbed_by_bias(T, c, bias, Tp)
-    pushed = t_abs(T * (c.p + c.n) / 2 if c.saturated else Tp)
-    # Closed-form transposes return fresh tensors; autograd may hand back views of its input.
+            S, t_sgn = _autograd_transpose(amap.forward, xd.detach(), weights)
     closed = amap.transpose is not None or amap.abs_forward is not None
+    if call.saturation is None:
+        G, absorbed = unsaturated_shares(R, A, bias)
+        pushed = t_abs(G[0])
+        # Closed-form transposes return fresh tensors; autograd may hand back views of its input.
+        rho = [pushed.mul_(absx) if closed else pushed * absx]
+        if streams == 2:
+            rho.append(xd * t_sgn(G[1]))
+        return _streams(rho).to(R.dtype), absorbed
+    c = coefficients(T, y, A, S, bias, call.saturation)
+    absorbed = absorbed_by_bias(T, c, bias)
+    pushed = t_abs(T * (c.p + c.n) / 2)
     rho = [pushed.mul_(absx) if closed else pushed * absx]
-    if c.saturated:
-        rho[0] = rho[0] + xd * t_sgn(T * (c.p - c.n) / 2)
+    rho[0] = rho[0] + xd * t_sgn(T * (c.p - c.n) / 2)
     if streams == 2:
         D = R[1]
-        net = xd * t_sgn(D * (c.p + c.n) / 2 if c.saturated else D * c.p)
-        if c.saturated:
-            net = net + absx * t_abs(D * (c.p - c.n) / 2)
+        net = xd * t_sgn(D * (c.p + c.n) / 2)
+        net = net + absx * t_abs(D * (c.p - c.n) / 2)
         rho.append(net)
     return _streams(rho).to(R.dtype), absorbed
 
@@ -239,23 +237,24 @@ def elementwise_affine(
     shape = y.shape
     magnitudes = [s.abs() for _, s, _ in terms]
     A = functools.reduce(torch.add, magnitudes).expand(shape)
-    S = None
-    if call.saturation is not None:
-        S = functools.reduce(torch.add, [s for _, s, _ in terms]).expand(shape)
+    if call.saturation is None:  # p == n: the shares are |s|/D (and s/D for a second stream)
+        G, absorbed = unsaturated_shares(R, A, bias)  # bias broadcasts
+        result = Contribution(absorbed=absorbed)
+        for (node, s, in_shape), magnitude in zip(terms, magnitudes, strict=True):
+            in_place = magnitude.shape == G.shape[1:]
+            rho = [magnitude.mul_(G[0]) if in_place else G[0] * magnitude]
+            if R.shape[0] == 2:
+                rho.append(G[1] * s)
+            result.add(node, sum_to(_streams(rho).to(R.dtype), in_shape))
+        return result
+    S = functools.reduce(torch.add, [s for _, s, _ in terms]).expand(shape)
     c = coefficients(T, y, A, S, bias, call.saturation)
-    Tp = _relevance_per_unit(T, c, R.shape[0])
-    result = Contribution(absorbed=absorbed_by_bias(T, c, bias, Tp))  # bias broadcasts
-    for (node, s, in_shape), magnitude in zip(terms, magnitudes, strict=True):
-        if c.saturated:
-            pos, neg = s.clamp_min(0), (-s).clamp_min(0)
-            rho = [T * (c.p * pos + c.n * neg)]
-            if R.shape[0] == 2:
-                rho.append(R[1] * (c.p * pos - c.n * neg))
-        else:  # p == n: the shares are |s|/D and s/D
-            in_place = magnitude.shape == Tp.shape and len(terms) > 0
-            rho = [magnitude.mul_(Tp) if in_place else Tp * magnitude]
-            if R.shape[0] == 2:
-                rho.append(R[1] * c.p * s)
+    result = Contribution(absorbed=absorbed_by_bias(T, c, bias))  # bias broadcasts
+    for node, s, in_shape in terms:
+        pos, neg = s.clamp_min(0), (-s).clamp_min(0)
+        rho = [T * (c.p * pos + c.n * neg)]
+        if R.shape[0] == 2:
+            rho.append(R[1] * (c.p * pos - c.n * neg))
         result.add(node, sum_to(_streams(rho).to(R.dtype), in_shape))
     return result
 
@@ -279,16 +278,13 @@ class SignedShares:
 
 
 def _saturation_masks(call: Call, y: torch.Tensor, R: torch.Tensor):
+    """Saturated outputs that carry relevance, for the sides the sweep passed (no read-back)."""
     if call.saturation is None:
         return None, None
     low, high = call.saturation
     carries = R != 0
     hi = (y > high) & carries if high is not None else None
     lo = (y < low) & carries if low is not None else None
-    if hi is not None and not bool(hi.any()):
-        hi = None
-    if lo is not None and not bool(lo.any()):
-        lo = None
     return hi, lo
 
 
@@ -307,43 +303,35 @@ def signed_shares(
 ) -> SignedShares:
     """Shares of one stream ``R`` (shaped like ``y``, the pre-activation output ``T``).
 
-    ``positive_negative()`` returns ``(P, N)`` and is called only if a saturated output
-    carries relevance (it costs a forward on ``|x|, |w|``). ``magnitude`` (``Σ|z| + |b|``,
-    where it is cheap) lets outputs that cancel to rounding noise be absorbed whole.
+    ``positive_negative()`` returns ``(P, N)`` and is called only for a node the sweep marks
+    saturated (it costs a forward on ``|x|, |w|``). ``magnitude`` (``Σ|z| + |b|``, where it is
+    cheap) lets outputs that cancel to rounding noise be absorbed whole.
     """
     eps = call.options.epsilon
     den = stabilised(y, eps)
     G = R / den
-    b = bias if bias is not None else torch.zeros((), dtype=y.dtype, device=y.device)
-    cancelled = None
+    step = den - y  # ε_j as rounded into den: the ledger then balances to the last bit
+    absorbed_map = G * step.add_(bias) if bias is not None else G * step
     if magnitude is not None:
         cancelled = y.abs() <= CANCELLED * torch.finfo(y.dtype).eps * magnitude
-        cancelled = cancelled & (magnitude > 0)
-        if bool(cancelled.any()):
-            G = torch.where(cancelled, 0.0, G)
-        else:
-            cancelled = None
+        cancelled &= magnitude > 0
+        G = G.masked_fill_(cancelled, 0.0)
+        absorbed_map = torch.where(cancelled, R, absorbed_map)
     hi, lo = _saturation_masks(call, y, R)
     if hi is None and lo is None:
-        absorbed_map = G * (b + (den - y))
-        if cancelled is not None:
-            absorbed_map = torch.where(cancelled, R, absorbed_map)
         return SignedShares(G=G, alpha=None, beta=None, absorbed=total(absorbed_map))
+    b = bias if bias is not None else torch.zeros((), dtype=y.dtype, device=y.device)
     P, N = positive_negative()
-    zero = torch.zeros_like(G)
     alpha, beta = G, -G
-    absorbed_map = G * (b + (den - y))
-    if cancelled is not None:
-        absorbed_map = torch.where(cancelled, R, absorbed_map)
     for mask, side, bside in ((hi, P, b.clamp_min(0)), (lo, N, (-b).clamp_min(0))):
         if mask is None:
             continue
         d = side + bside
         share = R * safe_reciprocal(d)
         if mask is hi:
-            alpha, beta = torch.where(mask, share, alpha), torch.where(mask, zero, beta)
+            alpha, beta = torch.where(mask, share, alpha), torch.where(mask, 0.0, beta)
         else:
-            alpha, beta = torch.where(mask, zero, alpha), torch.where(mask, share, beta)
+            alpha, beta = torch.where(mask, 0.0, alpha), torch.where(mask, share, beta)
         taken = torch.where(d == 0, R, share * bside)  # bias share, or all if nothing to share
         absorbed_map = torch.where(mask, taken, absorbed_map)
     return SignedShares(G=G, alpha=alpha, beta=beta, absorbed=total(absorbed_map))
@@ -366,7 +354,7 @@ def signed_matrix_affine(
         def t_sgn(g):
             return amap.transpose(g, *weights)
     else:
-        _, t_sgn = _autograd_transpose(amap.forward, xd.clone(), weights)
+        _, t_sgn = _autograd_transpose(amap.forward, xd.detach(), weights)
 
     magnitudes: dict[str, Any] = {}  # the |x|, |w| map, built once if saturation needs it
 
@@ -384,7 +372,7 @@ def signed_matrix_affine(
             else:
                 abs_w = [call.abs_of(w) for w in amap.weights]
                 magnitudes["A"], magnitudes["t"] = _autograd_transpose(
-                    amap.forward, absx.clone(), abs_w
+                    amap.forward, absx.detach(), abs_w
                 )
         return magnitudes
 
@@ -405,7 +393,7 @@ def signed_matrix_affine(
             m = abs_map()
             rho = (m["absx"] * m["t"](sh.alpha + sh.beta) + xd * t_sgn(sh.alpha - sh.beta)) / 2
         streams.append(rho)
-    return torch.stack(streams).to(R.dtype), absorbed
+    return _streams(streams).to(R.dtype), absorbed
 
 
 def signed_elementwise_affine(
@@ -450,5 +438,5 @@ def signed_elementwise_affine(
             per_term[t].append(rho)
     result = Contribution(absorbed=absorbed)
     for (node, _, in_shape), parts in zip(terms, per_term, strict=True):
-        result.add(node, sum_to(torch.stack(parts).to(R.dtype), in_shape))
+        result.add(node, sum_to(_streams(parts).to(R.dtype), in_shape))
     return result

@@ -94,15 +94,17 @@ def sdpa(call: Call, R) -> Contribution:
     def scores_of(qq, kk):
         return (qq @ _repeat_heads(kk, heads).transpose(-2, -1)) * scale
 
+    result = Contribution()
+    if call.options.attention == "value":
+        return _value_only(call, R, result, v, _probabilities(q, k, scale, bias, heads), heads)
     scores = scores_of(q, k)
     full = scores if bias is None else scores + bias
     attn = torch.softmax(full, dim=-1)
     attn = torch.nan_to_num(attn, nan=0.0)  # fully masked rows: the op returns zeros or NaN
 
-    result = Contribution()
     if call.options.signed and call.options.attention == "split":
         return _signed_split(call, R, result, q, k, v, attn, scores, full, bias, heads)
-    value_share = R if call.options.attention == "value" else R / 2
+    value_share = R / 2
     if call.is_data(2):
         amap = AffineMap(lambda x, w: w @ _repeat_heads(x, heads), [attn])
         rho_v, absorbed = matrix_affine(call, value_share, v, amap)
@@ -110,8 +112,6 @@ def sdpa(call: Call, R) -> Contribution:
         result.absorbed = absorbed
     else:
         result.absorbed = total(value_share[0])
-    if call.options.attention == "value":
-        return result
 
     # Split: the other half reaches A (share |A_ts·V_sd|), softmax passes it to the scores,
     # an additive bias absorbs its magnitude share, and Q·Kᵀ splits it 50/50.
@@ -135,6 +135,53 @@ def sdpa(call: Call, R) -> Contribution:
             result.add(call.arg_node(i), sum_to(part.to(R.dtype), call.args[i].shape))
         else:
             result.absorbed = result.absorbed + total(part[0])
+    return result
+
+
+def _probabilities(q, k, scale, bias, heads) -> torch.Tensor:
+    """The op's attention probabilities, built in place in one L×S buffer.
+
+    Fully masked rows (all ``-inf``) come out as zeros, as the op's own output does.
+    """
+    attn = q @ _repeat_heads(k, heads).transpose(-2, -1)
+    attn.mul_(scale)
+    if bias is not None:
+        attn.add_(bias)
+    attn.sub_(attn.amax(dim=-1, keepdim=True)).exp_()
+    attn.div_(attn.sum(dim=-1, keepdim=True))
+    return attn.nan_to_num_(nan=0.0)
+
+
+def _unrepeat_heads(t: torch.Tensor, kv_heads: int) -> torch.Tensor:
+    """Adjoint of :func:`_repeat_heads`: sum the query heads that share a key/value head."""
+    if t.dim() < 3 or t.shape[-3] == kv_heads:
+        return t
+    groups = t.shape[-3] // kv_heads
+    return t.unflatten(-3, (kv_heads, groups)).sum(-3)
+
+
+def _value_only(call, R, result, v, attn, heads) -> Contribution:
+    """``attention="value"``: the affine rule on ``V`` with the probabilities as weights.
+
+    The probabilities are non-negative, so they are their own magnitudes: the map on
+    ``|V|`` and both transposes reuse the one probability buffer (no second L×S matrix).
+    """
+    if not call.is_data(2):
+        result.absorbed = total(R[0])
+        return result
+    kv_heads = v.shape[-3] if v.dim() >= 3 else 1
+
+    def apply(x, *_):
+        return attn @ _repeat_heads(x, heads)
+
+    def adjoint(g, *_):
+        return _unrepeat_heads(attn.transpose(-2, -1) @ g, kv_heads)
+
+    amap = AffineMap(forward=apply, weights=[], transpose=adjoint, abs_forward=apply,
+                     abs_transpose=adjoint)
+    rho_v, absorbed = matrix_affine(call, R, v, amap)
+    result.add(call.arg_node(2), rho_v)
+    result.absorbed = absorbed
     return result
 
 

@@ -224,11 +224,16 @@ def vjp_contribution(call: Call, R: Any) -> Contribution:
             for k, gk in enumerate(got):
                 per_leaf[k].append(torch.zeros_like(leaves[wrt[k]]) if gk is None else gk)
         for k, i in enumerate(wrt):
-            rho = torch.stack(per_leaf[k]).to(dtype)
+            rho = _stacked(per_leaf[k]).to(dtype)
             result.add(nodes[i], rho)
             routed = routed + total(rho[0])
     result.absorbed = incoming - routed
     return result
+
+
+def _stacked(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Streams stacked on a new leading dim (one stream: a view, no copy)."""
+    return parts[0].unsqueeze(0) if len(parts) == 1 else torch.stack(parts)
 
 
 def _streams(R: Any) -> int:

@@ -32,8 +32,8 @@ def _declare(names: str, rule: Rule | None, family: Family, **traits: Any) -> No
 
 
 # ---- elementwise nonlinear ops: identity (saturation is handled by the producer, DESIGN 2.1)
-_declare("relu", movement.identity, ELEMENTWISE, saturation=(0.0, None))
-_declare("relu6", movement.identity, ELEMENTWISE, saturation=(0.0, 6.0))
+_declare("relu", movement.identity, ELEMENTWISE, saturation=(0.0, None), zero_below=True)
+_declare("relu6", movement.identity, ELEMENTWISE, saturation=(0.0, 6.0), zero_below=True)
 _declare("tanh", movement.identity, ELEMENTWISE, saturation=(-2.0, 2.0))
 _declare("silu gelu mish", movement.identity, ELEMENTWISE, saturation=(-6.0, None))
 _declare("hardtanh", movement.identity, ELEMENTWISE,
@@ -52,7 +52,8 @@ _declare("where", movement.where, ELEMENTWISE)
 _declare("masked_fill", movement.masked_fill, ELEMENTWISE)
 
 # ---- gates: probability-like outputs (DESIGN.md 2.2)
-_declare("sigmoid hardsigmoid", movement.identity, GATE, saturation=(-4.0, 4.0))
+_declare("sigmoid", movement.identity, GATE, saturation=(-4.0, 4.0))
+_declare("hardsigmoid", movement.identity, GATE, saturation=(-4.0, 4.0), zero_below=True)
 _declare("_softmax softmax", attention.softmax, GATE, attention_probs=True)
 
 # ---- data movement: index maps, routed by their exact adjoint (DESIGN.md 2.3)
@@ -81,10 +82,14 @@ _declare("scatter", linear_ops.summing, MOVEMENT)
 
 # ---- selection: winner takes all
 _declare(
-    "max_pool1d max_pool2d max_pool3d max_pool2d_with_indices max_pool3d_with_indices "
-    "adaptive_max_pool1d adaptive_max_pool2d adaptive_max_pool3d max min amax amin topk sort "
-    "kthvalue median cummax cummin",
+    "max_pool1d max_pool2d max_pool3d max min amax amin topk sort kthvalue median cummax cummin",
     movement.adjoint, SELECTION,
+)
+# pooling that returns its arg-max indices: routed by the recorded indices, no re-run
+_declare(
+    "max_pool2d_with_indices max_pool3d_with_indices adaptive_max_pool1d adaptive_max_pool2d "
+    "adaptive_max_pool3d",
+    movement.max_pool, SELECTION,
 )
 # against a constant, minimum/maximum clamp: the constant is a saturation bound (DESIGN 2.3)
 _declare("minimum", movement.clamp_like, SELECTION, saturation=(None, CONSTANT_OPERAND))
@@ -115,10 +120,10 @@ _declare("mul", arithmetic.mul, AFFINE, keeps_gate="constant")  # a gate times a
 _declare("div", arithmetic.div, AFFINE, keeps_gate="any")  # top-k weights over their sum
 _declare("_native_batch_norm_legit_no_training", norm.batch_norm_eval, AFFINE)
 _declare("batch_norm", norm.batch_norm, AFFINE)
-_declare("_native_batch_norm_legit", norm.batch_norm_with_input_stats, AFFINE)
-_declare("layer_norm native_layer_norm", norm.layer_norm, AFFINE)
-_declare("group_norm native_group_norm", norm.group_norm, AFFINE)
-_declare("rms_norm", norm.rms_norm, AFFINE)
+_declare("_native_batch_norm_legit", norm.batch_norm_with_input_stats, AFFINE, normalises=True)
+_declare("layer_norm native_layer_norm", norm.layer_norm, AFFINE, normalises=True)
+_declare("group_norm native_group_norm", norm.group_norm, AFFINE, normalises=True)
+_declare("rms_norm", norm.rms_norm, AFFINE, normalises=True)
 
 # ---- summing maps: affine, never the movement adjoint (which copies relevance; DESIGN 2.3)
 _declare("index_add scatter_add col2im index_put _unsafe_index_put scatter_reduce",

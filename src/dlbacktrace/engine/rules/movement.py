@@ -6,6 +6,8 @@ product); the most frequent reshapes have direct adjoints to keep the sweep chea
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from dlbacktrace.engine.errors import RuleError
@@ -74,6 +76,36 @@ def expand(call: Call, R) -> Contribution:
 def adjoint(call: Call, R) -> Contribution:
     """Generic exact adjoint (cat, slice, index, gather, pad, flip, max-pool, topk, …)."""
     return vjp_contribution(call, R)
+
+
+# Spatial dims of the pooling ops that return (values, indices into each input plane).
+_POOL_DIMS = {
+    "max_pool2d_with_indices": 2, "max_pool3d_with_indices": 3,
+    "adaptive_max_pool1d": 1, "adaptive_max_pool2d": 2, "adaptive_max_pool3d": 3,
+}
+
+
+def max_pool(call: Call, R) -> Contribution:
+    """Max-pooling: each output's relevance goes to its arg-max, read off the recorded indices.
+
+    The indices the forward returned say where every maximum came from (a flat position in
+    its input plane), so no pooling is re-run: one ``scatter_add`` routes the relevance
+    (overlapping windows that pick the same element add up, as the op's adjoint does).
+    """
+    indices = call.out[1]
+    if not isinstance(R, list):
+        R = [R]
+    if any(r is not None for r in R[1:]):
+        raise RuleError("relevance reached the indices output of a max-pool")
+    R_out = R[0]
+    x = call.args[0]
+    lead = x.dim() - _POOL_DIMS[call.node.target.overloadpacket.__name__]
+    streams = R_out.shape[0]
+    batch = tuple(x.shape[:lead])
+    rho = R_out.new_zeros((streams, *batch, math.prod(x.shape[lead:])))
+    index = indices.reshape(*batch, -1).expand(streams, *batch, -1)
+    rho.scatter_add_(-1, index, R_out.reshape(streams, *batch, -1))
+    return _first_input(call, rho.reshape(streams, *x.shape))
 
 
 def embedding(call: Call, R) -> Contribution:

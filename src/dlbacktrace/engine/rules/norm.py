@@ -107,15 +107,19 @@ def centring_map(x: torch.Tensor, group_shape: tuple[int, ...]) -> AffineMap:
     )
 
 
-def _normalised(call, R, xhat, weight, bias, out, group_shape) -> Contribution:
-    """``γ·x̂ + β`` by the affine rule, then (if centring) ``x − μ`` by the affine rule."""
+def _normalised(call, R, xhat, weight, bias, out, group_shape, centred=None) -> Contribution:
+    """``γ·x̂ + β`` by the affine rule, then (if centring) ``x − μ`` by the affine rule.
+
+    ``centred``: ``x − μ`` where the recorded statistics give it (else recomputed).
+    """
     result = _affine_after_normalise(call, R, xhat, weight, bias, out)
     if not call.options.centring:
         return result
     x = call.args[0]
     (node, rho_c), = result.inputs
     amap = centring_map(x, group_shape)
-    centred = amap.forward(x.detach())
+    if centred is None:
+        centred = amap.forward(x.detach())
     inner = dataclasses.replace(call, out=centred, saturation=None, bias_add=None)
     rho, absorbed = matrix_affine(inner, rho_c, x, amap)
     final = Contribution(absorbed=result.absorbed + absorbed)
@@ -124,12 +128,21 @@ def _normalised(call, R, xhat, weight, bias, out, group_shape) -> Contribution:
 
 
 def layer_norm(call: Call, R) -> Contribution:
-    """``layer_norm`` / ``native_layer_norm(x, shape, w, b, eps)``."""
+    """``layer_norm`` / ``native_layer_norm(x, shape, w, b, eps)``.
+
+    ``native_layer_norm`` records its mean and ``1/σ`` beside its output: ``x − μ`` and
+    ``x̂`` are read off them instead of normalising again.
+    """
     x, shape, w, b = call.args[:4]
     eps = call.arg(4, "eps", 1e-5)
+    group = tuple(x.shape[x.dim() - len(shape):])
+    if isinstance(call.out, (tuple, list)) and len(call.out) == 3:
+        out, mean, rstd = call.out
+        centred = x - mean
+        xhat = centred * rstd
+        return _normalised(call, R, xhat, w, b, out, group, centred)
     xhat = F.layer_norm(x, shape, None, None, eps)
-    out = call.out[0] if isinstance(call.out, (tuple, list)) else call.out
-    return _normalised(call, R, xhat, w, b, out, tuple(x.shape[x.dim() - len(shape):]))
+    return _normalised(call, R, xhat, w, b, call.out, group)
 
 
 def group_norm(call: Call, R) -> Contribution:

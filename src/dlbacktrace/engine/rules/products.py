@@ -128,7 +128,7 @@ def signed_share(call, R, fn, a, b, out=None) -> tuple[list, torch.Tensor]:
                                          retain_graph=k < R.shape[0] - 1)
         outs[0].append(la.detach() * ga)
         outs[1].append(lb.detach() * gb)
-    return [torch.stack(o) for o in outs], absorbed
+    return [o[0].unsqueeze(0) if len(o) == 1 else torch.stack(o) for o in outs], absorbed
 
 
 def matmul_of_data(call: Call, R) -> Contribution:

@@ -153,6 +153,13 @@ class OpSpec:
     fill_arg
         Shape-only ops that fill with one constant (``full``): the argument holding it, so a
         clamp against that constant is seen as a saturation bound.
+    zero_below
+        Activations whose output is exactly 0 below their low saturation bound (ReLU): when
+        no rule downstream gives zero-valued elements relevance, the low side of the
+        producer's activation awareness can never carry any and is left out at capture time.
+    normalises
+        Affine-family normalisations (layer norm): their rule shares by the normalised value,
+        so a zero-valued input element can still receive relevance.
     """
 
     op: Any
@@ -169,6 +176,8 @@ class OpSpec:
     keeps_gate: GatePassage | None = None
     complement_arg: int | None = None
     fill_arg: int | None = None
+    zero_below: bool = False
+    normalises: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "family", _family(self.family))
@@ -196,6 +205,7 @@ class OpSpec:
             "bijective": (self.bijective, Family.MOVEMENT),
             "attention_probs": (self.attention_probs, Family.GATE),
             "fill_arg": (self.fill_arg is not None, Family.SHAPE_ONLY),
+            "normalises": (self.normalises, Family.AFFINE),
         }
         for trait, (given, allowed) in only.items():
             if given and family is not allowed:
@@ -206,6 +216,8 @@ class OpSpec:
             problems.extend(self._bias_arg_problems())
         if self.saturation is not None:
             problems.extend(self._saturation_problems())
+        if self.zero_below and (self.saturation is None or self.saturation[0] is None):
+            problems.append("zero_below needs a low saturation bound")
         if self.bias_sign not in (None, 1, -1):
             problems.append(f"bias_sign must be +1 or -1, got {self.bias_sign!r}")
         if self.keeps_gate not in (None, "any", "constant"):

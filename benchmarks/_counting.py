@@ -68,15 +68,15 @@ class CallCounts:
 
     Parameters
     ----------
-    aten_ops:
+    aten_ops
         Number of ATen ops dispatched during the call.
-    host_sync_calls:
+    host_sync_calls
         Number of calls of the ``SYNC_METHODS`` of ``torch.Tensor`` (from Python).
-    aten_host_reads:
+    aten_host_reads
         Number of dispatched ATen ops that need device data on the host.
-    by_method:
+    by_method
         ``host_sync_calls`` broken down by method name.
-    by_op:
+    by_op
         ``aten_ops`` broken down by overload packet name (``aten.addmm``, ...).
     """
 
@@ -170,7 +170,7 @@ def count_call(fn: Callable[[], Any]) -> tuple[Any, CallCounts]:
 
     Parameters
     ----------
-    fn:
+    fn
         The call to count; it is run exactly once.
     """
     methods: Counter[str] = Counter()

@@ -62,62 +62,62 @@ def aggregate(
 
     Parameters
     ----------
-    model:
+    model
         The model, or a ``Backtrace`` (its capture cache is then reused, locally).
-    data:
+    data
         A DataLoader, an iterable of batches (tensors, ``(x, y)`` tuples or mappings of keyword
         inputs), a NumPy array, a tensor or a DataFrame.
-    target:
+    target
         None (each row's predicted class), ``"label"`` (its true class), a class index, or
         ``"positive"``/``"negative"`` for a single-logit model.
-    mode:
+    mode
         ``"default"`` or ``"contrast"``.
-    labels:
+    labels
         For array or DataFrame data: an array of labels, or a label column name of the
         DataFrame. Iterables carry their own labels.
-    batch_size:
+    batch_size
         Rows per batch for array data (default 256).
-    feature_names:
+    feature_names
         Names of the features of the one ``[rows, features]`` input (a DataFrame's columns by
         default).
-    class_names:
+    class_names
         One name per class of the model.
-    layers:
+    layers
         Module names whose units (channels for conv-like outputs, last dim otherwise) are
         aggregated too.
-    layer_units:
+    layer_units
         ``{name: rule}`` overriding the unit rule of a layer: ``"channel"``, ``"last"``,
         ``"heads:N"`` (one unit per attention head) or ``"total"`` (one per module, e.g. per
         expert).
-    tokenizer:
+    tokenizer
         A Hugging Face tokenizer; turns on per-token and per-word statistics of ``input_ids``.
-    sample_size:
+    sample_size
         Rows kept in the fixed-size sample of per-row values, for quantiles and beeswarm plots
         (default 1024; 0 keeps none).
-    groups:
+    groups
         The bias lens: one group value per row (array, list, Series), or for a DataFrame the
         name of a column holding them (left out of the features, like a label column). Keeps
         per-group relevance statistics of the one ``[rows, features]`` input
         (:meth:`GlobalExplanation.group_table`).
-    sensitive:
+    sensitive
         With ``groups``: features whose share of each row's total |relevance| is kept, per
         group and overall (:meth:`GlobalExplanation.sensitive_shares`: the mean of the per-row
         shares ± its standard error over rows). A name is a column, or every one-hot column
         ``name=...``; ``{name: [columns or one-hot prefixes]}`` combines several.
-    backend:
+    backend
         ``"local"`` or ``"ray"``.
-    num_workers:
+    num_workers
         Ray workers explaining batches at once (``backend="ray"`` only).
-    address:
+    address
         The Ray cluster to connect to; a local Ray is started when None and none is running.
-    checkpoint:
+    checkpoint
         A ``.npz`` path saved atomically every ``checkpoint_every`` batches; if it exists,
         finished batches are skipped (resume).
-    checkpoint_every:
+    checkpoint_every
         Batches between checkpoints (default 10).
-    progress:
+    progress
         Show a progress bar (needs ``rich``).
-    **explain_kwargs:
+    **explain_kwargs
         Passed on to ``Backtrace.explain``.
 
     Returns

@@ -26,13 +26,13 @@ def local_partials(
 
     Parameters
     ----------
-    bt:
+    bt
         The ``Backtrace`` that explains each batch.
-    source:
+    source
         Where the batches come from.
-    start:
+    start
         The first batch to explain; earlier ones are skipped (resume).
-    spec:
+    spec
         What to aggregate (mode, target, layers, text, ...).
 
     Returns
@@ -96,19 +96,19 @@ def ray_partials(
 
     Parameters
     ----------
-    model:
+    model
         The model; its class must be importable on the workers.
-    model_key:
+    model_key
         The model's fingerprint, keying each worker's cached ``Backtrace``.
-    source:
+    source
         Where the batches come from (read by the driver).
-    start:
+    start
         The first batch to explain; earlier ones are skipped (resume).
-    spec:
+    spec
         What to aggregate; sent to the object store once.
-    num_workers:
+    num_workers
         Batches explained at once (at least 1; also the CPUs of a local Ray).
-    address:
+    address
         The Ray cluster to connect to when Ray is not already initialised.
 
     Returns

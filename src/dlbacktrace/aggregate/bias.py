@@ -41,9 +41,9 @@ def resolve_sensitive(
 
     Parameters
     ----------
-    sensitive:
+    sensitive
         Feature names, or ``{name: [parts]}``.
-    labels:
+    labels
         The column names of the explained input.
 
     Returns
@@ -86,9 +86,9 @@ def group_labels(values: Any, rows: int | None = None) -> np.ndarray:
 
     Parameters
     ----------
-    values:
+    values
         An array, list, tensor or Series of one group value per row.
-    rows:
+    rows
         The number of rows the data has (checked when given).
     """
     if hasattr(values, "detach"):
@@ -107,17 +107,17 @@ class GroupStats:
 
     Parameters
     ----------
-    input:
+    input
         The explained input these statistics are of.
-    names:
+    names
         ``G`` sorted, unique group labels.
-    count:
+    count
         ``[G]`` int64 rows per group.
-    sums:
+    sums
         ``"sum"``, ``"sumabs"``, ``"sumsq"`` -> ``[G, F]`` float64 sums of relevance.
-    sensitive:
+    sensitive
         ``{sensitive feature: column indices}`` (may be empty).
-    shares:
+    shares
         ``"n"`` (rows with a share), ``"sum"``, ``"sumsq"`` -> ``[G, S]`` sums of per-row
         shares, one column per sensitive feature in ``sensitive`` order.
     """
@@ -138,13 +138,13 @@ class GroupStats:
 
         Parameters
         ----------
-        input:
+        input
             The input's name.
-        relevance:
+        relevance
             ``[B, F]`` relevance of each row (float64; the net map in contrast mode).
-        groups:
+        groups
             ``[B]`` group label of each row.
-        sensitive:
+        sensitive
             ``{name: column indices}`` whose shares are kept.
         """
         rel = np.asarray(relevance, np.float64).reshape(len(relevance), -1)
@@ -193,7 +193,7 @@ class GroupStats:
 
         Parameters
         ----------
-        other:
+        other
             Statistics of the same input, features and sensitive features.
         """
         if other.input != self.input or other.sensitive != self.sensitive:
@@ -223,7 +223,7 @@ class GroupStats:
 
         Parameters
         ----------
-        labels:
+        labels
             The feature names, ``F`` of them.
         """
         import pandas as pd
@@ -264,9 +264,9 @@ def share_mean_stderr(n: int, total: float, squares: float) -> tuple[float, floa
 
     Parameters
     ----------
-    n:
+    n
         Rows.
-    total, squares:
+    total, squares
         The sum of the shares and of their squares.
 
     Returns

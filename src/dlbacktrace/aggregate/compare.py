@@ -39,7 +39,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
     Parameters
     ----------
-    a, b:
+    a, b
         Two vectors of the same length.
 
     Returns
@@ -62,21 +62,21 @@ class Comparison:
 
     Parameters
     ----------
-    labels:
+    labels
         Feature names, ``F`` of them.
-    class_names:
+    class_names
         Class names, ``K`` of them.
-    name_a, name_b:
+    name_a, name_b
         What to call the two aggregates in tables and the summary.
-    importance_a, importance_b:
+    importance_a, importance_b
         ``[F]`` importance over all rows.
-    stderr:
+    stderr
         ``[F]`` standard error of the change.
-    class_a, class_b:
+    class_a, class_b
         ``[K, F]`` per-class importance (NaN where a class has no rows).
-    class_stderr:
+    class_stderr
         ``[K, F]`` standard error of the per-class change.
-    shares:
+    shares
         The bias lens, when both aggregates kept the same sensitive features: one record per
         (sensitive feature, group) in both, with both mean shares, the change and its
         standard error.
@@ -165,7 +165,7 @@ class Comparison:
 
         Parameters
         ----------
-        n:
+        n
             At most this many features (default 5); only those whose importance dropped.
         """
         order = np.argsort(self.change, kind="stable")
@@ -176,7 +176,7 @@ class Comparison:
 
         Parameters
         ----------
-        n:
+        n
             At most this many features (default 5); only those whose importance rose.
         """
         order = np.argsort(-self.change, kind="stable")
@@ -187,7 +187,7 @@ class Comparison:
 
         Parameters
         ----------
-        n:
+        n
             Features listed as lost and as gained, each (default 3).
 
         Returns
@@ -242,11 +242,11 @@ def compare(
 
     Parameters
     ----------
-    a, b:
+    a, b
         The aggregates before and after (same features, same feature names).
-    input:
+    input
         The input to compare, for aggregates of several inputs (None: the only one).
-    names:
+    names
         What to call ``a`` and ``b`` in tables and the summary.
 
     Returns

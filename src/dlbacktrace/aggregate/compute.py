@@ -30,26 +30,26 @@ class AggSpec:
 
     Parameters
     ----------
-    mode:
+    mode
         ``"default"`` or ``"contrast"``.
-    target:
+    target
         None (predicted class), ``"label"``, a class index, or ``"positive"``/``"negative"``.
-    layers:
+    layers
         Module names whose relevance is aggregated too.
-    layer_units:
+    layer_units
         ``{module name: rule}`` for :func:`reduce_units` (layers not named use ``"last"``).
-    sample_size:
+    sample_size
         Rows kept in the per-row sample (0: none).
-    text:
+    text
         The tokenizer description for per-token and per-word statistics, if any.
-    text_input:
+    text_input
         The input holding the token ids (default ``"input_ids"``).
-    pad_to:
+    pad_to
         Pad short (last) batches to this many rows, so they reuse the capture.
-    sensitive:
+    sensitive
         ``{sensitive feature: column indices}`` whose per-row shares the bias lens keeps for
         batches that carry groups.
-    explain_kwargs:
+    explain_kwargs
         Further keywords of ``Backtrace.explain``.
     """
 
@@ -70,9 +70,9 @@ def layer_unit_rule(model: torch.nn.Module, name: str) -> str:
 
     Parameters
     ----------
-    model:
+    model
         The model holding the module.
-    name:
+    name
         The module's name in ``model`` (raises ``AggregateError`` if there is none).
 
     Returns
@@ -97,9 +97,9 @@ def reduce_units(relevance: torch.Tensor, rule: str) -> torch.Tensor:
 
     Parameters
     ----------
-    relevance:
+    relevance
         ``[B, ...]`` relevance of a module's output.
-    rule:
+    rule
         ``"last"``, ``"channel"``, ``"heads:H"`` or ``"total"``.
     """
     if rule == "total":
@@ -122,7 +122,7 @@ def n_classes_of(output: torch.Tensor) -> int:
 
     Parameters
     ----------
-    output:
+    output
         The model output, ``[B, K]`` (or ``[B]``/``[B, 1]`` for one logit).
     """
     if output.dim() >= 2 and output.shape[-1] > 1:
@@ -135,11 +135,11 @@ def explain_batch(bt: Backtrace, batch: Batch, spec: AggSpec) -> GlobalExplanati
 
     Parameters
     ----------
-    bt:
+    bt
         The ``Backtrace`` that explains the batch.
-    batch:
+    batch
         The batch (inputs, labels and its global row offset).
-    spec:
+    spec
         What to aggregate.
 
     Returns

@@ -21,11 +21,11 @@ class KeyedStats:
 
     Parameters
     ----------
-    keys:
+    keys
         ``[M, P]`` int64 keys, sorted and unique, padded with -1.
-    count:
+    count
         ``[M, K]`` int64 observations per key and class.
-    sums:
+    sums
         ``{"sum", "sumabs", "sumsq"}`` -> ``[M, K]`` float64 sums per key and class.
     """
 
@@ -39,9 +39,9 @@ class KeyedStats:
 
         Parameters
         ----------
-        width:
+        width
             Key width ``P``.
-        n_classes:
+        n_classes
             Number of classes ``K``.
         """
         return cls(
@@ -58,13 +58,13 @@ class KeyedStats:
 
         Parameters
         ----------
-        keys:
+        keys
             ``[N, P]`` integer keys, one per observation.
-        classes:
+        classes
             ``[N]`` class index of each observation.
-        values:
+        values
             ``[N]`` relevance of each observation.
-        n_classes:
+        n_classes
             Number of classes ``K``.
         """
         values = np.asarray(values, np.float64)
@@ -102,7 +102,7 @@ class KeyedStats:
 
         Parameters
         ----------
-        other:
+        other
             Statistics of the same key width and classes.
         """
         if other.keys.shape[1] != self.keys.shape[1]:

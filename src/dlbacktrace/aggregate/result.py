@@ -115,9 +115,9 @@ class GlobalExplanation:
 
         Parameters
         ----------
-        name:
+        name
             The input (or layer) name; may be left out when there is only one.
-        layer:
+        layer
             Look ``name`` up among the layer statistics instead of the inputs.
         """
         table = self.layers if layer else self.inputs
@@ -159,11 +159,11 @@ class GlobalExplanation:
 
         Parameters
         ----------
-        input:
+        input
             The input (None: the only one).
-        per_class:
+        per_class
             One row per class instead of one vector over all rows.
-        named:
+        named
             Return a pandas Series indexed by feature name (a DataFrame with one row per class
             name when ``per_class``) instead of a bare array.
         """

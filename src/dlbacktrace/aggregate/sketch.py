@@ -25,7 +25,7 @@ def row_hash(rows: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    rows:
+    rows
         Global row numbers (any integer array).
 
     Returns
@@ -45,13 +45,13 @@ class RowSample:
 
     Parameters
     ----------
-    k:
+    k
         The most rows kept.
-    rows:
+    rows
         ``[m]`` int64 global row numbers.
-    classes:
+    classes
         ``[m]`` int64 class of each row.
-    values:
+    values
         Named per-row arrays, each ``[m, ...]``.
     """
 
@@ -68,13 +68,13 @@ class RowSample:
 
         Parameters
         ----------
-        k:
+        k
             The most rows kept.
-        rows:
+        rows
             Global row numbers of the batch's rows.
-        classes:
+        classes
             Class of each row.
-        values:
+        values
             Named per-row arrays (first dim: rows).
         """
         sample = cls(k, np.asarray(rows, np.int64), np.asarray(classes, np.int64), values)
@@ -93,7 +93,7 @@ class RowSample:
 
         Parameters
         ----------
-        other:
+        other
             A sample with the same named arrays.
         """
         self.rows = np.concatenate([self.rows, other.rows])

@@ -29,17 +29,17 @@ class Batch:
 
     Parameters
     ----------
-    index:
+    index
         The batch number (from 0).
-    offset:
+    offset
         The global number of the batch's first row.
-    args:
+    args
         Positional model inputs.
-    kwargs:
+    kwargs
         Keyword model inputs.
-    labels:
+    labels
         ``[B]`` int64 labels, if the data has them.
-    groups:
+    groups
         ``[B]`` group label of each row (the bias lens), if any.
     """
 
@@ -63,21 +63,21 @@ class DataSource:
 
     Parameters
     ----------
-    data:
+    data
         A DataLoader or iterable of batches, a NumPy array, a tensor or a pandas DataFrame
         (numeric columns; converted to a float64 array).
-    batch_size:
+    batch_size
         Rows per batch for array data (positive).
-    labels:
+    labels
         For array data: one label per row; for a DataFrame also a label column name (the
         column is then dropped from the features). Not allowed for iterables.
-    dtype:
+    dtype
         Floating-point inputs are cast to it.
-    feature_names:
+    feature_names
         Feature names (default: a DataFrame's columns).
-    device:
+    device
         The model's device: batches are moved there.
-    groups:
+    groups
         For array data: one group value per row; for a DataFrame also a column name (the
         column is then dropped from the features). Not allowed for iterables.
     """
@@ -175,7 +175,7 @@ class DataSource:
 
         Parameters
         ----------
-        start:
+        start
             The first batch to yield (arrays are sliced from there; iterables are drawn and
             the earlier batches discarded).
         """

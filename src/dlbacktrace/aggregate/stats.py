@@ -25,9 +25,9 @@ class ClassMoments:
 
     Parameters
     ----------
-    count:
+    count
         ``[K]`` int64 rows per class.
-    sums:
+    sums
         ``"sum"``, ``"sumsq"``, ``"sumabs"`` (and in contrast mode ``"pos"``, ``"neg"``) ->
         ``[K, *shape]`` float64 sums.
     """
@@ -41,11 +41,11 @@ class ClassMoments:
 
         Parameters
         ----------
-        n_classes:
+        n_classes
             Number of classes ``K``.
-        shape:
+        shape
             The shape of one row's relevance.
-        contrast:
+        contrast
             Also keep the sums of the positive and negative halves.
         """
         names = FIELDS + (CONTRAST_FIELDS if contrast else ())
@@ -67,13 +67,13 @@ class ClassMoments:
 
         Parameters
         ----------
-        relevance:
+        relevance
             ``[B, *shape]`` relevance (the net map in contrast mode).
-        classes:
+        classes
             ``[B]`` class of each row, in ``0..n_classes - 1``.
-        n_classes:
+        n_classes
             Number of classes ``K``.
-        positive, negative:
+        positive, negative
             ``[B, *shape]`` positive and negative halves (contrast mode); both or neither.
         """
         rel = _float64(relevance)
@@ -106,7 +106,7 @@ class ClassMoments:
 
         Parameters
         ----------
-        other:
+        other
             Statistics of the same classes, mode and shape.
         """
         if set(self.sums) != set(other.sums) or self.count.shape != other.count.shape:
@@ -139,10 +139,10 @@ class ClassMoments:
 
         Parameters
         ----------
-        name:
+        name
             The field: ``"sum"`` (mean relevance), ``"sumabs"``, ``"sumsq"``, ``"pos"`` or
             ``"neg"``.
-        per_class:
+        per_class
             ``[K, *shape]`` per class if true, else ``[*shape]`` over all rows.
         """
         n = self._n(per_class)
@@ -154,7 +154,7 @@ class ClassMoments:
 
         Parameters
         ----------
-        per_class:
+        per_class
             ``[K, *shape]`` per class if true, else ``[*shape]`` over all rows.
         """
         n = self._n(per_class)

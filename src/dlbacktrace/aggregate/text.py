@@ -28,13 +28,13 @@ class TextSpec:
 
     Parameters
     ----------
-    tokens:
+    tokens
         The token string of each id (``""`` for ids not in the vocabulary).
-    skip_ids:
+    skip_ids
         Special and padding token ids, left out of the statistics.
-    word_start:
+    word_start
         ``[V]`` bool: whether each id starts a word.
-    continuation_prefix:
+    continuation_prefix
         ``"##"`` for WordPiece, ``""`` otherwise.
     """
 
@@ -49,7 +49,7 @@ class TextSpec:
 
         Parameters
         ----------
-        tokenizer:
+        tokenizer
             A Hugging Face tokenizer (``get_vocab``, ``all_special_ids``, ``pad_token_id``).
         """
         vocab = tokenizer.get_vocab()
@@ -74,7 +74,7 @@ class TextSpec:
 
         Parameters
         ----------
-        key:
+        key
             Token ids of the word's pieces, padded with -1.
         """
         pieces = [self.tokens[i] for i in key if i >= 0]
@@ -87,7 +87,7 @@ class TextSpec:
 
         Parameters
         ----------
-        idx:
+        idx
             The token id.
         """
         return self.tokens[idx] if 0 <= idx < len(self.tokens) else f"<id {idx}>"
@@ -105,17 +105,17 @@ def text_partial(
 
     Parameters
     ----------
-    ids:
+    ids
         ``[B, T]`` token ids.
-    mask:
+    mask
         ``[B, T]`` attention mask (zeros are left out), or None.
-    relevance:
+    relevance
         ``[B, T]`` relevance of each token.
-    classes:
+    classes
         ``[B]`` class of each row.
-    spec:
+    spec
         The tokenizer description.
-    n_classes:
+    n_classes
         Number of classes ``K``.
 
     Returns

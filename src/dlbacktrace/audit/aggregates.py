@@ -31,7 +31,7 @@ def file_digest(path: str | Path) -> str:
 
     Parameters
     ----------
-    path:
+    path
         The file.
     """
     digest = hashlib.sha256()
@@ -55,15 +55,15 @@ def aggregate_parts(
 
     Parameters
     ----------
-    g:
+    g
         The :class:`~dlbacktrace.aggregate.GlobalExplanation`.
-    data:
+    data
         The ``[rows, ...]`` tensor it was computed from.
-    labels:
+    labels
         The true class of each row, if given to the aggregate.
-    options:
+    options
         The ``aggregate()`` keywords used (see ``AGGREGATE_OPTIONS``).
-    data_file:
+    data_file
         The file the data was read from (its name and digest are kept as provenance).
 
     Returns
@@ -117,11 +117,11 @@ def replay_aggregate(content: dict[str, Any], inputs: StoredInputs, model: Any) 
 
     Parameters
     ----------
-    content:
+    content
         The record's content.
-    inputs:
+    inputs
         The record's stored inputs (the data tensor and labels).
-    model:
+    model
         The model or a :class:`~dlbacktrace.Backtrace` of it.
 
     Returns

@@ -22,7 +22,7 @@ def canonical_json(content: Any) -> str:
 
     Parameters
     ----------
-    content:
+    content
         A JSON-serialisable value (a ``ValueError`` is raised for NaN or infinities).
     """
     return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
@@ -34,9 +34,9 @@ def chain_hash(prev_hash: str, content_json: str) -> str:
 
     Parameters
     ----------
-    prev_hash:
+    prev_hash
         The previous record's hash (``GENESIS`` for the first record).
-    content_json:
+    content_json
         The record's content as :func:`canonical_json` text.
 
     Returns
@@ -51,7 +51,7 @@ def blob_digest(data: bytes) -> str:
 
     Parameters
     ----------
-    data:
+    data
         The blob's bytes.
     """
     return hashlib.sha256(data).hexdigest()

@@ -67,9 +67,9 @@ def module_fingerprint(model: torch.nn.Module, *, weights: str | None = None) ->
 
     Parameters
     ----------
-    model:
+    model
         The module.
-    weights:
+    weights
         A known digest of its weights, reused instead of hashing them again.
     """
     architecture = _architecture(model)

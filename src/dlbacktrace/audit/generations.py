@@ -43,9 +43,9 @@ def generation_parts(gen: Any, options: dict[str, Any] | None = None
 
     Parameters
     ----------
-    gen:
+    gen
         A :class:`~dlbacktrace.tasks.text.GenerationExplanation`.
-    options:
+    options
         How it was made: :class:`~dlbacktrace.tasks.text.SequenceOptions` fields (the ones
         not given are the defaults) and the generation settings (``max_new_tokens``,
         ``do_sample``, ``seed``, ...), stored for the record.
@@ -108,15 +108,15 @@ def replay_generation(content: dict[str, Any], inputs: StoredInputs, model: torc
 
     Parameters
     ----------
-    content:
+    content
         The record's content.
-    inputs:
+    inputs
         The record's stored inputs (``prompt_ids``, ``generated_ids``).
-    model:
+    model
         The causal language model.
-    tokenizer:
+    tokenizer
         Its tokenizer (its pad id fills the padding, as when the record was made).
-    backtrace:
+    backtrace
         A :class:`~dlbacktrace.Backtrace` of ``model`` to reuse, or None.
 
     Returns

@@ -77,7 +77,7 @@ def explain_options(kw: dict[str, Any]) -> tuple[dict[str, Any], torch.Tensor | 
 
     Parameters
     ----------
-    kw:
+    kw
         Keywords of ``Backtrace.explain``; only the explain options that are not None
         (``target``, ``mode``, ``scale``, ``output``, ``position``, ``attention``, ``layers``)
         and ``seed`` are read.
@@ -96,19 +96,19 @@ class AuditRecord:
 
     Parameters
     ----------
-    id:
+    id
         The record's id (increasing in chain order).
-    created_at:
+    created_at
         The ISO timestamp of the record.
-    prev_hash:
+    prev_hash
         The previous record's hash.
-    hash:
+    hash
         This record's hash.
-    content_json:
+    content_json
         The hashed content as canonical JSON.
-    explanation_blob:
+    explanation_blob
         The encoded explanation.
-    inputs_blob:
+    inputs_blob
         The encoded inputs.
     """
 
@@ -193,10 +193,10 @@ class AuditStore:
 
     Parameters
     ----------
-    location:
+    location
         A SQLite file path or an SQLAlchemy URL (``sqlite``, ``postgresql``, ``mysql``,
         ``mariadb``, ``oracle``, ``mssql``).
-    create:
+    create
         Create the SQLite file (and its folder) if missing; ``create=False`` opens an existing
         SQLite log only (reading commands never create one).
     """
@@ -296,12 +296,12 @@ class AuditStore:
 
         Parameters
         ----------
-        content:
+        content
             The record's content; the blobs' digests are added under ``"blobs"`` and its
             ``"timestamp"`` (if any) becomes ``created_at``.
-        explanation_blob:
+        explanation_blob
             The encoded explanation.
-        inputs_blob:
+        inputs_blob
             The encoded inputs.
         """
         sa = _sqlalchemy()
@@ -356,25 +356,25 @@ class AuditStore:
 
         Parameters
         ----------
-        bt:
+        bt
             The ``Backtrace`` that made the explanation.
-        explanation:
+        explanation
             The explanation to store.
-        args, kwargs:
+        args, kwargs
             The model inputs it was made from (positional, and keyword: tensors and constants).
-        options:
+        options
             The explain options (see :func:`explain_options`); ``mode`` defaults to the
             explanation's.
-        seed:
+        seed
             The custom seed tensor, if one was used.
-        spec:
+        spec
             A :class:`~dlbacktrace.io.loading.ModelSpec`: what lets ``verify`` reload the model
             later; without it, verify needs the model passed in.
-        source:
+        source
             What made the record (``"api"``, ``"demo"``, ...).
-        input_info:
+        input_info
             Extra facts about the input, stored with its digest and shapes.
-        weights:
+        weights
             A known digest of the model's weights, reused instead of hashing them again.
 
         Returns
@@ -424,15 +424,15 @@ class AuditStore:
 
         Parameters
         ----------
-        bt:
+        bt
             The ``Backtrace`` to explain with.
-        *inputs:
+        *inputs
             Positional model inputs.
-        spec:
+        spec
             The model's ``ModelSpec``, so the record can be verified without the model.
-        source:
+        source
             What made the record.
-        **kw:
+        **kw
             Explain options and seed (stored as options) and model keyword inputs.
         """
         explanation = bt.explain(*inputs, **kw)
@@ -465,19 +465,19 @@ class AuditStore:
 
         Parameters
         ----------
-        model:
+        model
             The causal language model that generated and was explained.
-        generation:
+        generation
             Its :class:`~dlbacktrace.tasks.text.GenerationExplanation`, explained on its own
             (one prompt per call): the replay explains this one sequence alone.
-        options:
+        options
             The explanation options used (``SequenceOptions`` fields; the defaults fill the
             others) and the generation settings (``max_new_tokens``, ``do_sample``, ``seed``).
-        spec:
+        spec
             The model's ``ModelSpec`` (verify then reloads model and tokenizer from it).
-        source:
+        source
             What made the record.
-        weights:
+        weights
             A known digest of the model's weights.
 
         Returns
@@ -504,13 +504,13 @@ class AuditStore:
 
         Parameters
         ----------
-        model, tokenizer, prompt:
+        model, tokenizer, prompt
             As for :func:`dlbacktrace.tasks.text.explain_generation`.
-        spec:
+        spec
             The model's ``ModelSpec``, so the records can be verified without the model.
-        source:
+        source
             What made the records.
-        **kw:
+        **kw
             ``explain_generation`` keywords (explanation options and generation settings).
         """
         from dlbacktrace.tasks.text import explain_generation
@@ -544,22 +544,22 @@ class AuditStore:
 
         Parameters
         ----------
-        model:
+        model
             The model that was explained (or its ``Backtrace``).
-        g:
+        g
             The :class:`~dlbacktrace.aggregate.GlobalExplanation`.
-        data:
+        data
             The ``[rows, ...]`` tensor it was computed from (kept in the record).
-        labels:
+        labels
             The true class of each row, if the aggregate was given them.
-        options:
+        options
             The ``aggregate()`` keywords used (``target``, ``mode``, ``batch_size``,
             ``feature_names``, ``class_names``, ``layers``, ``layer_units``, ``sample_size``).
-        spec:
+        spec
             The model's ``ModelSpec``.
-        source:
+        source
             What made the record.
-        data_file:
+        data_file
             The file the data was read from (its name and SHA-256 are kept).
 
         Returns
@@ -583,17 +583,17 @@ class AuditStore:
 
         Parameters
         ----------
-        model:
+        model
             The model or its ``Backtrace``.
-        data:
+        data
             A tensor or NumPy array (other data sources cannot be stored in a record).
-        labels:
+        labels
             One true class per row, or None.
-        spec:
+        spec
             The model's ``ModelSpec``.
-        source:
+        source
             What made the record.
-        **kw:
+        **kw
             ``aggregate()`` keywords among those a record keeps (see :meth:`record_aggregate`).
         """
         from dlbacktrace.aggregate import aggregate
@@ -630,7 +630,7 @@ class AuditStore:
 
         Parameters
         ----------
-        record_id:
+        record_id
             The record's id.
         """
         sa = _sqlalchemy()
@@ -645,9 +645,9 @@ class AuditStore:
 
         Parameters
         ----------
-        limit:
+        limit
             At most this many records (default 50).
-        offset:
+        offset
             Records skipped from the newest (default 0).
         """
         sa = _sqlalchemy()
@@ -666,7 +666,7 @@ class AuditStore:
 
         Parameters
         ----------
-        batch:
+        batch
             Records read per query (default 200).
         """
         sa = _sqlalchemy()

@@ -29,11 +29,11 @@ class ChainReport:
 
     Parameters
     ----------
-    count:
+    count
         Records checked.
-    head:
+    head
         The hash of the last record (``GENESIS`` for an empty log).
-    problems:
+    problems
         ``(record id, problem)`` pairs; id 0 is a head mismatch.
     """
 
@@ -71,9 +71,9 @@ def verify_chain(store: AuditStore, expect_head: str | None = None) -> ChainRepo
 
     Parameters
     ----------
-    store:
+    store
         The audit log.
-    expect_head:
+    expect_head
         The head hash kept elsewhere; if given, the last record's hash must equal it (this
         catches records removed from the end).
     """
@@ -115,20 +115,20 @@ class VerifyResult:
 
     Parameters
     ----------
-    record_id:
+    record_id
         The record replayed.
-    identical:
+    identical
         Whether every relevance map is bit-identical (same dtype, same values).
-    max_abs_diff:
+    max_abs_diff
         The largest absolute difference over all maps.
-    fingerprint_match:
+    fingerprint_match
         Whether the model fingerprint equals the stored one.
-    stored_fingerprint, fingerprint:
+    stored_fingerprint, fingerprint
         The model fingerprint stored in the record and the one computed now.
-    per_map:
+    per_map
         The largest absolute difference of each map (``"total/NAME"``, ``"net/NAME"``;
         infinite when a map is missing or its shape changed).
-    stored_rule_set, rule_set:
+    stored_rule_set, rule_set
         The relevance rule set of the record and of this library.
     """
 
@@ -280,11 +280,11 @@ def verify_record(store: AuditStore, record_id: int, loaded: Any = None) -> Veri
 
     Parameters
     ----------
-    store:
+    store
         The audit log.
-    record_id:
+    record_id
         The record to replay.
-    loaded:
+    loaded
         A :class:`~dlbacktrace.io.loading.LoadedModel`, an ``nn.Module``, a
         :class:`~dlbacktrace.Backtrace` (whose captured graphs are then reused) or, for a
         generation, ``(model, tokenizer)``; overrides the model spec stored in the record.

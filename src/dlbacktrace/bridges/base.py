@@ -38,7 +38,7 @@ class Bridge(abc.ABC):
 
         Parameters
         ----------
-        inputs:
+        inputs
             What the user passed to ``explain``/``predict``, positionally.
         """
 
@@ -47,7 +47,7 @@ class Bridge(abc.ABC):
 
         Parameters
         ----------
-        exc:
+        exc
             The engine's error for an operation without a relevance rule.
 
         Returns
@@ -62,11 +62,11 @@ class BridgedBacktrace:
 
     Parameters
     ----------
-    bridge:
+    bridge
         The framework's :class:`Bridge`.
-    mode:
+    mode
         ``"default"`` or ``"contrast"`` (see :class:`~dlbacktrace.Backtrace`).
-    **backtrace_kwargs:
+    **backtrace_kwargs
         Further :class:`~dlbacktrace.Backtrace` options (``attention``, ``epsilon``, ...).
     """
 
@@ -85,7 +85,7 @@ class BridgedBacktrace:
 
         Parameters
         ----------
-        *inputs:
+        *inputs
             The inputs in the framework's terms (see the bridge).
         """
         with torch.no_grad():
@@ -96,9 +96,9 @@ class BridgedBacktrace:
 
         Parameters
         ----------
-        *inputs:
+        *inputs
             The inputs in the framework's terms (see the bridge).
-        **kwargs:
+        **kwargs
             Keywords of :meth:`~dlbacktrace.Backtrace.explain` (``target``, ``mode``, ...).
         """
         tensors = self.bridge.adapt(inputs)

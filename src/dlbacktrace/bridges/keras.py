@@ -74,7 +74,7 @@ def load_keras(path: str | Path) -> Any:
 
     Parameters
     ----------
-    path:
+    path
         A ``.keras``, ``.h5`` or ``.hdf5`` file; raises :class:`KerasModelError` if it is
         missing or cannot be loaded.
     """
@@ -98,7 +98,7 @@ class KerasModule(torch.nn.Module):
 
     Parameters
     ----------
-    model:
+    model
         A ``keras.Model`` on the torch backend.
     """
 
@@ -112,7 +112,7 @@ class KerasModule(torch.nn.Module):
 
         Parameters
         ----------
-        *inputs:
+        *inputs
             One tensor per model input, in ``model.inputs`` order.
         """
         return self.model(inputs[0] if self.n_inputs == 1 else list(inputs), training=False)
@@ -130,7 +130,7 @@ class KerasBridge(Bridge):
 
     Parameters
     ----------
-    model:
+    model
         A ``keras.Model`` on the torch backend; its declared inputs give the names, shapes
         and dtypes the inputs are checked against.
     """
@@ -153,7 +153,7 @@ class KerasBridge(Bridge):
 
         Parameters
         ----------
-        inputs:
+        inputs
             What the user passed; values are converted to the declared dtype, moved to the
             weights' device and checked against the declared shapes (channels-last images).
         """
@@ -207,11 +207,11 @@ class KerasBacktrace(BridgedBacktrace):
 
     Parameters
     ----------
-    model_or_path:
+    model_or_path
         A ``keras.Model`` or a path to a ``.keras`` / legacy ``.h5`` file.
-    mode:
+    mode
         ``"default"`` or ``"contrast"``.
-    **backtrace_kwargs:
+    **backtrace_kwargs
         Further :class:`~dlbacktrace.Backtrace` options.
     """
 
@@ -238,7 +238,7 @@ class KerasBacktrace(BridgedBacktrace):
 
         Parameters
         ----------
-        inputs:
+        inputs
             An array/tensor, a list in ``model.inputs`` order, or a dict by input name.
         """
         return super().predict(inputs)
@@ -248,9 +248,9 @@ class KerasBacktrace(BridgedBacktrace):
 
         Parameters
         ----------
-        inputs:
+        inputs
             An array/tensor, a list in ``model.inputs`` order, or a dict by input name.
-        **kwargs:
+        **kwargs
             Keywords of ``Backtrace.explain`` (``target``, ``mode``, ``seed``, ``output``, ...).
             Relevance has each input's (channels-last) shape.
         """
@@ -268,13 +268,13 @@ def explain_keras(model_or_path: Any, inputs: Any, mode: str = "default",
 
     Parameters
     ----------
-    model_or_path:
+    model_or_path
         A ``keras.Model`` or a path to a ``.keras`` / legacy ``.h5`` file.
-    inputs:
+    inputs
         An array/tensor, a list in ``model.inputs`` order, or a dict by input name.
-    mode:
+    mode
         ``"default"`` or ``"contrast"``.
-    **kwargs:
+    **kwargs
         Keywords of ``Backtrace.explain`` (``target``, ``seed``, ``output``, ...).
     """
     return KerasBacktrace(model_or_path, mode=mode).explain(inputs, **kwargs)

@@ -40,9 +40,9 @@ class UnsupportedOnnxOperatorError(UnsupportedOperationError):
 
     Parameters
     ----------
-    message:
+    message
         The error message.
-    operators:
+    operators
         The ONNX operator types concerned (kept as ``operators``; may be empty).
     """
 
@@ -69,9 +69,9 @@ def read_onnx(source: OnnxSource, outputs: Sequence[str] | None = None) -> Any:
 
     Parameters
     ----------
-    source:
+    source
         A path to an ``.onnx`` file or an ``onnx.ModelProto``.
-    outputs:
+    outputs
         ONNX output (or intermediate value) names to keep; the graph is cut to what computes
         them.
     """
@@ -167,9 +167,9 @@ def load_onnx(source: OnnxSource, outputs: Sequence[str] | None = None) -> torch
 
     Parameters
     ----------
-    source:
+    source
         A path to an ``.onnx`` file or an ``onnx.ModelProto``.
-    outputs:
+    outputs
         ONNX output names to keep (the graph is pruned to them first).
 
     Returns
@@ -239,7 +239,7 @@ class OnnxBridge(Bridge):
 
     Parameters
     ----------
-    proto:
+    proto
         A validated ``onnx.ModelProto`` (see :func:`read_onnx`).
     """
 
@@ -257,7 +257,7 @@ class OnnxBridge(Bridge):
 
         Parameters
         ----------
-        inputs:
+        inputs
             One array/tensor per graph input in graph order, or a single dict by ONNX input
             name (every input must be given).
         """
@@ -289,7 +289,7 @@ class OnnxBridge(Bridge):
 
         Parameters
         ----------
-        exc:
+        exc
             The engine's error; the converted submodule it names is mapped to its ONNX node.
         """
         text = str(exc)
@@ -312,13 +312,13 @@ class OnnxBacktrace(BridgedBacktrace):
 
     Parameters
     ----------
-    source:
+    source
         A path to an ``.onnx`` file or a ``ModelProto``.
-    outputs:
+    outputs
         ONNX output names to keep (the graph is pruned to them first).
-    mode:
+    mode
         ``"default"`` or ``"contrast"``.
-    **backtrace_kwargs:
+    **backtrace_kwargs
         Further :class:`~dlbacktrace.Backtrace` options.
     """
 
@@ -342,11 +342,11 @@ class OnnxBacktrace(BridgedBacktrace):
 
         Parameters
         ----------
-        *inputs:
+        *inputs
             Arrays/tensors in graph input order, or one dict by ONNX input name.
-        output:
+        output
             An ONNX output name or index (default: the first).
-        **kwargs:
+        **kwargs
             Keywords of ``Backtrace.explain`` (``target``, ``seed``, ``scale``, ...).
         """
         index = self._output_index(output)
@@ -362,17 +362,17 @@ def explain_onnx(source: OnnxSource, *inputs: Any, outputs: Sequence[str] | None
 
     Parameters
     ----------
-    source:
+    source
         A path to an ``.onnx`` file or an ``onnx.ModelProto``.
-    *inputs:
+    *inputs
         Arrays/tensors in graph input order, or one dict by ONNX input name.
-    outputs:
+    outputs
         ONNX output names to keep (the graph is pruned to them first).
-    output:
+    output
         The ONNX output name or index explained (default: the first).
-    mode:
+    mode
         ``"default"`` or ``"contrast"``.
-    **kwargs:
+    **kwargs
         Keywords of ``Backtrace.explain`` (``target``, ``seed``, ``scale``, ...).
     """
     return OnnxBacktrace(source, outputs=outputs, mode=mode).explain(

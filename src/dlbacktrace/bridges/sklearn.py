@@ -79,10 +79,10 @@ def mlp_to_torch(estimator: Any, dtype: torch.dtype | None = None) -> nn.Sequent
 
     Parameters
     ----------
-    estimator:
+    estimator
         A fitted ``MLPClassifier``/``MLPRegressor`` or a ``Pipeline`` of ``StandardScaler``
         steps ending in one.
-    dtype:
+    dtype
         The module's dtype; defaults to the dtype of the fitted weights (float64 unless the
         model was fitted on float32 data).
     """
@@ -140,9 +140,9 @@ class SklearnBridge(Bridge):
 
     Parameters
     ----------
-    estimator:
+    estimator
         A fitted ``MLPClassifier``/``MLPRegressor`` or a Pipeline of scalers and one.
-    dtype:
+    dtype
         The module's dtype (default: that of the fitted weights).
     """
 
@@ -157,7 +157,7 @@ class SklearnBridge(Bridge):
 
         Parameters
         ----------
-        inputs:
+        inputs
             ``(X,)``: an array, DataFrame or tensor, cast to the module's dtype.
         """
         if len(inputs) != 1:
@@ -171,14 +171,14 @@ def mlp_backtrace(estimator: Any, mode: str = "default", dtype: torch.dtype | No
 
     Parameters
     ----------
-    estimator:
+    estimator
         A fitted ``MLPClassifier``/``MLPRegressor`` or a Pipeline of scalers and one.
-    mode:
+    mode
         ``"default"`` or ``"contrast"``.
-    dtype:
+    dtype
         The module's dtype (default: that of the fitted weights, float64 unless the model
         was fitted on float32 data).
-    **kwargs:
+    **kwargs
         Further :class:`~dlbacktrace.Backtrace` options.
     """
     return BridgedBacktrace(SklearnBridge(estimator, dtype), mode=mode, **kwargs)
@@ -198,19 +198,19 @@ def explain_mlp(
 
     Parameters
     ----------
-    estimator:
+    estimator
         A fitted ``MLPClassifier``/``MLPRegressor`` or a Pipeline of scalers and one.
-    X:
+    X
         Rows × features (a single row is promoted to a batch of one).
-    target:
+    target
         Indexes ``estimator.classes_`` for multi-class models (None: the predicted class); a
         binary classifier has one logit (``"positive"`` explains ``classes_[1]``,
         ``"negative"`` ``classes_[0]``); for a regressor it is the output unit.
-    mode:
+    mode
         ``"default"`` or ``"contrast"``.
-    dtype:
+    dtype
         The module's dtype (default: that of the fitted weights).
-    **kwargs:
+    **kwargs
         Further keywords of ``Backtrace.explain``.
     """
     return mlp_backtrace(estimator, mode=mode, dtype=dtype).explain(X, target=target, **kwargs)

@@ -56,11 +56,11 @@ def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, 
 
     Parameters
     ----------
-    n:
+    n
         The number of rows.
-    test_fraction:
+    test_fraction
         The share of rows in the test part, in (0, 1) (rounded to whole rows).
-    seed:
+    seed
         Seeds a local NumPy generator.
 
     Returns
@@ -90,7 +90,7 @@ class _Rows:
 
         Parameters
         ----------
-        index:
+        index
             Row indices.
         """
         raise NotImplementedError
@@ -100,9 +100,9 @@ class _Rows:
 
         Parameters
         ----------
-        test_fraction:
+        test_fraction
             The share of rows in the test part (default 0.2).
-        seed:
+        seed
             Seeds the split.
 
         Returns
@@ -119,15 +119,15 @@ class TabularData(_Rows):
 
     Parameters
     ----------
-    x:
+    x
         ``[N, F]`` float32 features.
-    y:
+    y
         ``[N]`` int64 labels.
-    feature_names:
+    feature_names
         One name per feature.
-    class_names:
+    class_names
         One name per class (indexed by ``y``).
-    mean, std:
+    mean, std
         ``[F]`` standardisation statistics once :meth:`split` standardised the data.
     """
 
@@ -143,7 +143,7 @@ class TabularData(_Rows):
 
         Parameters
         ----------
-        index:
+        index
             Row indices (or a boolean mask).
         """
         return TabularData(
@@ -157,11 +157,11 @@ class TabularData(_Rows):
 
         Parameters
         ----------
-        test_fraction:
+        test_fraction
             The share of rows in the test part (default 0.2).
-        seed:
+        seed
             Seeds the split.
-        standardize:
+        standardize
             Scale both parts with the train part's mean and standard deviation (features
             that are constant in it are only centred).
 
@@ -186,11 +186,11 @@ class ImageData(_Rows):
 
     Parameters
     ----------
-    x:
+    x
         ``[N, C, H, W]`` float32 images in [0, 1].
-    y:
+    y
         ``[N]`` int64 labels.
-    class_names:
+    class_names
         One name per class.
     """
 
@@ -203,7 +203,7 @@ class ImageData(_Rows):
 
         Parameters
         ----------
-        index:
+        index
             Row indices.
         """
         return ImageData(self.x[index], self.y[index], self.class_names)
@@ -215,13 +215,13 @@ class TextData(_Rows):
 
     Parameters
     ----------
-    texts:
+    texts
         The texts.
-    y:
+    y
         ``[N]`` int64 labels.
-    class_names:
+    class_names
         One name per class.
-    confidence:
+    confidence
         ``[N]`` labelling confidence of each text (empty when unknown).
     """
 
@@ -235,7 +235,7 @@ class TextData(_Rows):
 
         Parameters
         ----------
-        index:
+        index
             Row indices.
         """
         conf = self.confidence[index] if len(self.confidence) else self.confidence
@@ -307,14 +307,14 @@ def load_tweets(
 
     Parameters
     ----------
-    classes:
+    classes
         The sentiments to keep, from ``"negative"``, ``"neutral"``, ``"positive"``; their order
         gives the label numbers.
-    min_confidence:
+    min_confidence
         Keep only rows labelled with at least this confidence (clearly labelled rows).
-    per_class:
+    per_class
         Draw a balanced seeded sample of this many rows per class (None: all rows).
-    seed:
+    seed
         Seeds the sample and the shuffling of the rows.
     """
     import pandas as pd

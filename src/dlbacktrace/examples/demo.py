@@ -39,7 +39,7 @@ class DigitsCNN(nn.Module):
 
     Parameters
     ----------
-    n_classes:
+    n_classes
         Output logits (default 10).
     """
 
@@ -60,7 +60,7 @@ class DigitsCNN(nn.Module):
 
         Parameters
         ----------
-        x:
+        x
             ``[N, 1, 8, 8]`` images.
         """
         return self.classifier(torch.flatten(self.features(x), 1))
@@ -75,9 +75,9 @@ def load_digits_split(
 
     Parameters
     ----------
-    seed:
+    seed
         Seeds the split.
-    test_fraction:
+    test_fraction
         The share of images in the test part (default 0.2).
 
     Returns
@@ -124,13 +124,13 @@ def train_digits_cnn(
 
     Parameters
     ----------
-    x_train, y_train:
+    x_train, y_train
         ``[N, 1, 8, 8]`` images and their labels.
-    seed:
+    seed
         Seeds the initialisation and the shuffling.
-    epochs, batch_size:
+    epochs, batch_size
         Passes over the data and mini-batch size.
-    lr:
+    lr
         Adam's learning rate.
     """
     return train_classifier(
@@ -182,17 +182,17 @@ def run_demo(
 
     Parameters
     ----------
-    out_dir:
+    out_dir
         The folder written into (created if missing): ``default_relevance.png`` (inputs above
         their default-mode relevance), ``contrast_relevance.png`` (one row per example: input,
         positive, negative and net relevance) and ``summary.json``.
-    n_examples:
+    n_examples
         Held-out digits explained (at least 1), cycling through the classes.
-    seed:
+    seed
         Seeds the split and the training.
-    epochs:
+    epochs
         Training epochs.
-    report:
+    report
         Also write ``report.html`` (a self-contained HTML report of the contrast
         explanations), the trained weights (``digits_cnn.safetensors``) and a fresh audit log
         ``audit.db`` holding the default and contrast explanations, re-verifiable with

@@ -33,15 +33,15 @@ def train_classifier(
 
     Parameters
     ----------
-    build:
+    build
         Makes the untrained model; called under ``seeded(seed)`` so its initialisation is fixed.
-    x, y:
+    x, y
         Training inputs and integer class labels (first dimension: examples).
-    seed:
+    seed
         Seeds the initialisation and the shuffling.
-    epochs, batch_size:
+    epochs, batch_size
         Passes over the data and mini-batch size.
-    lr, weight_decay:
+    lr, weight_decay
         Adam's learning rate and weight decay.
     """
     with seeded(seed):

@@ -58,7 +58,7 @@ def load_smollm2(cache_dir: str | Path | None = None) -> tuple[nn.Module, Any]:
 
     Parameters
     ----------
-    cache_dir:
+    cache_dir
         If given, the de-quantised weights, config and tokenizer are saved there on the first
         call and loaded from there afterwards (about a second instead of 20-40 s).
     """
@@ -96,9 +96,9 @@ class SentenceClassifier(nn.Module):
 
     Parameters
     ----------
-    encoder:
+    encoder
         A Hugging Face encoder (``last_hidden_state``; ``config.hidden_size`` sizes the head).
-    n_classes:
+    n_classes
         Output logits.
     """
 
@@ -112,9 +112,9 @@ class SentenceClassifier(nn.Module):
 
         Parameters
         ----------
-        input_ids:
+        input_ids
             ``[B, T]`` token ids.
-        attention_mask:
+        attention_mask
             ``[B, T]`` 1 for real tokens, 0 for padding.
         """
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -160,17 +160,17 @@ def train_minilm_sentiment(
 
     Parameters
     ----------
-    n_per_class:
+    n_per_class
         Tweets drawn per class (default 400).
-    classes:
+    classes
         The sentiments to classify.
-    min_confidence:
+    min_confidence
         Keep only tweets labelled with at least this confidence.
-    seed:
+    seed
         Seeds the sample, the split and the head.
-    max_length:
+    max_length
         Tokens kept per tweet.
-    batch_size:
+    batch_size
         Tweets encoded at once.
 
     Returns
@@ -220,11 +220,11 @@ class TabularMLP(nn.Module):
 
     Parameters
     ----------
-    n_features:
+    n_features
         Input features.
-    n_classes:
+    n_classes
         Output logits.
-    hidden:
+    hidden
         Widths of the hidden layers (default ``(64, 32)``).
     """
 
@@ -243,7 +243,7 @@ class TabularMLP(nn.Module):
 
         Parameters
         ----------
-        x:
+        x
             ``[N, n_features]`` features.
         """
         return self.net(x)
@@ -265,13 +265,13 @@ def train_tabular_mlp(
 
     Parameters
     ----------
-    x, y:
+    x, y
         ``[N, F]`` features and integer class labels.
-    n_classes:
+    n_classes
         Output logits (default: the largest label plus one).
-    hidden:
+    hidden
         Widths of the hidden layers.
-    seed, epochs, batch_size, lr, weight_decay:
+    seed, epochs, batch_size, lr, weight_decay
         The training loop's settings (see
         :func:`~dlbacktrace.examples.training.train_classifier`).
     """

@@ -29,7 +29,7 @@ def weights_digest(model: torch.nn.Module) -> str:
 
     Parameters
     ----------
-    model:
+    model
         The module; its ``state_dict`` is hashed in name order (non-tensor entries skipped).
     """
     digest = hashlib.sha256()
@@ -45,9 +45,9 @@ def tensor_digest(args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = No
 
     Parameters
     ----------
-    args:
+    args
         Positional inputs; non-tensors are hashed by their ``repr``.
-    kwargs:
+    kwargs
         Keyword inputs, hashed in name order.
     """
     digest = hashlib.sha256()

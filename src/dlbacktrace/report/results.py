@@ -154,9 +154,9 @@ def global_report(g: Any, title: str = "DLBacktrace global explanation") -> str:
 
     Parameters
     ----------
-    g:
+    g
         The global explanation.
-    title:
+    title
         The page title.
     """
     data = g.to_json()
@@ -195,9 +195,9 @@ def comparison_report(cmp: Any, title: str = "DLBacktrace global comparison") ->
 
     Parameters
     ----------
-    cmp:
+    cmp
         The comparison.
-    title:
+    title
         The page title.
     """
     from dlbacktrace.viz.global_plots import plot_comparison

@@ -157,7 +157,7 @@ def plot_sensitive_shares(g: GlobalExplanation) -> Figure:
 
     Parameters
     ----------
-    g:
+    g
         A global explanation aggregated with ``groups=`` and ``sensitive=``.
     """
     from dlbacktrace.aggregate.bias import ALL_ROWS

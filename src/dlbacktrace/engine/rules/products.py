@@ -69,15 +69,15 @@ def magnitude_share(
 
     Parameters
     ----------
-    call:
+    call
         The node's :class:`~dlbacktrace.engine.rules.base.Call`.
-    R:
+    R
         Relevance of the output (leading stream dimension).
-    fn:
+    fn
         The bilinear function (matmul, bmm, einsum, ...), re-run on ``|a|`` and ``|b|``.
-    a, b:
+    a, b
         The two data operands.
-    which:
+    which
         Which operands get relevance.
 
     Returns

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from dlbacktrace.apps.cli.common import console, reported_errors
+from dlbacktrace.apps.cli.common import console, reported_errors, third_party_warnings_silenced
 from dlbacktrace.evaluation.benchmark.run import TASKS
 
 __all__ = ["benchmark"]
@@ -37,7 +37,7 @@ def benchmark(
     from dlbacktrace.evaluation.benchmark import run_benchmark
     from dlbacktrace.report.evaluation import write_evaluation_report
 
-    with reported_errors():
+    with reported_errors(), third_party_warnings_silenced():
         _check_tasks(tasks)
         with console.status("Benchmark starting...") as status:
             results = run_benchmark(quick, out, tasks, instances,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,6 +50,15 @@ def reported_errors() -> Iterator[None]:
     except DLBacktraceError as exc:
         err_console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+@contextmanager
+def third_party_warnings_silenced() -> Iterator[None]:
+    """Warnings raised while the command runs are not printed (the baselines' libraries warn
+    about every call); the CLI owns its process, and the filters are restored afterwards."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def check_outputs(*paths: Path | None) -> None:

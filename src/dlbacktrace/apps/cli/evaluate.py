@@ -23,6 +23,7 @@ from dlbacktrace.apps.cli.common import (
     load,
     parse_target,
     reported_errors,
+    third_party_warnings_silenced,
 )
 from dlbacktrace.evaluation.baselines import METHODS
 
@@ -106,7 +107,7 @@ def evaluate(
 
     parsed_removal = parse_removal(removal)
     parsed_target = parse_target(target)
-    with reported_errors():
+    with reported_errors(), third_party_warnings_silenced():
         loaded = load(model, task, weights, factory)
         result = run_evaluation(
             loaded, data, methods=methods, metrics=metrics, instances=instances, seed=seed,

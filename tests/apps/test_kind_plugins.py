@@ -4,14 +4,12 @@ suffix is detected, its JSON fields are part of the request model and its report
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-import torch
+from toy_kind import VectorKind
 from typer.testing import CliRunner
 
-from dlbacktrace.io.batch import InputBatch
-from dlbacktrace.io.kinds import InputKind, RequestField, register_kind, unregister_kind
+from dlbacktrace.io.kinds import register_kind, unregister_kind
 
 MODEL_FILE = '''
 import torch
@@ -24,27 +22,6 @@ def make():
         model.weight.copy_(torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]]))
     return model
 '''
-
-
-class VectorKind(InputKind):
-    """Toy kind: a ``.vec`` text file, one row of space-separated numbers per line."""
-
-    name = "vector"
-    suffixes = (".vec",)
-    request_fields = {"values": RequestField(list[list[float]] | None, "Rows of numbers.")}
-
-    def from_file(self, path, loaded=None, options=None):
-        rows = [[float(v) for v in line.split()] for line in Path(path).read_text().splitlines()
-                if line.strip()]
-        return InputBatch("vector", (torch.tensor(rows),),
-                          names=[f"line {i + 1}" for i in range(len(rows))])
-
-    def from_request(self, request, loaded=None, limits=None):
-        return InputBatch("vector", (torch.tensor(request.values),), names=["json"])
-
-    def report_row(self, maps, i, inputs, *, top_k=10, figures=True):
-        return {"input_total": float(inputs.args[0][i].sum()),
-                "top_features": super().report_row(maps, i, inputs)["top_features"]}
 
 
 @pytest.fixture

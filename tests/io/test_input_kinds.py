@@ -10,14 +10,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from toy_kind import VectorKind
 
 from dlbacktrace import Backtrace
-from dlbacktrace.io.batch import InputBatch, InputFileError
+from dlbacktrace.io.batch import InputFileError
 from dlbacktrace.io.inputs import read_batches, read_input
 from dlbacktrace.io.kinds import (
     InputKind,
     ReadOptions,
-    RequestField,
     detect_kind,
     get_kind,
     kind_names,
@@ -177,28 +177,6 @@ def test_registry_refuses_clashes():
 
 
 # ---- a kind registered by a user -----------------------------------------------------------
-
-
-class VectorKind(InputKind):
-    """Toy kind: a ``.vec`` text file, one row of space-separated numbers per line."""
-
-    name = "vector"
-    suffixes = (".vec",)
-    request_fields = {"values": RequestField(list[list[float]] | None, "Rows of numbers.")}
-
-    def from_file(self, path, loaded=None, options=None):
-        rows = [[float(v) for v in line.split()] for line in Path(path).read_text().splitlines()
-                if line.strip()]
-        return InputBatch("vector", (torch.tensor(rows),),
-                          names=[f"line {i + 1}" for i in range(len(rows))])
-
-    def from_request(self, request, loaded=None, limits=None):
-        return InputBatch("vector", (torch.tensor(request.values),), names=["json"])
-
-    def report_row(self, maps, i, inputs, *, top_k=10, figures=True):
-        row = super().report_row(maps, i, inputs, top_k=top_k, figures=figures)
-        row["input_total"] = float(inputs.args[0][i].sum())
-        return row
 
 
 @pytest.fixture

@@ -19,11 +19,34 @@ import torch
 from dlbacktrace.audit.codec import StoredInputs, archive_digest, encode_global, encode_inputs
 from dlbacktrace.io.digests import tensor_digest
 
-__all__ = ["AGGREGATE_OPTIONS", "aggregate_parts", "file_digest", "replay_aggregate"]
+__all__ = [
+    "AGGREGATE_OPTIONS", "aggregate_parts", "check_recordable", "file_digest", "replay_aggregate",
+]
 
 # ``aggregate()`` keywords a record keeps (the local backend; Ray gives the same bits).
 AGGREGATE_OPTIONS = ("target", "mode", "batch_size", "feature_names", "class_names",
                      "layers", "layer_units", "sample_size", "groups", "sensitive")
+
+
+def check_recordable(options: dict[str, Any], data: Any) -> None:
+    """Refuse, before any work, an aggregate a record could not replay.
+
+    Parameters
+    ----------
+    options
+        The ``aggregate()`` keywords (only ``AGGREGATE_OPTIONS`` can be replayed).
+    data
+        The data; a record keeps it, so it must be one tensor or NumPy array.
+    """
+    from dlbacktrace.audit.store import AuditError
+
+    unknown = sorted(set(options) - set(AGGREGATE_OPTIONS))
+    if unknown:
+        raise AuditError(f"a recorded aggregate cannot take {unknown} (a replay would not "
+                         f"know them); recordable: {', '.join(AGGREGATE_OPTIONS)}")
+    if not isinstance(data, (torch.Tensor, np.ndarray)):
+        raise AuditError("a recorded aggregate needs the data as a tensor or NumPy array, "
+                         f"got {type(data).__name__}")
 
 
 def file_digest(path: str | Path) -> str:
@@ -70,16 +93,8 @@ def aggregate_parts(
     -------
     ``(content, result_blob, inputs_blob)``.
     """
-    from dlbacktrace.audit.store import AuditError
-
     options = dict(options or {})
-    unknown = sorted(set(options) - set(AGGREGATE_OPTIONS))
-    if unknown:
-        raise AuditError(f"cannot record aggregate options {unknown}: a replay would not "
-                         f"know them (recordable: {', '.join(AGGREGATE_OPTIONS)})")
-    if not isinstance(data, (torch.Tensor, np.ndarray)):
-        raise AuditError("an aggregate record needs the data as one tensor (an array or a "
-                         f"tensor), got {type(data).__name__}")
+    check_recordable(options, data)
     data = torch.as_tensor(data).detach().cpu()
     tensors = {} if labels is None else {"labels": _labels(labels)}
     blob = encode_global(g)

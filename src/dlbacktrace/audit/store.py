@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from dlbacktrace.audit.chain import GENESIS, blob_digest, canonical_json, chain_hash
@@ -597,15 +596,9 @@ class AuditStore:
             ``aggregate()`` keywords among those a record keeps (see :meth:`record_aggregate`).
         """
         from dlbacktrace.aggregate import aggregate
-        from dlbacktrace.audit.aggregates import AGGREGATE_OPTIONS
+        from dlbacktrace.audit.aggregates import check_recordable
 
-        unknown = sorted(set(kw) - set(AGGREGATE_OPTIONS))
-        if unknown:
-            raise AuditError(f"a recorded aggregate cannot take {unknown} (a replay would not "
-                             f"know them); recordable: {', '.join(AGGREGATE_OPTIONS)}")
-        if not isinstance(data, (torch.Tensor, np.ndarray)):
-            raise AuditError("a recorded aggregate needs the data as a tensor or NumPy array, "
-                             f"got {type(data).__name__}")
+        check_recordable(kw, data)
         data = torch.as_tensor(data)
         g = aggregate(model, data, labels=labels, **kw)
         options = {"mode": "default", "batch_size": 256, **kw}

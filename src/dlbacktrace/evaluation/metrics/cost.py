@@ -5,7 +5,7 @@ start (CPU), or ``torch.cuda.max_memory_allocated`` growth on CUDA. Lower is bet
 
 On CPU a background thread samples the resident size every ``interval`` seconds. A sampler can
 miss a peak when the machine does not schedule it (a CPU-quota-throttled container pauses every
-thread for up to a period), so the kernel's own high-water mark (``ru_maxrss``) is read as well:
+thread for up to a period), so the kernel's own high-water mark (``VmHWM``) is read as well:
 when it rose during the call, the process reached it during the call, and that exact peak is
 used. Nothing is reset, so the user's own high-water mark is untouched.
 """
@@ -74,7 +74,18 @@ def measure(fn: Callable[[], Any], interval: float = 0.002, device: str = "cpu")
 
 
 def _high_water_mark() -> int | None:
-    """The process's peak resident size in bytes so far, or None where the OS has no such count."""
+    """The process's peak resident size in bytes so far, or None where the OS has no such count.
+
+    On Linux this is ``VmHWM`` (the peak of this process image; ``ru_maxrss`` also carries a
+    parent's peak across ``exec``), elsewhere ``ru_maxrss``.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     try:
         import resource
     except ImportError:  # Windows

@@ -28,10 +28,11 @@ from dlbacktrace.engine.rules.base import AbsCache, Call, RuleOptions, ledger_ro
 @dataclass
 class SweepResult:
     inputs: dict[fx.Node, torch.Tensor]  # relevance [S, *shape] per user input reached
-    absorbed: dict[str, float]  # node name -> absorbed relevance (stream 0)
+    absorbed: dict[str, float]  # node name -> absorbed relevance (all streams and rows)
     layers: dict[fx.Node, torch.Tensor] = field(default_factory=dict)
-    # Absorbed relevance per batch row, plus a last slot for amounts that could not be
-    # attributed to one row (``rules.base.total``); None when the output has no batch dim.
+    # Absorbed relevance per stream and batch row (stream-major), plus a last slot for amounts
+    # that could not be attributed to one row (``rules.base.total``); None when the output has
+    # no batch dim.
     absorbed_rows: torch.Tensor | None = None
 
 
@@ -88,19 +89,22 @@ def sweep(
     layer_nodes: set[fx.Node] | None = None,
     abs_cache: AbsCache | None = None,
 ) -> SweepResult:
-    """Propagate ``seed`` ([S, *output.shape]) from ``output`` back to the user inputs."""
+    """Propagate ``seed`` ([S, *output.shape]: one stream per seed) from ``output`` back to the
+    user inputs; every stream shares the record in ``env``."""
     store: dict[fx.Node, Any] = {output: seed}
     dtype = seed.dtype
     absorbed: dict[str, float] = {}
+    streams = seed.shape[0]
     rows = seed.shape[1] if seed.dim() > 1 else None
     result = SweepResult(inputs={}, absorbed=absorbed)
     if rows is not None:
-        result.absorbed_rows = torch.zeros(rows + 1, dtype=torch.float64, device=seed.device)
+        result.absorbed_rows = torch.zeros(streams * rows + 1, dtype=torch.float64,
+                                           device=seed.device)
     plan = _free_plan(relevant, g.bias_add)
     wanted_layers = layer_nodes or set()
     ledger = _Ledger(device=seed.device)
     # rules enable autograd only locally, for their transposed ops
-    with torch.no_grad(), ledger_rows(rows):
+    with torch.no_grad(), ledger_rows(rows, streams):
         saturated = saturated_nodes(g, env, relevant)
         _run_sweep(g, env, relevant, store, result, plan, wanted_layers, options, dtype,
                    abs_cache, saturated, ledger)

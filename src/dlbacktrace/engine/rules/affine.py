@@ -28,6 +28,7 @@ from dlbacktrace.engine.rules.base import (
     keep_rows,
     safe_reciprocal,
     stabilised,
+    streamed_grad,
     sum_to,
     total,
 )
@@ -51,7 +52,7 @@ class Coefficients:
 def unsaturated_shares(
     R: torch.Tensor, A: torch.Tensor, bias: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``G = R ⊘ (Σ|z| + |b|)`` per stream and the node's absorbed relevance (stream 0).
+    """``G = R ⊘ (Σ|z| + |b|)`` per stream and the node's absorbed relevance.
 
     Branch-free: an output with nothing to share (``D = 0``) keeps ``G = R`` there, which
     reaches no input (all its contributions are 0) and is counted as absorbed instead.
@@ -59,9 +60,9 @@ def unsaturated_shares(
     D = A + bias.abs() if bias is not None else A
     dead = D == 0
     G = R / torch.where(dead, 1.0, D)
-    absorbed = total(torch.where(dead, R[0], 0.0))
+    absorbed = total(torch.where(dead, R, 0.0))
     if bias is not None:
-        absorbed = absorbed + total(keep_rows(G[0], bias.shape) * bias.abs())
+        absorbed = absorbed + total(keep_rows(G, bias.shape) * bias.abs())
     return G, absorbed
 
 
@@ -121,7 +122,8 @@ class AffineMap:
     """``y = forward(x, *weights) + bias`` with ``forward`` linear in ``x``.
 
     ``transpose(g, *weights)`` is the op's transpose (its VJP in ``x``) when a closed form is
-    cheaper than autograd; without it the transpose is taken by autograd.
+    cheaper than autograd; without it the transpose is taken by autograd. Transposes take
+    streamed relevance ``g [S, *out]`` and return ``[S, *x.shape]``.
     """
 
     forward: Callable[..., torch.Tensor]
@@ -142,9 +144,7 @@ def _autograd_transpose(fn, x: torch.Tensor, weights: list[torch.Tensor]):
         out = fn(leaf, *weights)
 
     def transpose(g: torch.Tensor) -> torch.Tensor:
-        with torch.enable_grad():
-            (gx,) = torch.autograd.grad(out, leaf, g.to(out.dtype), retain_graph=True)
-        return gx
+        return streamed_grad([out], [leaf], [g], retain_graph=True)[0]
 
     return out.detach(), transpose
 
@@ -159,8 +159,6 @@ def matrix_affine(
     """
     if call.options.signed:
         return signed_matrix_affine(call, R, x, amap)
-    streams = R.shape[0]
-    T = R[0]
     y = call.out
     bias = amap.bias
     xd = x.detach()
@@ -188,32 +186,21 @@ def matrix_affine(
     else:
         A, t_abs = _autograd_transpose(amap.forward, absx.detach(), abs_w)
         S, t_sgn = None, None
-        if streams == 2 or call.saturation is not None:
+        if call.saturation is not None:
             S, t_sgn = _autograd_transpose(amap.forward, xd.detach(), weights)
+    # Closed-form transposes return fresh tensors; autograd may hand back views of its input.
     closed = amap.transpose is not None or amap.abs_forward is not None
     if call.saturation is None:
         G, absorbed = unsaturated_shares(R, A, bias)
-        pushed = t_abs(G[0])
-        # Closed-form transposes return fresh tensors; autograd may hand back views of its input.
-        rho = [pushed.mul_(absx) if closed else pushed * absx]
-        if streams == 2:
-            rho.append(xd * t_sgn(G[1]))
-        return _streams(rho).to(R.dtype), absorbed
-    c = coefficients(T, y, A, S, bias, call.saturation)
-    absorbed = absorbed_by_bias(T, c, bias)
-    pushed = t_abs(T * (c.p + c.n) / 2)
-    rho = [pushed.mul_(absx) if closed else pushed * absx]
-    rho[0] = rho[0] + xd * t_sgn(T * (c.p - c.n) / 2)
-    if streams == 2:
-        D = R[1]
-        net = xd * t_sgn(D * (c.p + c.n) / 2)
-        net = net + absx * t_abs(D * (c.p - c.n) / 2)
-        rho.append(net)
-    return _streams(rho).to(R.dtype), absorbed
-
-
-def _streams(parts: list[torch.Tensor]) -> torch.Tensor:
-    return parts[0].unsqueeze(0) if len(parts) == 1 else torch.stack(parts)
+        pushed = t_abs(G)
+        rho = pushed.mul_(absx) if closed else pushed * absx
+        return rho.to(R.dtype), absorbed
+    c = coefficients(R, y, A, S, bias, call.saturation)
+    absorbed = absorbed_by_bias(R, c, bias)
+    pushed = t_abs(R * (c.p + c.n) / 2)
+    rho = pushed.mul_(absx) if closed else pushed * absx
+    rho = rho + xd * t_sgn(R * (c.p - c.n) / 2)
+    return rho.to(R.dtype), absorbed
 
 
 def elementwise_affine(
@@ -233,29 +220,26 @@ def elementwise_affine(
         bias = torch.full((), float(bias), dtype=y.dtype, device=y.device)
     if call.options.signed:
         return signed_elementwise_affine(call, R, terms, bias)
-    T = R[0]
     shape = y.shape
     magnitudes = [s.abs() for _, s, _ in terms]
     A = functools.reduce(torch.add, magnitudes).expand(shape)
-    if call.saturation is None:  # p == n: the shares are |s|/D (and s/D for a second stream)
+    if call.saturation is None:  # p == n: the shares are |s|/D
         G, absorbed = unsaturated_shares(R, A, bias)  # bias broadcasts
         result = Contribution(absorbed=absorbed)
-        for (node, s, in_shape), magnitude in zip(terms, magnitudes, strict=True):
-            in_place = magnitude.shape == G.shape[1:]
-            rho = [magnitude.mul_(G[0]) if in_place else G[0] * magnitude]
-            if R.shape[0] == 2:
-                rho.append(G[1] * s)
-            result.add(node, sum_to(_streams(rho).to(R.dtype), in_shape))
+        for (node, _, in_shape), magnitude in zip(terms, magnitudes, strict=True):
+            if G.shape[0] == 1 and magnitude.shape == G.shape[1:]:
+                rho = magnitude.mul_(G[0]).unsqueeze(0)  # one stream: in place, no copy
+            else:
+                rho = G * magnitude
+            result.add(node, sum_to(rho.to(R.dtype), in_shape))
         return result
     S = functools.reduce(torch.add, [s for _, s, _ in terms]).expand(shape)
-    c = coefficients(T, y, A, S, bias, call.saturation)
-    result = Contribution(absorbed=absorbed_by_bias(T, c, bias))  # bias broadcasts
+    c = coefficients(R, y, A, S, bias, call.saturation)
+    result = Contribution(absorbed=absorbed_by_bias(R, c, bias))  # bias broadcasts
     for node, s, in_shape in terms:
         pos, neg = s.clamp_min(0), (-s).clamp_min(0)
-        rho = [T * (c.p * pos + c.n * neg)]
-        if R.shape[0] == 2:
-            rho.append(R[1] * (c.p * pos - c.n * neg))
-        result.add(node, sum_to(_streams(rho).to(R.dtype), in_shape))
+        rho = R * (c.p * pos + c.n * neg)
+        result.add(node, sum_to(rho.to(R.dtype), in_shape))
     return result
 
 
@@ -301,7 +285,7 @@ def signed_shares(
     positive_negative: Callable[[], tuple[torch.Tensor, torch.Tensor]],
     magnitude: torch.Tensor | None = None,
 ) -> SignedShares:
-    """Shares of one stream ``R`` (shaped like ``y``, the pre-activation output ``T``).
+    """Shares of streamed ``R`` (``[S, *y.shape]``; ``y`` is the pre-activation output ``T``).
 
     ``positive_negative()`` returns ``(P, N)`` and is called only for a node the sweep marks
     saturated (it costs a forward on ``|x|, |w|``). ``magnitude`` (``Σ|z| + |b|``, where it is
@@ -342,7 +326,7 @@ def signed_matrix_affine(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Contrast mode's rule for a matrix-like affine map: ``ρ = x ⊙ f*_w(R ⊘ (T + ε))``.
 
-    One signed transposed op per stream; outputs saturated by the following activation (and
+    One signed transposed op for all streams; outputs saturated by the following activation (and
     carrying relevance) add the ``|x| ⊙ f*_{|w|}`` term of the efficient form.
     """
     y = call.out
@@ -381,19 +365,13 @@ def signed_matrix_affine(
         S = y - bias if bias is not None else y
         return ((A + S) / 2).clamp_min(0), ((A - S) / 2).clamp_min(0)
 
-    streams = []
-    absorbed = torch.zeros((), dtype=torch.float64, device=y.device)
-    for k in range(R.shape[0]):
-        sh = signed_shares(call, R[k], y, bias, positive_negative)
-        if k == 0:
-            absorbed = sh.absorbed
-        if sh.alpha is None:
-            rho = xd * t_sgn(sh.G)
-        else:  # ½(|x| ⊙ f*_{|w|}(α+β) + x ⊙ f*_w(α−β)), G folded into α − β
-            m = abs_map()
-            rho = (m["absx"] * m["t"](sh.alpha + sh.beta) + xd * t_sgn(sh.alpha - sh.beta)) / 2
-        streams.append(rho)
-    return _streams(streams).to(R.dtype), absorbed
+    sh = signed_shares(call, R, y, bias, positive_negative)
+    if sh.alpha is None:
+        rho = xd * t_sgn(sh.G)
+    else:  # ½(|x| ⊙ f*_{|w|}(α+β) + x ⊙ f*_w(α−β)), G folded into α − β
+        m = abs_map()
+        rho = (m["absx"] * m["t"](sh.alpha + sh.beta) + xd * t_sgn(sh.alpha - sh.beta)) / 2
+    return rho.to(R.dtype), sh.absorbed
 
 
 def signed_elementwise_affine(
@@ -412,7 +390,7 @@ def signed_elementwise_affine(
     if len(terms) == 1 and bias is None:
         node, _, in_shape = terms[0]
         dead = y == 0
-        result = Contribution(absorbed=total(torch.where(dead, R[0], 0.0)))
+        result = Contribution(absorbed=total(torch.where(dead, R, 0.0)))
         result.add(node, sum_to(torch.where(dead, 0.0, R), in_shape))
         return result
 
@@ -421,22 +399,15 @@ def signed_elementwise_affine(
         N = functools.reduce(torch.add, [(-s).clamp_min(0) for _, s, _ in terms]).expand(shape)
         return P, N
 
-    per_term: list[list[torch.Tensor]] = [[] for _ in terms]
-    absorbed = torch.zeros((), dtype=torch.float64, device=y.device)
     magnitude = functools.reduce(torch.add, [s.abs() for _, s, _ in terms]).expand(shape)
     if bias is not None:
         magnitude = magnitude + bias.abs()
-    for k in range(R.shape[0]):
-        sh = signed_shares(call, R[k], y, bias, positive_negative, magnitude)
-        if k == 0:
-            absorbed = sh.absorbed
-        for t, (_, s, _) in enumerate(terms):
-            if sh.alpha is None:
-                rho = sh.G * s
-            else:
-                rho = sh.alpha * s.clamp_min(0) + sh.beta * (-s).clamp_min(0)
-            per_term[t].append(rho)
-    result = Contribution(absorbed=absorbed)
-    for (node, _, in_shape), parts in zip(terms, per_term, strict=True):
-        result.add(node, sum_to(_streams(parts).to(R.dtype), in_shape))
+    sh = signed_shares(call, R, y, bias, positive_negative, magnitude)
+    result = Contribution(absorbed=sh.absorbed)
+    for node, s, in_shape in terms:
+        if sh.alpha is None:
+            rho = sh.G * s
+        else:
+            rho = sh.alpha * s.clamp_min(0) + sh.beta * (-s).clamp_min(0)
+        result.add(node, sum_to(rho.to(R.dtype), in_shape))
     return result

@@ -36,7 +36,7 @@ def softmax_relevance(R_A: torch.Tensor, A: torch.Tensor, logits: torch.Tensor, 
     """
     row = R_A.sum(dim=dim, keepdim=True)
     R_s = torch.where(A == 0, 0.0, logits * (R_A - A * row)).to(R_A.dtype)
-    return R_s, total(R_A[0]) - total(R_s[0])
+    return R_s, total(R_A) - total(R_s)
 
 
 def softmax(call: Call, R) -> Contribution:
@@ -111,7 +111,7 @@ def sdpa(call: Call, R) -> Contribution:
         result.add(call.arg_node(2), rho_v)
         result.absorbed = absorbed
     else:
-        result.absorbed = total(value_share[0])
+        result.absorbed = total(value_share)
 
     # Split: the other half reaches A (share |A_ts·V_sd|), softmax passes it to the scores,
     # an additive bias absorbs its magnitude share, and Q·Kᵀ splits it 50/50.
@@ -119,13 +119,13 @@ def sdpa(call: Call, R) -> Contribution:
     half = R / 2
     D = attn @ vr
     rho_attn = attn * ((half * safe_reciprocal(D)) @ vr.transpose(-2, -1))
-    absorbed = total(torch.where(D == 0, half[0], torch.zeros_like(half[0])))
+    absorbed = total(torch.where(D == 0, half, 0.0))
     if bias is not None:
         finite_bias = torch.where(torch.isfinite(bias), bias, torch.zeros_like(bias)).abs()
         share = scores.abs() * safe_reciprocal(scores.abs() + finite_bias)
         share = torch.where(scores.abs() + finite_bias == 0, torch.zeros_like(share), share)
         kept = rho_attn * share
-        absorbed = absorbed + total(rho_attn[0] - kept[0])
+        absorbed = absorbed + total(rho_attn - kept)
         rho_attn = kept
     # Each operand of Q·Kᵀ takes half of the scores' relevance.
     outs, dead = magnitude_share(call, rho_attn / 2, scores_of, q, k, (True, True))
@@ -134,7 +134,7 @@ def sdpa(call: Call, R) -> Contribution:
         if call.is_data(i):
             result.add(call.arg_node(i), sum_to(part.to(R.dtype), call.args[i].shape))
         else:
-            result.absorbed = result.absorbed + total(part[0])
+            result.absorbed = result.absorbed + total(part)
     return result
 
 
@@ -167,7 +167,7 @@ def _value_only(call, R, result, v, attn, heads) -> Contribution:
     ``|V|`` and both transposes reuse the one probability buffer (no second L×S matrix).
     """
     if not call.is_data(2):
-        result.absorbed = total(R[0])
+        result.absorbed = total(R)
         return result
     kv_heads = v.shape[-3] if v.dim() >= 3 else 1
 
@@ -203,13 +203,13 @@ def _signed_split(call, R, result, q, k, v, attn, scores, full, bias, heads) -> 
     if call.is_data(2):
         result.add(call.arg_node(2), rho_v.to(R.dtype))
     else:
-        absorbed = absorbed + total(rho_v[0])
+        absorbed = absorbed + total(rho_v)
     R_s, lost = softmax_relevance(rho_a, attn, full, rho_a.dim() - 1)
     absorbed = absorbed + lost
     if bias is not None:  # the mask's signed share, as ``add(scores, mask)`` in the eager graph
         den = stabilised(full, call.options.epsilon)
         kept = torch.where(attn == 0, 0.0, R_s * (scores / den)).to(R.dtype)
-        absorbed = absorbed + total(R_s[0]) - total(kept[0])
+        absorbed = absorbed + total(R_s) - total(kept)
         R_s = kept
 
     def qk(qq, kk):
@@ -222,6 +222,6 @@ def _signed_split(call, R, result, q, k, v, attn, scores, full, bias, heads) -> 
         if call.is_data(i):
             result.add(call.arg_node(i), sum_to(part.to(R.dtype), call.args[i].shape))
         else:
-            absorbed = absorbed + total(part[0])
+            absorbed = absorbed + total(part)
     result.absorbed = absorbed
     return result

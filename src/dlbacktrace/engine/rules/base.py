@@ -1,9 +1,11 @@
 """What every rule sees (a recorded op call) and returns (relevance per data input + absorbed).
 
-Relevance tensors carry a leading *stream* dimension (today of size 1): unsigned relevance in
-default mode, one signed relevance in contrast mode (DESIGN.md 2.1). Every rule is linear in the
-relevance it receives, so several streams could travel together; ``RuleOptions.signed`` tells
-the affine, product and softmax rules which of the two rule sets to apply.
+Relevance tensors carry a leading *stream* dimension: one stream per seed explained on the same
+forward record (several targets of one input, every token of a generated text). Every rule is
+linear in the relevance it receives and treats each stream alike, so the record, the ``|x|, |w|``
+forwards and the shares are computed once and only the transposed ops run per stream.
+Relevance is unsigned in default mode and signed in contrast mode (DESIGN.md 2.1);
+``RuleOptions.signed`` tells the affine, product and softmax rules which rule set to apply.
 """
 
 from __future__ import annotations
@@ -107,7 +109,8 @@ class Call:
 
 @dataclass
 class Contribution:
-    """A rule's result: relevance for data inputs and the relevance it absorbed (stream 0)."""
+    """A rule's result: relevance for data inputs and the relevance it absorbed (a
+    :func:`total` of streamed values)."""
 
     inputs: list[tuple[fx.Node, torch.Tensor]] = field(default_factory=list)
     absorbed: torch.Tensor | float = 0.0
@@ -132,15 +135,17 @@ def safe_reciprocal(d: torch.Tensor) -> torch.Tensor:
     return d.reciprocal().masked_fill_(d == 0, 0.0)
 
 
-# The batch size of the explanation being swept (set by the sweep for its duration): ledger
-# sums are kept per batch row. A ContextVar, so concurrent explanations never share it.
-_ROWS: contextvars.ContextVar[int | None] = contextvars.ContextVar("dlbacktrace_rows", default=None)
+# The (streams, batch rows) of the explanation being swept (set by the sweep for its duration):
+# ledger sums are kept per stream and batch row. A ContextVar, so concurrent explanations never
+# share it.
+_ROWS: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
+    "dlbacktrace_rows", default=None)
 
 
 @contextlib.contextmanager
-def ledger_rows(batch: int | None) -> Iterator[None]:
-    """Within the block, :func:`total` returns per-row ledger amounts for ``batch`` rows."""
-    token = _ROWS.set(batch)
+def ledger_rows(batch: int | None, streams: int = 1) -> Iterator[None]:
+    """Within the block, :func:`total` returns ledger amounts per stream and batch row."""
+    token = _ROWS.set(None if batch is None else (streams, batch))
     try:
         yield
     finally:
@@ -148,31 +153,62 @@ def ledger_rows(batch: int | None) -> Iterator[None]:
 
 
 def total(value: torch.Tensor) -> torch.Tensor:
-    """Ledger sum, in float64 (torch's pairwise sum keeps float32 rounding ~1e-7).
+    """Ledger sum of a streamed value ``[S, ...]``, in float64 (torch's pairwise sum keeps
+    float32 rounding ~1e-7).
 
-    Inside :func:`ledger_rows` the result is a vector of ``B + 1`` amounts: one per batch row
-    for values whose leading dimension is the batch, and the last slot for any other value
-    (amounts the sweep cannot attribute to one row). Vectors and scalars add up as usual.
+    Inside :func:`ledger_rows` the result is a vector of ``S·B + 1`` amounts: one per stream
+    and batch row (stream-major) for values shaped ``[S, B, ...]``, and the last slot for any
+    other value (amounts the sweep cannot attribute to one row). Vectors and scalars add up as
+    usual.
     """
-    rows = _ROWS.get()
-    if rows is None:
+    layout = _ROWS.get()
+    if layout is None:
         return value.sum().to(torch.float64)
-    out = torch.zeros(rows + 1, dtype=torch.float64, device=value.device)
+    streams, rows = layout
+    out = torch.zeros(streams * rows + 1, dtype=torch.float64, device=value.device)
     if rows == 0 or value.numel() == 0:
         return out
-    if value.dim() > 0 and value.shape[0] == rows:
-        out[:rows] = value.reshape(rows, -1).sum(1, dtype=torch.float64)
+    if value.dim() > 1 and value.shape[0] == streams and value.shape[1] == rows:
+        out[:-1] = value.reshape(streams * rows, -1).sum(1, dtype=torch.float64)
     else:
-        out[rows] = value.sum(dtype=torch.float64)
+        out[-1] = value.sum(dtype=torch.float64)
     return out
 
 
 def keep_rows(value: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """``value.sum_to_size(shape)`` that keeps the leading (batch) dimension of ``value``."""
+    """``value.sum_to_size([S, *shape])`` that keeps the stream and batch dimensions of a
+    streamed ``value``."""
     target = [1] * (value.dim() - len(shape)) + list(shape)
-    if target and value.dim() > 0:
-        target[0] = value.shape[0]
+    for dim in range(min(2, value.dim())):
+        target[dim] = value.shape[dim]
     return value.sum_to_size(target)
+
+
+def streamed_grad(
+    outputs: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor], retain_graph: bool = False,
+) -> list[torch.Tensor]:
+    """VJPs of ``outputs`` for streamed ``grads`` (``[S, *output]``): ``[S, *input]`` each.
+
+    One stream is a plain backward; several run as one batched backward
+    (``is_grads_batched``), never a loop over streams. Unused inputs get zeros.
+    """
+    streams = grads[0].shape[0]
+    cast = [g.to(o.dtype) for o, g in zip(outputs, grads, strict=True)]
+    with torch.enable_grad():
+        if streams == 1:
+            got = torch.autograd.grad(list(outputs), list(inputs), [g[0] for g in cast],
+                                      retain_graph=retain_graph, allow_unused=True)
+            got = [None if g is None else g.unsqueeze(0) for g in got]
+        else:
+            got = torch.autograd.grad(list(outputs), list(inputs), cast,
+                                      retain_graph=retain_graph, allow_unused=True,
+                                      is_grads_batched=True)
+    return [
+        torch.zeros((streams, *leaf.shape), dtype=leaf.dtype, device=leaf.device) if g is None
+        else g
+        for leaf, g in zip(inputs, got, strict=True)
+    ]
 
 
 def flat_args(call: Call) -> tuple[list[Any], list[Any], pytree.TreeSpec]:
@@ -191,7 +227,6 @@ def vjp_contribution(call: Call, R: Any) -> Contribution:
     op itself created (padding, a masked triangle) — is absorbed.
     """
     nodes, values, spec = flat_args(call)
-    streams = _streams(R)
     dtype = _dtype(R)
     wrt: list[int] = []
     leaves = list(values)
@@ -206,41 +241,19 @@ def vjp_contribution(call: Call, R: Any) -> Contribution:
         args, kwargs = pytree.tree_unflatten(leaves, spec)
         out = call.node.target(*args, **kwargs)
     all_outs, all_grads = _pair_outputs(out, R)
-    incoming = sum((total(g[0]) for g in all_grads), torch.zeros((), dtype=torch.float64))
+    incoming = sum((total(g) for g in all_grads), torch.zeros((), dtype=torch.float64))
     pairs = [(o, g) for o, g in zip(all_outs, all_grads, strict=True) if o.requires_grad]
     outs, grads = [p[0] for p in pairs], [p[1] for p in pairs]
     result = Contribution()
     routed = torch.zeros((), dtype=torch.float64)
     if outs and wrt:
-        per_leaf: list[list[torch.Tensor]] = [[] for _ in wrt]
-        for s in range(streams):
-            got = torch.autograd.grad(
-                outs,
-                [leaves[i] for i in wrt],
-                grad_outputs=[g[s].to(o.dtype) for o, g in zip(outs, grads, strict=True)],
-                retain_graph=s < streams - 1,
-                allow_unused=True,
-            )
-            for k, gk in enumerate(got):
-                per_leaf[k].append(torch.zeros_like(leaves[wrt[k]]) if gk is None else gk)
-        for k, i in enumerate(wrt):
-            rho = _stacked(per_leaf[k]).to(dtype)
+        got = streamed_grad(outs, [leaves[i] for i in wrt], grads)
+        for i, rho in zip(wrt, got, strict=True):
+            rho = rho.to(dtype)
             result.add(nodes[i], rho)
-            routed = routed + total(rho[0])
+            routed = routed + total(rho)
     result.absorbed = incoming - routed
     return result
-
-
-def _stacked(parts: list[torch.Tensor]) -> torch.Tensor:
-    """Streams stacked on a new leading dim (one stream: a view, no copy)."""
-    return parts[0].unsqueeze(0) if len(parts) == 1 else torch.stack(parts)
-
-
-def _streams(R: Any) -> int:
-    for r in R if isinstance(R, list) else [R]:
-        if r is not None:
-            return r.shape[0]
-    return 1
 
 
 def _dtype(R: Any) -> torch.dtype:

@@ -13,6 +13,7 @@ from dlbacktrace.engine.rules.base import (
     Contribution,
     flat_args,
     stabilised,
+    streamed_grad,
     total,
     vjp_contribution,
 )
@@ -146,8 +147,12 @@ def convolution(call: Call, R) -> Contribution:
     def forward(x, w):
         return aten.convolution(x, w, None, *params)
 
-    def transpose(g, w):
-        return aten.convolution_backward(g, x, w, None, *params, [True, False, False])[0]
+    def transpose(g, w):  # streams folded into the batch: one transposed conv for all
+        streams, batch = g.shape[0], x.shape[0]
+        sizes = x if streams == 1 else x.new_empty((streams * batch, *x.shape[1:]))
+        gx = aten.convolution_backward(g.flatten(0, 1), sizes, w, None, *params,
+                                       [True, False, False])[0]
+        return gx.unflatten(0, (streams, batch))
 
     return _run(call, R, 0, AffineMap(forward, [w], bias, transpose))
 
@@ -199,19 +204,12 @@ def _summed(call: Call, R, signed: bool, op=None) -> Contribution:
     G = R / den if signed else torch.where(dead, 0.0, R / torch.where(dead, 1.0, den))
     result = Contribution()
     routed = torch.zeros((), dtype=torch.float64)
-    per_leaf: list[list[torch.Tensor]] = [[] for _ in wrt]
-    for k in range(R.shape[0]):
-        with torch.enable_grad():
-            grads = torch.autograd.grad(out, [leaves[i] for i in wrt], G[k].to(out.dtype),
-                                        retain_graph=k < R.shape[0] - 1, allow_unused=True)
-        for j, (i, g) in enumerate(zip(wrt, grads, strict=True)):
-            g = torch.zeros_like(leaves[i]) if g is None else g
-            per_leaf[j].append(leaves[i].detach() * g)
-    for j, i in enumerate(wrt):
-        rho = torch.stack(per_leaf[j]).to(R.dtype)
+    grads = streamed_grad([out], [leaves[i] for i in wrt], [G])
+    for i, g in zip(wrt, grads, strict=True):
+        rho = (leaves[i].detach() * g).to(R.dtype)
         result.add(nodes[i], rho)
-        routed = routed + total(rho[0])
-    result.absorbed = total(R[0]) - routed  # the constants' share (and dead outputs)
+        routed = routed + total(rho)
+    result.absorbed = total(R) - routed  # the constants' share (and dead outputs)
     return result
 
 
@@ -263,10 +261,10 @@ def interpolation(call: Call, R) -> Contribution:
     aW_h, aW_w = W_h.abs(), W_w.abs()
 
     def apply(a, b):
-        return lambda t, *_: torch.einsum("hi,ncij,wj->nchw", a, t, b)
+        return lambda t, *_: torch.einsum("hi,...ij,wj->...hw", a, t, b)
 
-    def adjoint(a, b):
-        return lambda g, *_: torch.einsum("hi,nchw,wj->ncij", a, g, b)
+    def adjoint(a, b):  # streamed g: [S, N, C, H, W]
+        return lambda g, *_: torch.einsum("hi,...hw,wj->...ij", a, g, b)
 
     amap = AffineMap(
         forward=apply(W_h, W_w), weights=[], transpose=adjoint(W_h, W_w),

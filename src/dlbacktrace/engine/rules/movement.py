@@ -128,7 +128,7 @@ def where(call: Call, R) -> Contribution:
         if call.is_data(i):
             result.add(call.arg_node(i), sum_to(share, value.shape))
         else:
-            absorbed = absorbed + total(share[0])
+            absorbed = absorbed + total(share)
     result.absorbed = absorbed
     return result
 
@@ -140,7 +140,7 @@ def masked_fill(call: Call, R) -> Contribution:
         raise RuleError("masked_fill with a data-dependent fill value is not supported")
     kept = R * ~mask
     result = _first_input(call, sum_to(kept, call.args[0].shape))
-    result.absorbed = total((R * mask)[0])
+    result.absorbed = total(R * mask)
     return result
 
 
@@ -167,5 +167,5 @@ def copy(call: Call, R) -> Contribution:
     if call.is_data(1):
         result.add(call.arg_node(1), sum_to(R, call.args[1].shape))
     else:
-        result.absorbed = total(R[0])
+        result.absorbed = total(R)
     return result

@@ -84,22 +84,21 @@ def centring_map(x: torch.Tensor, group_shape: tuple[int, ...]) -> AffineMap:
     The map is self-adjoint; with magnitudes ``|δ_ik − 1/n|`` it is
     ``|x| ↦ Σ|x|/n + (1 − 2/n)·|x|`` (also self-adjoint).
     """
-    shape = x.shape
     dims = tuple(range(1, 1 + len(group_shape)))
     n = 1
     for s in group_shape:
         n *= s
 
-    def grouped(t):
+    def grouped(t):  # x, or streamed relevance [S, *x.shape]: the groups are the same
         return t.reshape(-1, *group_shape)
 
     def centre(t, *_):
         g = grouped(t)
-        return (g - g.mean(dims, keepdim=True)).reshape(shape)
+        return (g - g.mean(dims, keepdim=True)).reshape(t.shape)
 
     def centre_abs(t):
         g = grouped(t)
-        return (g.sum(dims, keepdim=True) / n + (1 - 2 / n) * g).reshape(shape)
+        return (g.sum(dims, keepdim=True) / n + (1 - 2 / n) * g).reshape(t.shape)
 
     return AffineMap(
         forward=centre, weights=[], transpose=centre, abs_forward=centre_abs,

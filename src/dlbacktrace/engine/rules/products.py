@@ -13,6 +13,7 @@ from dlbacktrace.engine.rules.base import (
     Contribution,
     safe_reciprocal,
     stabilised,
+    streamed_grad,
     sum_to,
     total,
 )
@@ -57,7 +58,7 @@ def divide_by_data(call: Call, R) -> Contribution:
     if call.is_data(0):
         _to(call, 0, R, result)
     else:
-        result.absorbed = total(R[0])
+        result.absorbed = total(R)
     return result
 
 
@@ -90,18 +91,10 @@ def magnitude_share(
     with torch.enable_grad():
         A = fn(la, lb)
     G = R * safe_reciprocal(A.detach())
-    dead = total(torch.where(A.detach() == 0, R[0], torch.zeros_like(R[0])))
-    outs: list = [None, None]
+    dead = total(torch.where(A.detach() == 0, R, 0.0))
     leaves = [la, lb]
-    for k in range(R.shape[0]):
-        with torch.enable_grad():
-            grads = torch.autograd.grad(
-                A, leaves, G[k].to(A.dtype), retain_graph=k < R.shape[0] - 1
-            )
-        for j in (0, 1):
-            if which[j]:
-                part = (leaves[j].detach() * grads[j]).unsqueeze(0)
-                outs[j] = part if outs[j] is None else torch.cat([outs[j], part])
+    grads = streamed_grad([A], leaves, [G])
+    outs: list = [leaves[j].detach() * grads[j] if which[j] else None for j in (0, 1)]
     return outs, dead
 
 
@@ -120,15 +113,9 @@ def signed_share(call, R, fn, a, b, out=None) -> tuple[list, torch.Tensor]:
     out = y.detach() if out is None else out.detach()
     den = stabilised(out, call.options.epsilon)
     G = R / den
-    absorbed = total(G[0] * (den - out))
-    outs: list = [[], []]
-    for k in range(R.shape[0]):
-        with torch.enable_grad():
-            ga, gb = torch.autograd.grad(y, [la, lb], G[k].to(y.dtype),
-                                         retain_graph=k < R.shape[0] - 1)
-        outs[0].append(la.detach() * ga)
-        outs[1].append(lb.detach() * gb)
-    return [o[0].unsqueeze(0) if len(o) == 1 else torch.stack(o) for o in outs], absorbed
+    absorbed = total(G * (den - out))
+    ga, gb = streamed_grad([y], [la, lb], [G])
+    return [la.detach() * ga, lb.detach() * gb], absorbed
 
 
 def matmul_of_data(call: Call, R) -> Contribution:

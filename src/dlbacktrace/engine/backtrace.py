@@ -354,6 +354,8 @@ class Backtrace:
         feature_names: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
         output_names: Sequence[str] | None = None,
         tokens: Sequence[str] | Sequence[Sequence[str]] | None = None,
+        targets: Sequence[Target] | None = None,
+        seeds: torch.Tensor | None = None,
         **model_kwargs: Any,
     ) -> Explanation:
         """Explain the model's output for ``inputs`` (keyword inputs go to the model too).
@@ -394,6 +396,14 @@ class Backtrace:
             The name of each output class (the output's last dimension).
         tokens
             Token strings of the token-id input: one list for every row, or one per row.
+        targets
+            Several targets explained on one forward record (each given as ``target`` is):
+            the record and the shares are computed once, only the transposed ops run per
+            target. The explanation has one row per target and input row, target-major (rows
+            ``k·B … k·B + B − 1`` explain ``targets[k]``), equal to explaining the inputs
+            repeated ``len(targets)`` times with one target per copy.
+        seeds
+            Several custom seeds, ``[K, *output.shape]``, explained like ``targets``.
         **model_kwargs
             Keyword inputs of the model.
         """
@@ -449,7 +459,13 @@ class Backtrace:
                     "meaningful to explain (check the inputs, the attention mask and the dtype)"
                 )
             _check_output_names(output_names, out_value)
-            signed_seed, target_idx = make_seed(out_value, target, scale, seed, position)
+            streamed = targets is not None or seeds is not None
+            if streamed:
+                signed_seed, target_idx = stream_seeds(out_value, target, seed, targets, seeds,
+                                                       scale, position)
+            else:
+                one, target_idx = make_seed(out_value, target, scale, seed, position)
+                signed_seed = one.unsqueeze(0)
             dtype = out_value.dtype if out_value.dtype in (torch.float32, torch.float64) else (
                 torch.float32
             )
@@ -458,7 +474,7 @@ class Backtrace:
                 signed_seed = signed_seed * out_value.detach()
             else:
                 signed_seed = signed_seed.abs()
-            seed_streams = signed_seed.unsqueeze(0).to(dtype)
+            seed_streams = signed_seed.to(dtype)
             result = sweep(
                 g, env, relevant, out_node, seed_streams, options, set(layer_map), self._abs_weights
             )
@@ -468,8 +484,12 @@ class Backtrace:
                     f"relevance for input '{node.name}' is not finite; an intermediate value of "
                     "the model overflowed. Try float64 or a smaller scale="
                 )
-        exp = self._explanation(g, flat, result, mode, signed_seed, target_idx, out_value,
-                                layer_map, single=len(args) + len(kwargs) == 1, dtype=dtype)
+        if streamed:
+            result, flat, out_value, context = _rows_per_stream(
+                result, g, flat, out_value, signed_seed.shape[0], context)
+        exp = self._explanation(g, flat, result, mode, signed_seed.flatten(0, 1) if streamed
+                                else signed_seed[0], target_idx, out_value, layer_map,
+                                single=len(args) + len(kwargs) == 1, dtype=dtype)
         _check_ledger(exp)
         return dataclasses.replace(
             exp, output_names=None if output_names is None else [str(n) for n in output_names],
@@ -578,6 +598,70 @@ class Backtrace:
             layers_net=layers_net,
             single_input=single and len(names) == 1,
         )
+
+
+def stream_seeds(
+    output: torch.Tensor, target: Target, seed: torch.Tensor | None,
+    targets: Sequence[Target] | None, seeds: torch.Tensor | None, scale: float,
+    position: int | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Seeds ``[K, *output.shape]`` for ``targets`` or ``seeds``, and the target index of each
+    explanation row (target-major), or None for custom seeds."""
+    if target is not None or seed is not None:
+        raise TargetError("give target=/seed= for one target, or targets=/seeds= for several")
+    if targets is not None and seeds is not None:
+        raise TargetError("give either targets= or seeds=, not both")
+    if output.dim() == 0:
+        raise TargetError("several targets need an output with a batch dimension")
+    if seeds is not None:
+        stacked = torch.as_tensor(seeds, dtype=output.dtype, device=output.device)
+        if stacked.dim() != output.dim() + 1 or stacked.shape[1:] != output.shape:
+            raise TargetError(f"seeds must be shaped [K, {', '.join(map(str, output.shape))}] "
+                              f"(one seed per stream), got {tuple(stacked.shape)}")
+        if stacked.shape[0] == 0:
+            raise TargetError("seeds= holds no seed")
+        return _checked_seeds(stacked, scale), None
+    if isinstance(targets, (str, torch.Tensor)) or not isinstance(targets, Sequence):
+        raise TargetError("targets must be a list of targets (each as target= takes it)")
+    if not targets:
+        raise TargetError("targets= holds no target")
+    made = [make_seed(output, t, scale, None, position) for t in targets]
+    indices = [idx for _, idx in made]
+    index = None if any(i is None for i in indices) else torch.cat(indices)
+    return torch.stack([s for s, _ in made]), index
+
+
+def _checked_seeds(stacked: torch.Tensor, scale: float) -> torch.Tensor:
+    if not bool(torch.isfinite(stacked).all()):
+        raise TargetError("seeds contain NaN or Inf")
+    return stacked * scale
+
+
+def _rows_per_stream(result, g: CapturedGraph, flat: list[Any], output: torch.Tensor,
+                     streams: int, context: dict[str, Any]):
+    """A streamed sweep's result as ``streams × B`` explanation rows (target-major): relevance
+    maps and layers flattened, the inputs, output and tokens repeated once per stream."""
+    batch = output.shape[0]
+
+    def rows(t: torch.Tensor) -> torch.Tensor:
+        return t.unsqueeze(0).expand(streams, *t.shape).flatten(0, 1)
+
+    for node, R in result.inputs.items():
+        if R.dim() < 2 or R.shape[1] != batch:
+            raise InputError(f"several targets need every input to have the output's batch "
+                             f"dimension ({batch}) first; input '{node.name}' has shape "
+                             f"{tuple(R.shape[1:])}")
+    inputs = {node: R.flatten(0, 1) for node, R in result.inputs.items()}
+    layers = {node: R.flatten(0, 1) for node, R in result.layers.items()
+              if R.dim() >= 2 and R.shape[1] == batch}
+    repeated = [rows(v) if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == batch
+                else v for v in flat]
+    context = dict(context)
+    if context.get("tokens") is not None:
+        context["tokens"] = [list(r) for _ in range(streams) for r in context["tokens"]]
+    flattened = dataclasses.replace(result, inputs={n: r.unsqueeze(0) for n, r in inputs.items()},
+                                    layers={n: r.unsqueeze(0) for n, r in layers.items()})
+    return flattened, repeated, rows(output), context
 
 
 def explain(model: torch.nn.Module, *inputs: Any, **kwargs: Any) -> Explanation:

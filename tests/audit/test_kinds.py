@@ -44,7 +44,7 @@ def test_generation_record_keeps_ids_options_and_relevance(store, tiny_causal_lm
     assert g["prompt_ids"] == gen.ids[: gen.prompt_length].tolist()
     assert g["generated_ids"] == gen.generated_ids.tolist() and len(g["generated_ids"]) == 3
     assert g["positions"] == [gen.prompt_length + k for k in range(3)]
-    assert c["options"] == {"mode": "default", "attention": gen.attention, "batch_size": 2,
+    assert c["options"] == {"mode": "default", "attention": gen.attention, "batch_size": 16,
                             "bucket": 16, "max_new_tokens": 3, "do_sample": False, "seed": 0}
     assert set(c["model"]["fingerprint"]) == {"architecture", "weights", "digest"}
     stored = rec.explanation()

@@ -1,16 +1,15 @@
-"""Explaining given token sequences, one batch row per explained token (teacher forcing).
+"""Explaining given token sequences, one relevance stream per explained token (teacher forcing).
 
-Each sequence (prompt + tokens to explain) is replicated along the batch dimension and row
-``k`` is seeded with a one-hot at (position of token ``k`` − 1, its token id): no export or
-forward per token. For models whose ``forward`` limits the logits to some positions (the
-family's ``keep_logits`` keyword, :mod:`dlbacktrace.tasks.hf`), only the logits at the explained
-positions are computed. Sequences are right-padded to the longest (or a multiple of ``bucket``
-tokens; ``attention_mask`` 0): in a causal model later positions cannot change earlier ones, so
-the padding leaves the explanation unchanged; the engine's capture serves any length.
+Each sequence (prompt + tokens to explain) is recorded once; stream ``k`` is seeded with a
+one-hot at (position of token ``k`` − 1, its token id), so the forward record and the shares
+are shared by every token and only the transposed ops run per token (``Backtrace.explain``
+with ``seeds=``). For models whose ``forward`` limits the logits to some positions (the family's
+``keep_logits`` keyword, :mod:`dlbacktrace.tasks.hf`), only the logits at the explained
+positions are computed. A sequence is right-padded only to a multiple of ``bucket`` tokens
+when asked (``attention_mask`` 0; in a causal model later positions cannot change earlier ones).
 
-Memory: every row of a batch records its own copy of the forward activations, so the default
-``batch_size=2`` keeps peak memory within about 1.5x a forward + gradient pass (SmolLM2-135M,
-144 tokens); larger batches trade memory for speed on parallel hardware.
+Memory: one record per sequence; each stream adds the relevance of the values in flight during
+the sweep, so ``batch_size`` tokens per call trades memory for fewer sweeps.
 """
 
 from __future__ import annotations
@@ -40,17 +39,17 @@ class SequenceOptions:
 
     ``mode``: ``"default"`` or ``"contrast"``; ``attention``: the attention rule (None: the
     mode's default); ``top_k``: how many contributors ``top_tokens`` lists; ``batch_size``:
-    explained tokens per engine call; ``bucket``: sequences are padded to a multiple of this
-    many tokens (1: to the longest; captures serve any length, a bucket only limits the captures
-    of a model that cannot be exported with dynamic sizes); ``backtrace``: a :class:`Backtrace`
-    of the model to reuse (None: a cached one);
+    explained tokens per engine call (streams on one record); ``bucket``: a sequence is padded
+    to a multiple of this many tokens (1: not padded; captures serve any length, a bucket only
+    limits the captures of a model that cannot be exported with dynamic sizes); ``backtrace``:
+    a :class:`Backtrace` of the model to reuse (None: a cached one);
     ``check_vocabulary``: check that the tokenizer belongs to the model.
     """
 
     mode: str = "default"
     attention: str | None = None
     top_k: int = 5
-    batch_size: int = 2
+    batch_size: int = 16
     bucket: int = 1
     backtrace: Backtrace | None = None
     check_vocabulary: bool = True
@@ -75,15 +74,46 @@ class SequenceOptions:
         return cls(**mine), {k: v for k, v in keywords.items() if k not in names}
 
 
-def _token_rows(exp: Explanation, real: int, out_rows: torch.Tensor,
-                tokens: torch.Tensor) -> Explanation:
-    """A batch's explanation with one row per explained token: the first ``real`` rows, the
-    logits (and seed) of the position predicting the token, the token as target; on the CPU."""
-    here = torch.arange(real, device=exp.output.device)
-    rows = exp[:real]
+def _token_rows(exp: Explanation, out_rows: torch.Tensor, tokens: torch.Tensor) -> Explanation:
+    """A call's explanation with one row per explained token: the logits (and seed) of the
+    position predicting the token, the token as target; on the CPU."""
+    here = torch.arange(len(exp), device=exp.output.device)
     return dataclasses.replace(
-        rows, output=exp.output[here, out_rows], seed=exp.seed[here, out_rows], target=tokens,
+        exp, output=exp.output[here, out_rows], seed=exp.seed[here, out_rows], target=tokens,
     ).to("cpu")
+
+
+def _explain_one(bt: Backtrace, model: torch.nn.Module, ids: torch.Tensor, prompt_length: int,
+                 options: SequenceOptions, pad: int) -> Explanation:
+    """Every token after the prompt of one sequence: one record, ``batch_size`` streams per
+    call; rows in token order, maps cut to the sequence's own length."""
+    head = output_embedding(model).weight
+    device, vocab = head.device, head.shape[0]
+    n = ids.numel()
+    width = bucket_length(n, options.bucket, context_length(model))
+    table_ids, table_mask = pad_right(ids[None].to(device),
+                                      torch.ones(1, n, dtype=torch.long, device=device), width, pad)
+    positions = torch.arange(prompt_length - 1, n - 1, device=device)  # predicting each token
+    tokens = ids[prompt_length:].to(device)
+    kwargs: dict[str, Any] = export_options(model)
+    keep = logits_keyword(model)
+    if keep is not None:
+        kwargs[keep] = positions
+        row_out = torch.arange(positions.numel(), device=device)  # logits row of each token
+        kept = positions.numel()
+    else:
+        row_out, kept = positions, width
+    parts = []
+    start = 0
+    for size in batch_sizes(tokens.numel(), options.batch_size):
+        part = slice(start, start + size)
+        seeds = torch.zeros(size, 1, kept, vocab, device=device)
+        seeds[torch.arange(size, device=device), 0, row_out[part], tokens[part]] = 1.0
+        exp = bt.explain(input_ids=table_ids, attention_mask=table_mask, seeds=seeds,
+                         mode=options.mode, attention=options.attention, **kwargs)
+        parts.append(_token_rows(exp, row_out[part], tokens[part]))
+        start += size
+    return first_tokens(Explanation.concat(parts), n)
 
 
 def explain_sequences(
@@ -92,17 +122,17 @@ def explain_sequences(
     sequences: Sequence[tuple[torch.Tensor, int, str]],
     options: SequenceOptions | None = None,
 ) -> list[GenerationExplanation]:
-    """Explain ``(ids [L], prompt_length, prompt_text)`` sequences together.
+    """Explain ``(ids [L], prompt_length, prompt_text)`` sequences.
 
-    One row per explained token; rows of different sequences share batches (each row
-    right-padded to the longest sequence), so several prompts cost no extra engine call.
+    One row per explained token; each sequence is recorded once and its tokens are explained
+    as streams on that record, ``batch_size`` per engine call.
 
     Parameters
     ----------
     model
         The causal language model whose next-token logits are explained.
     tokenizer
-        Decodes the token tables and texts of the results; its pad id fills the padding.
+        Decodes the token tables and texts of the results; its pad id fills any padding.
     sequences
         The sequences, each with its prompt length and prompt text ("" to decode it).
     options
@@ -114,58 +144,14 @@ def explain_sequences(
     for ids, prompt_length, _ in sequences:
         if prompt_length < 1 or ids.numel() - prompt_length < 1:
             raise EmptyInputError("need at least one prompt token and one token to explain")
-    head = output_embedding(model).weight
-    device, vocab = head.device, head.shape[0]
-    lengths = [ids.numel() for ids, _, _ in sequences]
-    width = bucket_length(max(lengths), options.bucket, context_length(model))
-    pad = tokenizer.pad_token_id or 0
-    padded = [
-        pad_right(ids[None].to(device), torch.ones(1, n, dtype=torch.long, device=device), width,
-                  pad)
-        for (ids, _, _), n in zip(sequences, lengths, strict=True)
-    ]  # fmt: skip
-    table_ids = torch.cat([i for i, _ in padded])
-    table_mask = torch.cat([m for _, m in padded])
-    # one row per explained token: its sequence, the position predicting it, the token
-    row_seq = torch.cat([torch.full((n - p,), k) for k, ((_, p, _), n) in
-                         enumerate(zip(sequences, lengths, strict=True))]).to(device)  # fmt: skip
-    row_pos = torch.cat([torch.arange(p - 1, n - 1) for (_, p, _), n in
-                         zip(sequences, lengths, strict=True)]).to(device)  # fmt: skip
-    row_tok = torch.cat([ids[p:] for ids, p, _ in sequences]).to(device)
-    rows = row_seq.numel()
-    kwargs: dict[str, Any] = export_options(model)
-    keep = logits_keyword(model)
-    if keep is not None:
-        needed = torch.unique(row_pos)  # sorted; the same for every batch
-        kept = needed.numel()
-        kwargs[keep] = needed
-        row_out = torch.searchsorted(needed, row_pos)  # logits row of each explained token
-    else:
-        kept, row_out = width, row_pos
     bt = backtrace_for(model, options.backtrace)
-    parts = []
-    start = 0
-    for size in batch_sizes(rows, options.batch_size):
-        real = min(size, rows - start)
-        part = slice(start, start + real)
-        batch_rows = torch.arange(start, start + size, device=device).clamp_max(rows - 1)
-        seed = torch.zeros(size, kept, vocab, device=device)
-        seed[torch.arange(real, device=device), row_out[part], row_tok[part]] = 1.0  # pads: 0
-        which = row_seq[batch_rows]
-        exp = bt.explain(
-            input_ids=table_ids[which], attention_mask=table_mask[which], seed=seed,
-            mode=options.mode, attention=options.attention, **kwargs,
-        )  # fmt: skip
-        parts.append(_token_rows(exp, real, row_out[part], row_tok[part]))
-        start += size
-    every = Explanation.concat(parts)
-    row_seq = row_seq.cpu()
+    pad = tokenizer.pad_token_id or 0
     attention = bt.attention_for(options.mode, options.attention)
     out = []
-    for k, ((ids, prompt_length, text), n) in enumerate(zip(sequences, lengths, strict=True)):
+    for ids, prompt_length, text in sequences:
         ids_cpu = ids.cpu()
+        mine = _explain_one(bt, model, ids_cpu, prompt_length, options, pad)
         table = token_tables(tokenizer, ids_cpu[None])[0]
-        mine = first_tokens(every[row_seq == k], n)
         mine = dataclasses.replace(mine, tokens=[list(table.texts)] * len(mine),
                                    token_input=TOKENS)
         out.append(GenerationExplanation(

@@ -56,6 +56,8 @@ class AbsCache:
         hit = self._store.get(id(t))
         if hit is not None and hit[0]() is t and hit[1] == t._version:
             return hit[2]
+        if hit is not None:  # stale: freed before the new copy exists, never two at once
+            del self._store[id(t)], hit
         value = t.detach().abs()
         self._store[id(t)] = (weakref.ref(t), t._version, value)
         return value

@@ -67,9 +67,14 @@ _declare("expand expand_as broadcast_to", movement.expand, MOVEMENT)
 _declare("dropout feature_dropout alpha_dropout", movement.dropout, MOVEMENT)
 _declare("type_as", movement.type_as, MOVEMENT)
 _declare("copy", movement.copy, MOVEMENT)
+_declare("slice", movement.slice_adjoint, MOVEMENT)
+_declare("select", movement.select_adjoint, MOVEMENT)
+_declare("index_select", movement.index_select_adjoint, MOVEMENT)
+_declare("cat concat", movement.cat_adjoint, MOVEMENT)
+_declare("constant_pad_nd pad", movement.pad_adjoint, MOVEMENT)
 _declare(
-    "cat concat stack split split_with_sizes chunk unbind slice select index index_select "
-    "gather flip constant_pad_nd pad reflection_pad1d reflection_pad2d replication_pad1d "
+    "stack split split_with_sizes chunk unbind index "
+    "gather flip reflection_pad1d reflection_pad2d replication_pad1d "
     "replication_pad2d narrow roll repeat tile movedim diagonal take_along_dim "
     "repeat_interleave pixel_shuffle pixel_unshuffle channel_shuffle upsample_nearest1d "
     "upsample_nearest2d upsample_nearest3d _upsample_nearest_exact1d _upsample_nearest_exact2d "

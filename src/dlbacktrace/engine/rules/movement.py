@@ -1,17 +1,22 @@
 """Data movement, selection, masking, embeddings and elementwise nonlinearities (DESIGN.md 2.3).
 
 Movement and selection use the exact adjoint of the op's index map (its vector–Jacobian
-product); the most frequent reshapes have direct adjoints to keep the sweep cheap.
+product); the most frequent ones (reshapes, permutes, slice, select, index_select, cat,
+constant padding) have closed-form adjoints, so the sweep never re-runs them.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 
 import torch
+import torch.fx as fx
 
 from dlbacktrace.engine.errors import RuleError
 from dlbacktrace.engine.rules.base import Call, Contribution, sum_to, total, vjp_contribution
+
+aten = torch.ops.aten
 
 
 def _first_input(call: Call, rho: torch.Tensor) -> Contribution:
@@ -74,8 +79,80 @@ def expand(call: Call, R) -> Contribution:
 
 
 def adjoint(call: Call, R) -> Contribution:
-    """Generic exact adjoint (cat, slice, index, gather, pad, flip, max-pool, topk, …)."""
+    """Generic exact adjoint (gather, flip, split, max, topk, …): the op's VJP."""
     return vjp_contribution(call, R)
+
+
+# Closed-form adjoints of the most common index maps: the op's own backward kernel on the
+# streamed relevance (stream dim first, so every op dim moves by one), no forward re-run.
+
+
+def slice_adjoint(call: Call, R) -> Contribution:
+    """``slice(x, dim, start, end, step)``: R back in place in a zero tensor."""
+    x = call.args[0]
+    dim = call.arg(1, "dim", 0) % x.dim()
+    start = call.arg(2, "start")
+    end = call.arg(3, "end")
+    step = call.arg(4, "step", 1)
+    rho = aten.slice_backward(R, [R.shape[0], *x.shape], dim + 1,
+                              0 if start is None else start,
+                              sys.maxsize if end is None else end, step)
+    return _first_input(call, rho)
+
+
+def select_adjoint(call: Call, R) -> Contribution:
+    """``select(x, dim, index)``: R back at the selected index of a zero tensor."""
+    x = call.args[0]
+    dim = call.args[1] % x.dim()
+    rho = aten.select_backward(R, [R.shape[0], *x.shape], dim + 1, call.args[2])
+    return _first_input(call, rho)
+
+
+def index_select_adjoint(call: Call, R) -> Contribution:
+    """``index_select(x, dim, index)``: R added back at the picked indices (repeats add up)."""
+    x = call.args[0]
+    dim = call.args[1] % x.dim()
+    rho = aten.index_select_backward(R, [R.shape[0], *x.shape], dim + 1, call.args[2])
+    return _first_input(call, rho)
+
+
+def cat_adjoint(call: Call, R) -> Contribution:
+    """``cat(tensors, dim)``: each data operand gets its own block of R; constants absorb theirs.
+
+    1-D empty operands are skipped by ``cat`` whatever ``dim`` is, and get nothing here.
+    """
+    tensors, nodes = call.args[0], call.node.args[0]
+    dims = max(t.dim() for t in tensors)
+    dim = call.arg(1, "dim", 0) % dims
+    result = Contribution()
+    absorbed = torch.zeros((), dtype=torch.float64, device=R.device)
+    offset = 0
+    for t, n in zip(tensors, nodes, strict=True):
+        if t.dim() == 1 and t.numel() == 0 and dims > 1:
+            continue
+        size = t.shape[dim]
+        part = R.narrow(dim + 1, offset, size)
+        offset += size
+        if isinstance(n, fx.Node) and n in call.data:
+            result.add(n, part)
+        else:
+            absorbed = absorbed + total(part)
+    result.absorbed = absorbed
+    return result
+
+
+def pad_adjoint(call: Call, R) -> Contribution:
+    """``constant_pad_nd(x, pad, value)`` / ``pad(x, pad, "constant", value)``: R cropped back
+    to ``x`` (a negative pad's crop is padded back with zeros); the padding's relevance is
+    absorbed. Reflect, replicate and circular padding copy elements: their VJP routes them."""
+    if call.node.target.overloadpacket is aten.pad and call.arg(2, "mode", "constant") != (
+            "constant"):
+        return vjp_contribution(call, R)
+    pad = [-int(p) for p in call.args[1]]
+    rho = aten.constant_pad_nd(R, pad, 0.0)
+    result = _first_input(call, rho)
+    result.absorbed = total(R) - total(rho)
+    return result
 
 
 # Spatial dims of the pooling ops that return (values, indices into each input plane).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -13,15 +14,32 @@ from dlbacktrace.engine.capture import CapturedGraph
 
 
 def state_value(g: CapturedGraph, model: torch.nn.Module, node: fx.Node) -> Any:
-    """Parameters and buffers are read from the live model, so weight updates are seen."""
+    """Parameters and buffers are read from the live model on every call (by their dotted
+    path, so weight updates and replaced submodules are seen)."""
     kind, target = g.state_targets[node]
-    if kind == InputKind.PARAMETER:
-        return model.get_parameter(target)
-    if kind == InputKind.BUFFER:
-        return model.get_buffer(target)
+    if kind in (InputKind.PARAMETER, InputKind.BUFFER):
+        value: Any = model
+        for part in target.split("."):  # what get_parameter does, without its checks
+            value = getattr(value, part)
+        return value
     if kind == InputKind.TOKEN:
         return torch.tensor([])
     return g.program.constants[target]
+
+
+# Per graph: the index of the last node that reads each value (the graph never changes).
+_LAST_USE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _last_use(g: CapturedGraph) -> dict[fx.Node, int]:
+    found = _LAST_USE.get(g.graph)
+    if found is None:
+        found = {}
+        for i, node in enumerate(g.nodes):
+            for inp in node.all_input_nodes:
+                found[inp] = i
+        _LAST_USE[g.graph] = found
+    return found
 
 
 # Half-precision models are explained with float32 arithmetic (DESIGN.md 4): the graph is re-run
@@ -64,10 +82,7 @@ def record(
     """
     env: dict[fx.Node, Any] = {}
     nodes = g.nodes
-    last_use: dict[fx.Node, int] = {}
-    for i, node in enumerate(nodes):
-        for inp in node.all_input_nodes:
-            last_use[inp] = i
+    last_use = _last_use(g)
     user_index = {n: i for i, n in enumerate(g.user_inputs)}
     outputs: list[Any] = []
     with torch.no_grad():

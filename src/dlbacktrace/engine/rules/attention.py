@@ -25,7 +25,7 @@ from dlbacktrace.engine.rules.base import (
     total,
 )
 from dlbacktrace.engine.rules.movement import identity
-from dlbacktrace.engine.rules.products import magnitude_share, signed_share
+from dlbacktrace.engine.rules.products import magnitude_share
 
 
 def softmax_relevance(R_A: torch.Tensor, A: torch.Tensor, logits: torch.Tensor, dim: int):
@@ -185,39 +185,47 @@ def _value_only(call, R, result, v, attn, heads) -> Contribution:
     return result
 
 
+def _signed_product(R: torch.Tensor, out: torch.Tensor, eps: float):
+    """``G = R/(out + ε)`` for the signed shares of a product, and the stabiliser's part."""
+    den = stabilised(out, eps)
+    G = R / den
+    return G, total(G * (den - out))
+
+
 def _signed_split(call, R, result, q, k, v, attn, scores, full, bias, heads) -> Contribution:
     """Contrast mode, ``attention="split"``: the same rules as the eager graph, op by op.
 
     ``O = A·V`` splits each contribution's signed share 50/50 between V and A; A's part passes
     the softmax rule to the logits ``QKᵀ·scale + mask``; the mask (an additive constant)
-    absorbs its signed share; the scale passes; ``Q·Kᵀ`` splits 50/50 by signed shares.
+    absorbs its signed share; the scale passes; ``Q·Kᵀ`` splits 50/50 by signed shares. Both
+    products are bilinear, so each operand's share is closed-form: ``a ⊙ (G·bᵀ)`` and
+    ``b ⊙ (aᵀ·G)`` with ``G = R/(out + ε)`` (no forward re-run, no autograd).
     """
     out = call.out
-    absorbed = torch.zeros((), dtype=torch.float64, device=out.device)
-
-    def av(a, vv):
-        return a @ _repeat_heads(vv, heads)
-
-    (rho_a, rho_v), eps_part = signed_share(call, R / 2, av, attn, v, out)
-    absorbed = absorbed + 2 * eps_part
+    eps = call.options.epsilon
+    kv_heads = v.shape[-3] if v.dim() >= 3 else 1
+    v_all = _repeat_heads(v, heads)
+    G, eps_part = _signed_product(R / 2, out, eps)
+    absorbed = 2 * eps_part
+    rho_a = attn * (G @ v_all.transpose(-2, -1))
     if call.is_data(2):
+        rho_v = v * _unrepeat_heads(attn.transpose(-2, -1) @ G, kv_heads)
         result.add(call.arg_node(2), rho_v.to(R.dtype))
     else:
-        absorbed = absorbed + total(rho_v)
+        absorbed = absorbed + total(v_all * (attn.transpose(-2, -1) @ G))
     R_s, lost = softmax_relevance(rho_a, attn, full, rho_a.dim() - 1)
     absorbed = absorbed + lost
     if bias is not None:  # the mask's signed share, as ``add(scores, mask)`` in the eager graph
-        den = stabilised(full, call.options.epsilon)
+        den = stabilised(full, eps)
         kept = torch.where(attn == 0, 0.0, R_s * (scores / den)).to(R.dtype)
         absorbed = absorbed + total(R_s) - total(kept)
         R_s = kept
-
-    def qk(qq, kk):
-        return qq @ _repeat_heads(kk, heads).transpose(-2, -1)
-
     # the scale passes; shares over the unscaled products Q·Kᵀ (as the eager graph's matmul)
-    (rho_q, rho_k), eps_part = signed_share(call, R_s / 2, qk, q, k)
+    k_all = _repeat_heads(k, heads)
+    G, eps_part = _signed_product(R_s / 2, q @ k_all.transpose(-2, -1), eps)
     absorbed = absorbed + 2 * eps_part
+    rho_q = q * (G @ k_all)
+    rho_k = k * _unrepeat_heads(G.transpose(-2, -1) @ q, k.shape[-3] if k.dim() >= 3 else 1)
     for i, part in ((0, rho_q), (1, rho_k)):
         if call.is_data(i):
             result.add(call.arg_node(i), sum_to(part.to(R.dtype), call.args[i].shape))

@@ -1167,7 +1167,7 @@ def _ops_in_sweep(model, *inputs, **kw) -> set[str]:
 
 
 @pytest.mark.parametrize("mode", ["default", "contrast"])
-def test_max_pool_and_layer_norm_rules_run_no_forward(mode):
+def test_max_pool_layer_and_group_norm_rules_run_no_forward(mode):
     torch.manual_seed(0)
     pool = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten()).to(D64)
     ops = _ops_in_sweep(pool.eval(), torch.randn(2, 1, 6, 6, dtype=D64), mode=mode)
@@ -1175,3 +1175,7 @@ def test_max_pool_and_layer_norm_rules_run_no_forward(mode):
     norm = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2)).to(D64).eval()
     ops = _ops_in_sweep(norm, torch.randn(3, 4, dtype=D64), mode=mode, norm="centre")
     assert not {o for o in ops if "layer_norm" in o or o in ("var", "var_mean", "std")}, ops
+    group = nn.Sequential(nn.Conv2d(2, 4, 3), nn.GroupNorm(2, 4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(16, 2)).to(D64).eval()
+    ops = _ops_in_sweep(group, torch.randn(2, 2, 4, 4, dtype=D64), mode=mode, norm="centre")
+    assert not {o for o in ops if "group_norm" in o or o in ("var", "var_mean", "std")}, ops

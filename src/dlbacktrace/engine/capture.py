@@ -233,13 +233,15 @@ def _decompose_unruled(program: ExportedProgram) -> ExportedProgram:
 
 
 # Ops whose decomposition also returns what their rule needs: max-pools their arg-max indices,
-# layer norm its mean and 1/σ. Recorded once in the forward, these spare the rules a second
-# forward (issue 15). (max_pool1d decomposes to an op without a declared rule: it stays.)
-_WITH_RECORDED_EXTRAS = ("max_pool2d", "max_pool3d", "layer_norm")
+# layer and group norm their mean and 1/σ. Recorded once in the forward, these spare the rules
+# a second forward (issue 15). (max_pool1d decomposes to an op without a declared rule: it
+# stays.)
+_WITH_RECORDED_EXTRAS = ("max_pool2d", "max_pool3d", "layer_norm", "group_norm")
 
 
 def with_recorded_extras(program: ExportedProgram) -> ExportedProgram:
-    """Rewrite max-pools and layer norms as the ops that also return indices / statistics."""
+    """Rewrite max-pools and layer/group norms as the ops that also return indices /
+    statistics."""
     table = torch.export.default_decompositions()
     ops = {getattr(torch.ops.aten, name).default for name in _WITH_RECORDED_EXTRAS}
     present = {

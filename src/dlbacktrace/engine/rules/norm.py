@@ -145,20 +145,30 @@ def layer_norm(call: Call, R) -> Contribution:
 
 
 def group_norm(call: Call, R) -> Contribution:
-    """``group_norm(x, groups, w, b, eps)`` or ``native_group_norm(x, w, b, N, C, HxW, g, eps)``."""
+    """``group_norm(x, groups, w, b, eps)`` or ``native_group_norm(x, w, b, N, C, HxW, g, eps)``.
+
+    ``native_group_norm`` records its mean and ``1/σ`` per (row, group) beside its output:
+    ``x − μ`` and ``x̂`` are read off them instead of normalising again.
+    """
     x = call.args[0]
+    centred = None
     if call.node.target.overloadpacket is torch.ops.aten.native_group_norm:
         w, b, groups, eps = call.args[1], call.args[2], call.args[6], call.args[7]
+        out, mean, rstd = call.out
+        grouped = x.reshape(x.shape[0], groups, -1)
+        centred_groups = grouped - mean.reshape(x.shape[0], groups, 1)
+        centred = centred_groups.reshape(x.shape)
+        xhat = (centred_groups * rstd.reshape(x.shape[0], groups, 1)).reshape(x.shape)
     else:
         groups, w, b = call.args[1], call.arg(2, "weight"), call.arg(3, "bias")
         eps = call.arg(4, "eps", 1e-5)
-    xhat = F.group_norm(x, groups, None, None, eps)
+        xhat = F.group_norm(x, groups, None, None, eps)
+        out = call.out[0] if isinstance(call.out, (tuple, list)) else call.out
     shape = _channel_shape(x)
-    out = call.out[0] if isinstance(call.out, (tuple, list)) else call.out
     w = w.reshape(shape) if w is not None else None
     b = b.reshape(shape) if b is not None else None
     group = (x.shape[1] // groups, *x.shape[2:])
-    return _normalised(call, R, xhat, w, b, out, (math.prod(group),))
+    return _normalised(call, R, xhat, w, b, out, (math.prod(group),), centred)
 
 
 def rms_norm(call: Call, R) -> Contribution:

@@ -97,13 +97,14 @@ def sdpa(call: Call, R) -> Contribution:
     result = Contribution()
     if call.options.attention == "value":
         return _value_only(call, R, result, v, _probabilities(q, k, scale, bias, heads), heads)
-    scores = scores_of(q, k)
+    qk = q @ _repeat_heads(k, heads).transpose(-2, -1)
+    scores = qk * scale
     full = scores if bias is None else scores + bias
-    attn = torch.softmax(full, dim=-1)
-    attn = torch.nan_to_num(attn, nan=0.0)  # fully masked rows: the op returns zeros or NaN
+    # fully masked rows: the op returns zeros or NaN
+    attn = torch.softmax(full, dim=-1).nan_to_num_(nan=0.0)
 
     if call.options.signed and call.options.attention == "split":
-        return _signed_split(call, R, result, q, k, v, attn, scores, full, bias, heads)
+        return _signed_split(call, R, result, q, k, v, attn, qk, scores, full, bias, heads)
     value_share = R / 2
     if call.is_data(2):
         amap = AffineMap(lambda x, w: w @ _repeat_heads(x, heads), [attn])
@@ -192,14 +193,22 @@ def _signed_product(R: torch.Tensor, out: torch.Tensor, eps: float):
     return G, total(G * (den - out))
 
 
-def _signed_split(call, R, result, q, k, v, attn, scores, full, bias, heads) -> Contribution:
+def _stabilised_buffer(T: torch.Tensor, eps: float) -> torch.Tensor:
+    """:func:`~dlbacktrace.engine.rules.base.stabilised` in one new buffer (``T + ε·sign(T)``,
+    sign(0) = +1): at 8×512 tokens every L×S temporary is ~100 MB, so the split rule reuses its
+    buffers."""
+    return torch.where(T >= 0, eps, -eps).to(T.dtype).add_(T)
+
+
+def _signed_split(call, R, result, q, k, v, attn, qk, scores, full, bias, heads) -> Contribution:
     """Contrast mode, ``attention="split"``: the same rules as the eager graph, op by op.
 
     ``O = A·V`` splits each contribution's signed share 50/50 between V and A; A's part passes
     the softmax rule to the logits ``QKᵀ·scale + mask``; the mask (an additive constant)
-    absorbs its signed share; the scale passes; ``Q·Kᵀ`` splits 50/50 by signed shares. Both
-    products are bilinear, so each operand's share is closed-form: ``a ⊙ (G·bᵀ)`` and
-    ``b ⊙ (aᵀ·G)`` with ``G = R/(out + ε)`` (no forward re-run, no autograd).
+    absorbs its signed share; the scale passes; ``Q·Kᵀ`` (``qk``) splits 50/50 by signed
+    shares. Both products are bilinear, so each operand's share is closed-form: ``a ⊙ (G·bᵀ)``
+    and ``b ⊙ (aᵀ·G)`` with ``G = R/(out + ε)`` (no forward re-run, no autograd); the L×S
+    steps work in place.
     """
     out = call.out
     eps = call.options.epsilon
@@ -207,23 +216,32 @@ def _signed_split(call, R, result, q, k, v, attn, scores, full, bias, heads) -> 
     v_all = _repeat_heads(v, heads)
     G, eps_part = _signed_product(R / 2, out, eps)
     absorbed = 2 * eps_part
-    rho_a = attn * (G @ v_all.transpose(-2, -1))
     if call.is_data(2):
         rho_v = v * _unrepeat_heads(attn.transpose(-2, -1) @ G, kv_heads)
         result.add(call.arg_node(2), rho_v.to(R.dtype))
     else:
         absorbed = absorbed + total(v_all * (attn.transpose(-2, -1) @ G))
-    R_s, lost = softmax_relevance(rho_a, attn, full, rho_a.dim() - 1)
-    absorbed = absorbed + lost
+    rho_a = (G @ v_all.transpose(-2, -1)).mul_(attn)
+    del G
+    # the softmax rule (softmax_relevance), in place: logits ⊙ (R_A − A ⊙ Σ R_A), 0 where A = 0
+    masked = attn == 0
+    R_s = (attn * rho_a.sum(dim=-1, keepdim=True)).neg_().add_(rho_a).mul_(full)
+    R_s.masked_fill_(masked, 0.0)
+    absorbed = absorbed + total(rho_a) - total(R_s)
+    del rho_a
     if bias is not None:  # the mask's signed share, as ``add(scores, mask)`` in the eager graph
-        den = stabilised(full, eps)
-        kept = torch.where(attn == 0, 0.0, R_s * (scores / den)).to(R.dtype)
-        absorbed = absorbed + total(R_s) - total(kept)
-        R_s = kept
+        share = _stabilised_buffer(full, eps)
+        torch.div(scores, share, out=share)
+        before = total(R_s)
+        R_s.mul_(share).masked_fill_(masked, 0.0)
+        absorbed = absorbed + before - total(R_s)
+        del share
     # the scale passes; shares over the unscaled products Q·Kᵀ (as the eager graph's matmul)
     k_all = _repeat_heads(k, heads)
-    G, eps_part = _signed_product(R_s / 2, q @ k_all.transpose(-2, -1), eps)
-    absorbed = absorbed + 2 * eps_part
+    den = _stabilised_buffer(qk, eps)
+    G = R_s.div_(2).div_(den)
+    absorbed = absorbed + 2 * total(G * den.sub_(qk))
+    del den
     rho_q = q * (G @ k_all)
     rho_k = k * _unrepeat_heads(G.transpose(-2, -1) @ q, k.shape[-3] if k.dim() >= 3 else 1)
     for i, part in ((0, rho_q), (1, rho_k)):

@@ -461,7 +461,7 @@ class Backtrace:
             _check_output_names(output_names, out_value)
             streamed = targets is not None or seeds is not None
             if streamed:
-                signed_seed, target_idx = stream_seeds(out_value, target, seed, targets, seeds,
+                signed_seed, target_idx = _stream_seeds(out_value, target, seed, targets, seeds,
                                                        scale, position)
             else:
                 one, target_idx = make_seed(out_value, target, scale, seed, position)
@@ -600,7 +600,7 @@ class Backtrace:
         )
 
 
-def stream_seeds(
+def _stream_seeds(
     output: torch.Tensor, target: Target, seed: torch.Tensor | None,
     targets: Sequence[Target] | None, seeds: torch.Tensor | None, scale: float,
     position: int | None,

@@ -25,17 +25,18 @@ from dlbacktrace.engine.rules.base import (
     total,
 )
 from dlbacktrace.engine.rules.movement import identity
-from dlbacktrace.engine.rules.products import magnitude_share
+from dlbacktrace.engine.rules.products import magnitude_share, signed_ratio
 
 
 def softmax_relevance(R_A: torch.Tensor, A: torch.Tensor, logits: torch.Tensor, dim: int):
     """First-order (Taylor) softmax rule per row: ``logits ⊙ (R_A − A ⊙ Σ_k R_A,k)``.
 
     Positions with ``A == 0`` (masked, or underflowed) get exactly 0. Returns the relevance of
-    the logits and what the rule does not pass on (absorbed, float64).
+    the logits and what the rule does not pass on (absorbed, float64). Built in one buffer
+    (attention tensors are large).
     """
-    row = R_A.sum(dim=dim, keepdim=True)
-    R_s = torch.where(A == 0, 0.0, logits * (R_A - A * row)).to(R_A.dtype)
+    R_s = (A * R_A.sum(dim=dim, keepdim=True)).neg_().add_(R_A).mul_(logits)
+    R_s = R_s.masked_fill_(A == 0, 0.0).to(R_A.dtype)
     return R_s, total(R_A) - total(R_s)
 
 
@@ -186,20 +187,6 @@ def _value_only(call, R, result, v, attn, heads) -> Contribution:
     return result
 
 
-def _signed_product(R: torch.Tensor, out: torch.Tensor, eps: float):
-    """``G = R/(out + ε)`` for the signed shares of a product, and the stabiliser's part."""
-    den = stabilised(out, eps)
-    G = R / den
-    return G, total(G * (den - out))
-
-
-def _stabilised_buffer(T: torch.Tensor, eps: float) -> torch.Tensor:
-    """:func:`~dlbacktrace.engine.rules.base.stabilised` in one new buffer (``T + ε·sign(T)``,
-    sign(0) = +1): at 8×512 tokens every L×S temporary is ~100 MB, so the split rule reuses its
-    buffers."""
-    return torch.where(T >= 0, eps, -eps).to(T.dtype).add_(T)
-
-
 def _signed_split(call, R, result, q, k, v, attn, qk, scores, full, bias, heads) -> Contribution:
     """Contrast mode, ``attention="split"``: the same rules as the eager graph, op by op.
 
@@ -214,7 +201,7 @@ def _signed_split(call, R, result, q, k, v, attn, qk, scores, full, bias, heads)
     eps = call.options.epsilon
     kv_heads = v.shape[-3] if v.dim() >= 3 else 1
     v_all = _repeat_heads(v, heads)
-    G, eps_part = _signed_product(R / 2, out, eps)
+    G, eps_part = signed_ratio(R / 2, out, eps)
     absorbed = 2 * eps_part
     if call.is_data(2):
         rho_v = v * _unrepeat_heads(attn.transpose(-2, -1) @ G, kv_heads)
@@ -223,25 +210,20 @@ def _signed_split(call, R, result, q, k, v, attn, qk, scores, full, bias, heads)
         absorbed = absorbed + total(v_all * (attn.transpose(-2, -1) @ G))
     rho_a = (G @ v_all.transpose(-2, -1)).mul_(attn)
     del G
-    # the softmax rule (softmax_relevance), in place: logits ⊙ (R_A − A ⊙ Σ R_A), 0 where A = 0
-    masked = attn == 0
-    R_s = (attn * rho_a.sum(dim=-1, keepdim=True)).neg_().add_(rho_a).mul_(full)
-    R_s.masked_fill_(masked, 0.0)
-    absorbed = absorbed + total(rho_a) - total(R_s)
+    R_s, lost = softmax_relevance(rho_a, attn, full, rho_a.dim() - 1)
+    absorbed = absorbed + lost
     del rho_a
     if bias is not None:  # the mask's signed share, as ``add(scores, mask)`` in the eager graph
-        share = _stabilised_buffer(full, eps)
+        share = stabilised(full, eps)
         torch.div(scores, share, out=share)
         before = total(R_s)
-        R_s.mul_(share).masked_fill_(masked, 0.0)
+        R_s.mul_(share).masked_fill_(attn == 0, 0.0)
         absorbed = absorbed + before - total(R_s)
         del share
     # the scale passes; shares over the unscaled products Q·Kᵀ (as the eager graph's matmul)
     k_all = _repeat_heads(k, heads)
-    den = _stabilised_buffer(qk, eps)
-    G = R_s.div_(2).div_(den)
-    absorbed = absorbed + 2 * total(G * den.sub_(qk))
-    del den
+    G, eps_part = signed_ratio(R_s.div_(2), qk, eps)
+    absorbed = absorbed + 2 * eps_part
     rho_q = q * (G @ k_all)
     rho_k = k * _unrepeat_heads(G.transpose(-2, -1) @ q, k.shape[-3] if k.dim() >= 3 else 1)
     for i, part in ((0, rho_q), (1, rho_k)):

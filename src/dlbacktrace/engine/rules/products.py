@@ -98,6 +98,15 @@ def magnitude_share(
     return outs, dead
 
 
+def signed_ratio(R: torch.Tensor, out: torch.Tensor, eps: float) -> tuple[torch.Tensor,
+                                                                          torch.Tensor]:
+    """``G = R/(out + ε)``, the multiplier of a product's signed shares, and the stabiliser's
+    part of the ledger (``Σ G·ε`` as rounded into the denominator)."""
+    den = stabilised(out, eps)
+    G = R / den
+    return G, total(G * den.sub_(out))
+
+
 def signed_share(call, R, fn, a, b, out=None) -> tuple[list, torch.Tensor]:
     """Contrast mode's split of ``fn(a, b)`` (bilinear) over both operands by signed shares.
 
@@ -111,9 +120,7 @@ def signed_share(call, R, fn, a, b, out=None) -> tuple[list, torch.Tensor]:
     with torch.enable_grad():
         y = fn(la, lb)
     out = y.detach() if out is None else out.detach()
-    den = stabilised(out, call.options.epsilon)
-    G = R / den
-    absorbed = total(G * (den - out))
+    G, absorbed = signed_ratio(R, out, call.options.epsilon)
     ga, gb = streamed_grad([y], [la, lb], [G])
     return [la.detach() * ga, lb.detach() * gb], absorbed
 

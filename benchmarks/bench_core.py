@@ -248,6 +248,17 @@ def _build_bert(device: str) -> dict[str, Any]:
         (grad,) = torch.autograd.grad(out[:, target].sum(), emb)
         return grad
 
+    # The peers attribute the input embeddings, like the baseline's gradient; the lookup runs
+    # inside each timed call.
+    return _token_case(model, input_ids, attention_mask, target, baseline,
+                       peer_model=EmbedsToLogits(model),
+                       peer_input=lambda: word_emb(input_ids).detach(),
+                       peer_extra=(attention_mask,))
+
+
+def _token_case(model: Any, input_ids: Any, attention_mask: Any, target: int,
+                baseline: Callable[[], Any], **peers: Any) -> dict[str, Any]:
+    """The spec of a case explained through ``input_ids`` (baseline: the input embeddings)."""
     return {
         "model": model,
         "args": (),
@@ -255,12 +266,11 @@ def _build_bert(device: str) -> dict[str, Any]:
         "target": target,
         "baseline": baseline,
         "baseline_note": BERT_BASELINE_NOTE,
-        # The peers attribute the input embeddings, like the baseline's gradient; the lookup
-        # runs inside each timed call.
-        "peer_model": EmbedsToLogits(model),
-        "peer_input": lambda: word_emb(input_ids).detach(),
-        "peer_extra": (attention_mask,),
+        "peer_model": None,
+        "peer_input": None,
+        "peer_extra": (),
         "zennit_canonizers": None,
+        **peers,
     }
 
 
@@ -297,19 +307,8 @@ def _build_minilm(device: str) -> dict[str, Any]:
         (grad,) = torch.autograd.grad(out[:, target].sum(), emb)
         return grad
 
-    return {
-        "model": model,
-        "args": (),
-        "kwargs": {"input_ids": input_ids, "attention_mask": attention_mask},
-        "target": target,
-        "baseline": baseline,
-        "baseline_note": BERT_BASELINE_NOTE,
-        "peer_model": None,
-        "peer_input": None,
-        "peer_extra": (),
-        "zennit_canonizers": None,
-        "skip_peers": MINILM_PEERS_REASON,
-    }
+    return _token_case(model, input_ids, attention_mask, target, baseline,
+                       skip_peers=MINILM_PEERS_REASON)
 
 
 # --------------------------------------------------------------------------------------------

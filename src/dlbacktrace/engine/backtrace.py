@@ -401,7 +401,9 @@ class Backtrace:
             the record and the shares are computed once, only the transposed ops run per
             target. The explanation has one row per target and input row, target-major (rows
             ``k·B … k·B + B − 1`` explain ``targets[k]``), equal to explaining the inputs
-            repeated ``len(targets)`` times with one target per copy.
+            repeated ``len(targets)`` times with one target per copy. Every input needs the
+            output's batch dimension first; ``layers`` without it are left out (as row slices
+            of an explanation leave them out).
         seeds
             Several custom seeds, ``[K, *output.shape]``, explained like ``targets``.
         **model_kwargs

@@ -622,7 +622,9 @@ def _stream_seeds(
                               f"(one seed per stream), got {tuple(stacked.shape)}")
         if stacked.shape[0] == 0:
             raise TargetError("seeds= holds no seed")
-        return _checked_seeds(stacked, scale), None
+        if not bool(torch.isfinite(stacked).all()):
+            raise TargetError("seeds contain NaN or Inf")
+        return stacked * scale, None
     if isinstance(targets, (str, torch.Tensor)) or not isinstance(targets, Sequence):
         raise TargetError("targets must be a list of targets (each as target= takes it)")
     if not targets:
@@ -631,12 +633,6 @@ def _stream_seeds(
     indices = [idx for _, idx in made]
     index = None if any(i is None for i in indices) else torch.cat(indices)
     return torch.stack([s for s, _ in made]), index
-
-
-def _checked_seeds(stacked: torch.Tensor, scale: float) -> torch.Tensor:
-    if not bool(torch.isfinite(stacked).all()):
-        raise TargetError("seeds contain NaN or Inf")
-    return stacked * scale
 
 
 def _rows_per_stream(result, g: CapturedGraph, flat: list[Any], output: torch.Tensor,

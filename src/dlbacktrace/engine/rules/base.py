@@ -240,7 +240,7 @@ def flat_args(call: Call) -> tuple[list[Any], list[Any], pytree.TreeSpec]:
 def vjp_contribution(call: Call, R: Any) -> Contribution:
     """Relevance by the op's vector–Jacobian product: the exact adjoint of an index map.
 
-    Used for data movement (view, cat, slice, gather, pad, …) and selection (max-pool, max,
+    Used for data movement (gather, flip, split, roll, …) and selection (max-pool, max,
     topk): the VJP sends each output element's relevance back to the element it came from.
     Whatever lands on no data input — elements that came from a constant operand or that the
     op itself created (padding, a masked triangle) — is absorbed.

@@ -50,17 +50,27 @@ class Coefficients:
 
 
 def unsaturated_shares(
-    R: torch.Tensor, A: torch.Tensor, bias: torch.Tensor | None
+    R: torch.Tensor, A: torch.Tensor, bias: torch.Tensor | None, own: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``G = R ⊘ (Σ|z| + |b|)`` per stream and the node's absorbed relevance.
 
-    Branch-free: an output with nothing to share (``D = 0``) keeps ``G = R`` there, which
-    reaches no input (all its contributions are 0) and is counted as absorbed instead.
+    Branch-free, in float arithmetic only and with one new buffer where it can (a boolean mask
+    or a fresh allocation each cost several float passes on a CPU): an output with nothing to
+    share (``D = 0``) gets ``G = 0`` through ``sign(D) = 0``, and its relevance is counted as
+    absorbed, ``ΣR − Σ R·sign(D)`` (exactly 0 when no output is dead). ``own``: ``A`` is a
+    fresh buffer of the output's shape that nothing else reads, so it may be overwritten.
     """
-    D = A + bias.abs() if bias is not None else A
-    dead = D == 0
-    G = R / torch.where(dead, 1.0, D)
-    absorbed = total(torch.where(dead, R, 0.0))
+    if bias is not None:
+        D = A.add_(bias.abs()) if own else A + bias.abs()
+    else:
+        D = A
+    if R.shape[0] == 1 and R.shape[1:] == D.shape and R.dtype == D.dtype:
+        kept = D.sign().mul_(R[0]).unsqueeze(0)  # one stream: one new buffer, which becomes G
+    else:
+        kept = R * D.sign()
+    absorbed = total(R) - total(kept)
+    tiny = torch.finfo(D.dtype).tiny
+    G = kept.div_(D.clamp_min_(tiny) if own or bias is not None else D.clamp_min(tiny))
     if bias is not None:
         absorbed = absorbed + total(keep_rows(G, bias.shape) * bias.abs())
     return G, absorbed
@@ -191,7 +201,9 @@ def matrix_affine(
     # Closed-form transposes return fresh tensors; autograd may hand back views of its input.
     closed = amap.transpose is not None or amap.abs_forward is not None
     if call.saturation is None:
-        G, absorbed = unsaturated_shares(R, A, bias)
+        # closed-form maps build A in a new buffer (the autograd one may alias |x| or be saved)
+        own = closed and A.data_ptr() != absx.data_ptr()
+        G, absorbed = unsaturated_shares(R, A, bias, own=own)
         pushed = t_abs(G)
         rho = pushed.mul_(absx) if closed else pushed * absx
         return rho.to(R.dtype), absorbed
@@ -208,12 +220,15 @@ def elementwise_affine(
     R: torch.Tensor,
     terms: list[tuple[fx.Node, torch.Tensor, torch.Size]],
     bias: torch.Tensor | float | None,
+    own_terms: bool = False,
 ) -> Contribution:
     """``y = Σ_k s_k + c`` where each data term ``s_k`` is elementwise in its input.
 
     ``terms`` are (input node, contribution tensor s_k, input shape); broadcasting is undone
     by summing each term's relevance back to its input's shape. Covers add/sub of data,
     adding or multiplying by constants, eval BatchNorm and the affine part of normalisations.
+    ``own_terms``: the ``s_k`` are new buffers of the caller's that nothing else reads (they
+    are then overwritten instead of copied).
     """
     y = call.out
     if bias is not None and not isinstance(bias, torch.Tensor):
@@ -221,10 +236,12 @@ def elementwise_affine(
     if call.options.signed:
         return signed_elementwise_affine(call, R, terms, bias)
     shape = y.shape
-    magnitudes = [s.abs() for _, s, _ in terms]
-    A = functools.reduce(torch.add, magnitudes).expand(shape)
     if call.saturation is None:  # p == n: the shares are |s|/D
-        G, absorbed = unsaturated_shares(R, A, bias)  # bias broadcasts
+        magnitudes = [s.abs_() if own_terms else s.abs() for _, s, _ in terms]
+        A = functools.reduce(torch.add, magnitudes)
+        # several terms: their sum is a new buffer; one term: A is the magnitude, read below
+        own = len(terms) > 1 and A.shape == shape
+        G, absorbed = unsaturated_shares(R, A.expand(shape), bias, own=own)  # bias broadcasts
         result = Contribution(absorbed=absorbed)
         for (node, _, in_shape), magnitude in zip(terms, magnitudes, strict=True):
             if G.shape[0] == 1 and magnitude.shape == G.shape[1:]:
@@ -233,6 +250,7 @@ def elementwise_affine(
                 rho = G * magnitude
             result.add(node, sum_to(rho.to(R.dtype), in_shape))
         return result
+    A = functools.reduce(torch.add, [s.abs() for _, s, _ in terms]).expand(shape)
     S = functools.reduce(torch.add, [s for _, s, _ in terms]).expand(shape)
     c = coefficients(R, y, A, S, bias, call.saturation)
     result = Contribution(absorbed=absorbed_by_bias(R, c, bias))  # bias broadcasts
@@ -273,7 +291,8 @@ def _saturation_masks(call: Call, y: torch.Tensor, R: torch.Tensor):
 
 
 # An output whose contributions cancel to rounding noise (|T| ≤ this × Σ|z|, e.g. ``x − max(x)``
-# at the maximum) has no meaningful signed shares (they would be ±Σ|z|/ε): it is absorbed.
+# at the maximum) has no meaningful signed shares (they would be ±Σ|z|/ε): it is absorbed (as is
+# an output with nothing to share, Σ|z| = 0).
 CANCELLED = 64
 
 
@@ -294,13 +313,13 @@ def signed_shares(
     eps = call.options.epsilon
     den = stabilised(y, eps)
     G = R / den
-    step = den - y  # ε_j as rounded into den: the ledger then balances to the last bit
+    step = den.sub_(y)  # ε_j as rounded into den: the ledger then balances to the last bit
     absorbed_map = G * step.add_(bias) if bias is not None else G * step
-    if magnitude is not None:
-        cancelled = y.abs() <= CANCELLED * torch.finfo(y.dtype).eps * magnitude
-        cancelled &= magnitude > 0
-        G = G.masked_fill_(cancelled, 0.0)
-        absorbed_map = torch.where(cancelled, R, absorbed_map)
+    if magnitude is not None:  # in float arithmetic: 1 where |y| ≤ CANCELLED·eps·Σ|z|, else 0
+        cut = (magnitude * (CANCELLED * torch.finfo(y.dtype).eps)).sub_(y.abs())
+        cut = cut.heaviside_(torch.ones((), dtype=cut.dtype, device=cut.device)).to(G.dtype)
+        G = G.addcmul_(G, cut, value=-1)  # exactly G or 0
+        absorbed_map = absorbed_map.lerp_(R, cut)  # exactly the map or R
     hi, lo = _saturation_masks(call, y, R)
     if hi is None and lo is None:
         return SignedShares(G=G, alpha=None, beta=None, absorbed=total(absorbed_map))

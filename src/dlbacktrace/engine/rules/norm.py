@@ -52,7 +52,8 @@ def batch_norm_eval(call: Call, R) -> Contribution:
     out = call.out[0] if isinstance(call.out, (tuple, list)) else call.out
     term = x * a.reshape(shape)
     return elementwise_affine(
-        _with_output(call, out), _single(R), [(call.arg_node(0), term, x.shape)], c.reshape(shape)
+        _with_output(call, out), _single(R), [(call.arg_node(0), term, x.shape)], c.reshape(shape),
+        own_terms=True,
     )
 
 
@@ -66,7 +67,8 @@ def batch_norm(call: Call, R) -> Contribution:
     c = -mean * a + (b if b is not None else 0.0)
     shape = _channel_shape(x)
     return elementwise_affine(
-        call, _single(R), [(call.arg_node(0), x * a.reshape(shape), x.shape)], c.reshape(shape)
+        call, _single(R), [(call.arg_node(0), x * a.reshape(shape), x.shape)], c.reshape(shape),
+        own_terms=True,
     )
 
 
@@ -74,7 +76,8 @@ def _affine_after_normalise(call, R, xhat, weight, bias, out) -> Contribution:
     term = xhat * weight if weight is not None else xhat
     x = call.args[0]
     return elementwise_affine(
-        _with_output(call, out), _single(R), [(call.arg_node(0), term, x.shape)], bias
+        _with_output(call, out), _single(R), [(call.arg_node(0), term, x.shape)], bias,
+        own_terms=weight is not None,
     )
 
 

@@ -26,6 +26,7 @@ from dlbacktrace.engine.rules.base import (
     Call,
     Contribution,
     keep_rows,
+    nonnegative_,
     safe_reciprocal,
     stabilised,
     streamed_grad,
@@ -317,7 +318,7 @@ def signed_shares(
     absorbed_map = G * step.add_(bias) if bias is not None else G * step
     if magnitude is not None:  # in float arithmetic: 1 where |y| ≤ CANCELLED·eps·Σ|z|, else 0
         cut = (magnitude * (CANCELLED * torch.finfo(y.dtype).eps)).sub_(y.abs())
-        cut = cut.heaviside_(torch.ones((), dtype=cut.dtype, device=cut.device)).to(G.dtype)
+        cut = nonnegative_(cut).to(G.dtype)
         G = G.addcmul_(G, cut, value=-1)  # exactly G or 0
         absorbed_map = absorbed_map.lerp_(R, cut)  # exactly the map or R
     hi, lo = _saturation_masks(call, y, R)

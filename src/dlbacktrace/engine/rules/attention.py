@@ -99,13 +99,17 @@ def sdpa(call: Call, R) -> Contribution:
     if call.options.attention == "value":
         return _value_only(call, R, result, v, _probabilities(q, k, scale, bias, heads), heads)
     qk = q @ _repeat_heads(k, heads).transpose(-2, -1)
+    if call.options.signed and call.options.attention == "split":
+        full = qk * scale  # the scores, then the logits in the same buffer
+        if bias is not None:
+            fits = torch.broadcast_shapes(full.shape, bias.shape) == full.shape
+            full = full.add_(bias) if fits else full + bias
+        attn = torch.softmax(full, dim=-1).nan_to_num_(nan=0.0)  # fully masked rows: 0
+        return _signed_split(call, R, result, q, k, v, attn, qk, full, bias, heads, scale)
     scores = qk * scale
     full = scores if bias is None else scores + bias
     # fully masked rows: the op returns zeros or NaN
     attn = torch.softmax(full, dim=-1).nan_to_num_(nan=0.0)
-
-    if call.options.signed and call.options.attention == "split":
-        return _signed_split(call, R, result, q, k, v, attn, qk, scores, full, bias, heads)
     value_share = R / 2
     if call.is_data(2):
         amap = AffineMap(lambda x, w: w @ _repeat_heads(x, heads), [attn])
@@ -187,15 +191,18 @@ def _value_only(call, R, result, v, attn, heads) -> Contribution:
     return result
 
 
-def _signed_split(call, R, result, q, k, v, attn, qk, scores, full, bias, heads) -> Contribution:
+def _signed_split(call, R, result, q, k, v, attn, qk, full, bias, heads, scale) -> Contribution:
     """Contrast mode, ``attention="split"``: the same rules as the eager graph, op by op.
 
     ``O = A·V`` splits each contribution's signed share 50/50 between V and A; A's part passes
-    the softmax rule to the logits ``QKᵀ·scale + mask``; the mask (an additive constant)
-    absorbs its signed share; the scale passes; ``Q·Kᵀ`` (``qk``) splits 50/50 by signed
-    shares. Both products are bilinear, so each operand's share is closed-form: ``a ⊙ (G·bᵀ)``
-    and ``b ⊙ (aᵀ·G)`` with ``G = R/(out + ε)`` (no forward re-run, no autograd); the L×S
-    steps work in place.
+    the softmax rule to the logits ``QKᵀ·scale + mask`` (``full``); the mask (an additive
+    constant) absorbs its signed share; the scale passes; ``Q·Kᵀ`` (``qk``) splits 50/50 by
+    signed shares. Both products are bilinear, so each operand's share is closed-form:
+    ``a ⊙ (G·bᵀ)`` and ``b ⊙ (aᵀ·G)`` with ``G = R/(out + ε)`` (no forward re-run, no autograd).
+
+    The L×S steps work in place in one relevance buffer, and the probabilities' and logits'
+    buffers are reused once they have been read for the last time: at 512 tokens each L×S
+    tensor is ~100 MB, and on a CPU every new one costs more than the arithmetic on it.
     """
     out = call.out
     eps = call.options.epsilon
@@ -208,22 +215,32 @@ def _signed_split(call, R, result, q, k, v, attn, qk, scores, full, bias, heads)
         result.add(call.arg_node(2), rho_v.to(R.dtype))
     else:
         absorbed = absorbed + total(v_all * (attn.transpose(-2, -1) @ G))
-    rho_a = (G @ v_all.transpose(-2, -1)).mul_(attn)
+    # A's signed shares, then the softmax rule logits ⊙ (R_A − A·ΣR_A) in the same buffer. R_A
+    # is ±0 wherever A is 0, so the only non-finite values are 0·(−inf) at masked logits: NaN,
+    # which become the rule's 0 there.
+    R_s = (G @ v_all.transpose(-2, -1)).mul_(attn)
     del G
-    R_s, lost = softmax_relevance(rho_a, attn, full, rho_a.dim() - 1)
-    absorbed = absorbed + lost
-    del rho_a
+    one_stream = R_s.shape[0] == 1 and R_s.shape[1:] == attn.shape
+    before = total(R_s)
+    row_sums = R_s.sum(dim=-1, keepdim=True)
+    R_s.sub_(attn.mul_(row_sums[0]) if one_stream else attn * row_sums)
+    R_s.mul_(full).nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
+    absorbed = absorbed + before - total(R_s)
+    spare = attn  # the probabilities are not read again
+    same = qk.shape == full.shape  # False only for a mask broadcast beyond the scores' shape
     if bias is not None:  # the mask's signed share, as ``add(scores, mask)`` in the eager graph
-        share = stabilised(full, eps)
+        share = stabilised(full, eps, out=spare)
+        scores = torch.mul(qk, scale, out=full) if same else qk * scale  # logits not read again
         torch.div(scores, share, out=share)
         before = total(R_s)
-        R_s.mul_(share).masked_fill_(attn == 0, 0.0)
+        R_s.mul_(share)  # 0 stays 0: the share is finite (−0 at masked logits)
         absorbed = absorbed + before - total(R_s)
-        del share
     # the scale passes; shares over the unscaled products Q·Kᵀ (as the eager graph's matmul)
+    den = stabilised(qk, eps, out=spare if same else None)
+    G = R_s.div_(2).div_(den)
+    step = den.sub_(qk)  # ε as rounded into the denominator
+    absorbed = absorbed + 2 * total(step.mul_(G[0]) if one_stream and same else G * step)
     k_all = _repeat_heads(k, heads)
-    G, eps_part = signed_ratio(R_s.div_(2), qk, eps)
-    absorbed = absorbed + 2 * eps_part
     rho_q = q * (G @ k_all)
     rho_k = k * _unrepeat_heads(G.transpose(-2, -1) @ q, k.shape[-3] if k.dim() >= 3 else 1)
     for i, part in ((0, rho_q), (1, rho_k)):

@@ -46,15 +46,16 @@ def nonnegative_(t: torch.Tensor) -> torch.Tensor:
     return t.sign_().add_(0.5).sign_().clamp_min_(0.0)
 
 
-def stabilised(T: torch.Tensor, eps: float) -> torch.Tensor:
+def stabilised(T: torch.Tensor, eps: float, out: torch.Tensor | None = None) -> torch.Tensor:
     """``T + ε·sign(T)`` with sign(±0) = +1: never zero, same sign as ``T``.
 
-    Built in one new buffer, in float arithmetic (the L×S attention tensors this is used on
-    are ~100 MB at 512 tokens). ε enters as its float32 value, as it always has, so
-    explanations stay bit-identical to earlier ones.
+    Built in one buffer (``out``, when given, is overwritten instead of allocating one: the
+    L×S attention tensors this is used on are ~100 MB at 512 tokens), in float arithmetic. ε
+    enters as its float32 value, as it always has, so explanations stay bit-identical.
     """
     e = float(np.float32(eps))
-    return T.sign().add_(0.5).sign_().mul_(e).add_(T)  # sign(sign(T) + ½) = ±1, +1 at ±0
+    buf = T.sign() if out is None else torch.sign(T, out=out)
+    return buf.add_(0.5).sign_().mul_(e).add_(T)  # sign(sign(T) + ½) = ±1, +1 at ±0
 
 
 class AbsCache:

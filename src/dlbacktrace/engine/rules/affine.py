@@ -27,6 +27,7 @@ from dlbacktrace.engine.rules.base import (
     Contribution,
     keep_rows,
     nonnegative_,
+    positive_,
     safe_reciprocal,
     stabilised,
     streamed_grad,
@@ -45,7 +46,7 @@ class Coefficients:
 
     p: torch.Tensor
     n: torch.Tensor
-    dead: torch.Tensor | None  # outputs absorbed entirely (zero denominator)
+    dead: torch.Tensor | None  # 1 for outputs absorbed entirely (zero denominator), else 0
     saturated: bool  # whether the one-sided shares of saturated outputs are in use
     absorbed: torch.Tensor | None = None
 
@@ -77,6 +78,22 @@ def unsaturated_shares(
     return G, absorbed
 
 
+def saturated_outputs(
+    y: torch.Tensor, bounds: tuple[float | None, float | None]
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """0/1 indicators of the outputs above the high bound and below the low one (in float
+    arithmetic, no boolean masks), None for a side without a bound."""
+    low, high = bounds
+    hi = positive_(y - high) if high is not None else None
+    lo = positive_(torch.rsub(y, low)) if low is not None else None
+    return hi, lo
+
+
+def _nothing_to_share(d: torch.Tensor) -> torch.Tensor:
+    """1 where the non-negative denominator ``d`` is 0, else 0."""
+    return d.sign().neg_().add_(1.0)
+
+
 def coefficients(
     T: torch.Tensor,
     y: torch.Tensor,
@@ -94,25 +111,24 @@ def coefficients(
     if S is None:
         raise RuleError("internal: saturation needs the signed forward")
     D = A + bias.abs() if bias is not None else A
-    low, high = bounds
-    hi = (y > high) if high is not None else None
-    lo = (y < low) if low is not None else None
+    hi, lo = saturated_outputs(y, bounds)
     P = (A + S).div_(2).clamp_min_(0)
     N = (A - S).div_(2).clamp_min_(0)
     bp = bias.clamp_min(0) if bias is not None else 0.0
     bn = (-bias).clamp_min(0) if bias is not None else 0.0
     r = safe_reciprocal(D)
-    p, n, dead = r, r, D == 0
+    p, n, dead = r, r, _nothing_to_share(D)
+    # 0/1 indicators select exactly: lerp(a, b, 1) = b, lerp(a, b, 0) = a, a − a·1 = 0
     if hi is not None:
         den = P + bp
-        p = torch.where(hi, safe_reciprocal(den), p)
-        n = torch.where(hi, 0.0, n)
-        dead = torch.where(hi, den == 0, dead)
+        p = p.lerp(safe_reciprocal(den), hi)
+        n = torch.addcmul(n, n, hi, value=-1)
+        dead = dead.lerp(_nothing_to_share(den), hi)
     if lo is not None:
         den = N + bn
-        p = torch.where(lo, 0.0, p)
-        n = torch.where(lo, safe_reciprocal(den), n)
-        dead = torch.where(lo, den == 0, dead)
+        p = torch.addcmul(p, p, lo, value=-1)
+        n = n.lerp(safe_reciprocal(den), lo)
+        dead = dead.lerp(_nothing_to_share(den), lo)
     return Coefficients(p=p, n=n, dead=dead, saturated=True)
 
 
@@ -121,7 +137,7 @@ def absorbed_by_bias(T: torch.Tensor, c: Coefficients, bias: torch.Tensor | None
 
     Dead outputs have ``p = n = 0``, so the two parts never overlap.
     """
-    out = total(torch.where(c.dead, T, 0.0))
+    out = total(T * c.dead)
     if bias is not None:
         share = c.p * bias.clamp_min(0) + c.n * (-bias).clamp_min(0)
         out = out + total(T * share)
@@ -280,17 +296,6 @@ class SignedShares:
     absorbed: torch.Tensor
 
 
-def _saturation_masks(call: Call, y: torch.Tensor, R: torch.Tensor):
-    """Saturated outputs that carry relevance, for the sides the sweep passed (no read-back)."""
-    if call.saturation is None:
-        return None, None
-    low, high = call.saturation
-    carries = R != 0
-    hi = (y > high) & carries if high is not None else None
-    lo = (y < low) & carries if low is not None else None
-    return hi, lo
-
-
 # An output whose contributions cancel to rounding noise (|T| ≤ this × Σ|z|, e.g. ``x − max(x)``
 # at the maximum) has no meaningful signed shares (they would be ±Σ|z|/ε): it is absorbed (as is
 # an output with nothing to share, Σ|z| = 0).
@@ -321,23 +326,27 @@ def signed_shares(
         cut = nonnegative_(cut).to(G.dtype)
         G = G.addcmul_(G, cut, value=-1)  # exactly G or 0
         absorbed_map = absorbed_map.lerp_(R, cut)  # exactly the map or R
-    hi, lo = _saturation_masks(call, y, R)
+    hi, lo = (None, None) if call.saturation is None else saturated_outputs(y, call.saturation)
     if hi is None and lo is None:
         return SignedShares(G=G, alpha=None, beta=None, absorbed=total(absorbed_map))
     b = bias if bias is not None else torch.zeros((), dtype=y.dtype, device=y.device)
     P, N = positive_negative()
     alpha, beta = G, -G
-    for mask, side, bside in ((hi, P, b.clamp_min(0)), (lo, N, (-b).clamp_min(0))):
+    # 0/1 indicators select exactly: lerp(a, b, 1) = b, lerp(a, b, 0) = a, a − a·1 = 0
+    for high, mask, side, bside in ((True, hi, P, b.clamp_min(0)),
+                                    (False, lo, N, (-b).clamp_min(0))):
         if mask is None:
             continue
+        mask = mask.to(R.dtype)
         d = side + bside
         share = R * safe_reciprocal(d)
-        if mask is hi:
-            alpha, beta = torch.where(mask, share, alpha), torch.where(mask, 0.0, beta)
+        if high:
+            alpha, beta = alpha.lerp(share, mask), torch.addcmul(beta, beta, mask, value=-1)
         else:
-            alpha, beta = torch.where(mask, 0.0, alpha), torch.where(mask, share, beta)
-        taken = torch.where(d == 0, R, share * bside)  # bias share, or all if nothing to share
-        absorbed_map = torch.where(mask, taken, absorbed_map)
+            alpha, beta = torch.addcmul(alpha, alpha, mask, value=-1), beta.lerp(share, mask)
+        # the bias share, or everything where there is nothing to share
+        taken = torch.addcmul(share * bside, R, _nothing_to_share(d))
+        absorbed_map = absorbed_map.lerp(taken, mask)
     return SignedShares(G=G, alpha=alpha, beta=beta, absorbed=total(absorbed_map))
 
 

@@ -46,6 +46,12 @@ def nonnegative_(t: torch.Tensor) -> torch.Tensor:
     return t.sign_().add_(0.5).sign_().clamp_min_(0.0)
 
 
+def positive_(t: torch.Tensor) -> torch.Tensor:
+    """In place: 1 where ``t > 0``, 0 elsewhere (two vectorised passes, as
+    :func:`nonnegative_`)."""
+    return t.sign_().clamp_min_(0.0)
+
+
 def stabilised(T: torch.Tensor, eps: float, out: torch.Tensor | None = None) -> torch.Tensor:
     """``T + ε·sign(T)`` with sign(±0) = +1: never zero, same sign as ``T``.
 

@@ -320,7 +320,12 @@ def signed_shares(
     den = stabilised(y, eps)
     G = R / den
     step = den.sub_(y)  # ε_j as rounded into den: the ledger then balances to the last bit
-    absorbed_map = G * step.add_(bias) if bias is not None else G * step
+    if bias is not None:
+        step = step.add_(bias)
+    if R.shape[0] == 1 and R.shape[1:] == step.shape and R.dtype == step.dtype:
+        absorbed_map = step.mul_(G[0]).unsqueeze(0)  # one stream: in the same buffer
+    else:
+        absorbed_map = G * step
     if magnitude is not None:  # in float arithmetic: 1 where |y| ≤ CANCELLED·eps·Σ|z|, else 0
         cut = (magnitude * (CANCELLED * torch.finfo(y.dtype).eps)).sub_(y.abs())
         cut = nonnegative_(cut).to(G.dtype)
@@ -395,8 +400,8 @@ def signed_matrix_affine(
         return ((A + S) / 2).clamp_min(0), ((A - S) / 2).clamp_min(0)
 
     sh = signed_shares(call, R, y, bias, positive_negative)
-    if sh.alpha is None:
-        rho = xd * t_sgn(sh.G)
+    if sh.alpha is None:  # a closed-form transpose returns a new buffer: scaled in place
+        rho = t_sgn(sh.G).mul_(xd) if amap.transpose is not None else xd * t_sgn(sh.G)
     else:  # ½(|x| ⊙ f*_{|w|}(α+β) + x ⊙ f*_w(α−β)), G folded into α − β
         m = abs_map()
         rho = (m["absx"] * m["t"](sh.alpha + sh.beta) + xd * t_sgn(sh.alpha - sh.beta)) / 2

@@ -309,12 +309,14 @@ def signed_shares(
     bias: torch.Tensor | None,
     positive_negative: Callable[[], tuple[torch.Tensor, torch.Tensor]],
     magnitude: torch.Tensor | None = None,
+    own_magnitude: bool = False,
 ) -> SignedShares:
     """Shares of streamed ``R`` (``[S, *y.shape]``; ``y`` is the pre-activation output ``T``).
 
     ``positive_negative()`` returns ``(P, N)`` and is called only for a node the sweep marks
     saturated (it costs a forward on ``|x|, |w|``). ``magnitude`` (``Σ|z| + |b|``, where it is
-    cheap) lets outputs that cancel to rounding noise be absorbed whole.
+    cheap) lets outputs that cancel to rounding noise be absorbed whole; ``own_magnitude``: it
+    is a buffer the rule may overwrite.
     """
     eps = call.options.epsilon
     den = stabilised(y, eps)
@@ -327,7 +329,8 @@ def signed_shares(
     else:
         absorbed_map = G * step
     if magnitude is not None:  # in float arithmetic: 1 where |y| ≤ CANCELLED·eps·Σ|z|, else 0
-        cut = (magnitude * (CANCELLED * torch.finfo(y.dtype).eps)).sub_(y.abs())
+        k = CANCELLED * torch.finfo(y.dtype).eps
+        cut = (magnitude.mul_(k) if own_magnitude else magnitude * k).sub_(y.abs())
         cut = nonnegative_(cut).to(G.dtype)
         G = G.addcmul_(G, cut, value=-1)  # exactly G or 0
         absorbed_map = absorbed_map.lerp_(R, cut)  # exactly the map or R
@@ -421,11 +424,11 @@ def signed_elementwise_affine(
     """
     y = call.out
     shape = y.shape
-    if len(terms) == 1 and bias is None:
+    if len(terms) == 1 and bias is None:  # R where y ≠ 0 (|sign y| = 1), absorbed where y = 0
         node, _, in_shape = terms[0]
-        dead = y == 0
-        result = Contribution(absorbed=total(torch.where(dead, R, 0.0)))
-        result.add(node, sum_to(torch.where(dead, 0.0, R), in_shape))
+        kept = R * y.sign().abs_()
+        result = Contribution(absorbed=total(R) - total(kept))
+        result.add(node, sum_to(kept, in_shape))
         return result
 
     def positive_negative():
@@ -433,10 +436,13 @@ def signed_elementwise_affine(
         N = functools.reduce(torch.add, [(-s).clamp_min(0) for _, s, _ in terms]).expand(shape)
         return P, N
 
-    magnitude = functools.reduce(torch.add, [s.abs() for _, s, _ in terms]).expand(shape)
+    magnitude = functools.reduce(torch.add, [s.abs() for _, s, _ in terms])
     if bias is not None:
-        magnitude = magnitude + bias.abs()
-    sh = signed_shares(call, R, y, bias, positive_negative, magnitude)
+        fits = magnitude.shape == torch.broadcast_shapes(magnitude.shape, bias.shape)
+        magnitude = magnitude.add_(bias.abs()) if fits else magnitude + bias.abs()
+    full = magnitude.shape == shape  # a new buffer of the output's shape, read only by the rule
+    sh = signed_shares(call, R, y, bias, positive_negative, magnitude.expand(shape),
+                       own_magnitude=full)
     result = Contribution(absorbed=sh.absorbed)
     for node, s, in_shape in terms:
         if sh.alpha is None:

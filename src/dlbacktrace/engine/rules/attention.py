@@ -100,12 +100,12 @@ def sdpa(call: Call, R) -> Contribution:
         return _value_only(call, R, result, v, _probabilities(q, k, scale, bias, heads), heads)
     qk = q @ _repeat_heads(k, heads).transpose(-2, -1)
     if call.options.signed and call.options.attention == "split":
-        full = qk * scale  # the scores, then the logits in the same buffer
+        full = qk.mul_(scale)  # Q·Kᵀ, the scores, then the logits, all in one buffer
         if bias is not None:
             fits = torch.broadcast_shapes(full.shape, bias.shape) == full.shape
             full = full.add_(bias) if fits else full + bias
         attn = torch.softmax(full, dim=-1).nan_to_num_(nan=0.0)  # fully masked rows: 0
-        return _signed_split(call, R, result, q, k, v, attn, qk, full, bias, heads, scale)
+        return _signed_split(call, R, result, q, k, v, attn, full, bias, heads, scale)
     scores = qk * scale
     full = scores if bias is None else scores + bias
     # fully masked rows: the op returns zeros or NaN
@@ -191,18 +191,20 @@ def _value_only(call, R, result, v, attn, heads) -> Contribution:
     return result
 
 
-def _signed_split(call, R, result, q, k, v, attn, qk, full, bias, heads, scale) -> Contribution:
+def _signed_split(call, R, result, q, k, v, attn, full, bias, heads, scale) -> Contribution:
     """Contrast mode, ``attention="split"``: the same rules as the eager graph, op by op.
 
     ``O = A·V`` splits each contribution's signed share 50/50 between V and A; A's part passes
     the softmax rule to the logits ``QKᵀ·scale + mask`` (``full``); the mask (an additive
-    constant) absorbs its signed share; the scale passes; ``Q·Kᵀ`` (``qk``) splits 50/50 by
-    signed shares. Both products are bilinear, so each operand's share is closed-form:
+    constant) absorbs its signed share; the scale passes; ``Q·Kᵀ`` splits 50/50 by signed
+    shares. Both products are bilinear, so each operand's share is closed-form:
     ``a ⊙ (G·bᵀ)`` and ``b ⊙ (aᵀ·G)`` with ``G = R/(out + ε)`` (no forward re-run, no autograd).
 
-    The L×S steps work in place in one relevance buffer, and the probabilities' and logits'
-    buffers are reused once they have been read for the last time: at 512 tokens each L×S
-    tensor is ~100 MB, and on a CPU every new one costs more than the arithmetic on it.
+    The L×S steps work in place in one relevance buffer, the probabilities' and logits'
+    buffers are reused once they have been read for the last time, and ``Q·Kᵀ`` and the scores
+    are recomputed where they are needed rather than kept: at 512 tokens each L×S tensor is
+    ~100 MB, so the rule holds three of them at a time instead of four (for one more
+    batched product, two with a mask).
     """
     out = call.out
     eps = call.options.epsilon
@@ -226,21 +228,32 @@ def _signed_split(call, R, result, q, k, v, attn, qk, full, bias, heads, scale) 
     R_s.sub_(attn.mul_(row_sums[0]) if one_stream else attn * row_sums)
     R_s.mul_(full).nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
     absorbed = absorbed + before - total(R_s)
+    k_all = _repeat_heads(k, heads)
+
+    def products(into: torch.Tensor | None) -> torch.Tensor:  # Q·Kᵀ, as the forward computed it
+        if into is None:
+            return q @ k_all.transpose(-2, -1)
+        return torch.matmul(q, k_all.transpose(-2, -1), out=into)
+
     spare = attn  # the probabilities are not read again
-    same = qk.shape == full.shape  # False only for a mask broadcast beyond the scores' shape
+    # False only for a mask broadcast beyond the scores' shape
+    same = full.shape == (*torch.broadcast_shapes(q.shape[:-2], k_all.shape[:-2]),
+                          q.shape[-2], k_all.shape[-2])
     if bias is not None:  # the mask's signed share, as ``add(scores, mask)`` in the eager graph
-        share = stabilised(full, eps, out=spare)
-        scores = torch.mul(qk, scale, out=full) if same else qk * scale  # logits not read again
+        share = stabilised(full, eps, out=spare)  # the logits are not read again
+        scores = products(full if same else None).mul_(scale)
         torch.div(scores, share, out=share)
         before = total(R_s)
         R_s.mul_(share)  # 0 stays 0: the share is finite (−0 at masked logits)
         absorbed = absorbed + before - total(R_s)
+        qk = products(scores if same else None)
+    else:
+        qk = products(full if same else None)  # the scores are the logits: not read again
     # the scale passes; shares over the unscaled products Q·Kᵀ (as the eager graph's matmul)
     den = stabilised(qk, eps, out=spare if same else None)
     G = R_s.div_(2).div_(den)
     step = den.sub_(qk)  # ε as rounded into the denominator
     absorbed = absorbed + 2 * total(step.mul_(G[0]) if one_stream and same else G * step)
-    k_all = _repeat_heads(k, heads)
     rho_q = q * (G @ k_all)
     rho_k = k * _unrepeat_heads(G.transpose(-2, -1) @ q, k.shape[-3] if k.dim() >= 3 else 1)
     for i, part in ((0, rho_q), (1, rho_k)):

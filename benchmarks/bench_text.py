@@ -123,7 +123,7 @@ def bench_smollm2(repeats: int, cache: str | None, meter: _CpuMeter) -> dict[str
     first_all = _timed(explain_all)
     first_all_8 = _timed(explain_all_8)
     _log(f"smollm2 first calls (capture): one {first_one:.1f}s, all {first_all:.1f}s, "
-         f"all in chunks of 8 {first_all_8:.1f}s")
+         f"all in calls of 4 {first_all_8:.1f}s")
     check = explain_all()
     one_peak = meter.peak_of(explain_one)
     all_peak = meter.peak_of(explain_all)

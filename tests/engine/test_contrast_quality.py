@@ -94,7 +94,7 @@ def _gradient_x_input(model: TinyEncoder, x: torch.Tensor, target: torch.Tensor)
     return (grad * e).sum(-1).detach()
 
 
-def _absolute_shares(call, R, y, bias, positive_negative, magnitude=None):
+def _absolute_shares(call, R, y, bias, positive_negative, magnitude=None, own_magnitude=False):
     """The retired contrast rule: shares ``z/(Σ|z| + |b|)`` (no saturation, for the control)."""
     P, N = positive_negative()
     b = bias if bias is not None else torch.zeros((), dtype=y.dtype)

@@ -222,7 +222,8 @@ def _signed_split(call, R, result, q, k, v, attn, full, bias, heads, scale) -> C
     # which become the rule's 0 there.
     R_s = (G @ v_all.transpose(-2, -1)).mul_(attn)
     del G
-    one_stream = R_s.shape[0] == 1 and R_s.shape[1:] == attn.shape
+    one_stream = (R_s.shape[0] == 1 and R_s.shape[1:] == attn.shape
+                  and R_s.dtype == attn.dtype)  # then the probabilities' buffer takes A·ΣR_A
     before = total(R_s)
     row_sums = R_s.sum(dim=-1, keepdim=True)
     R_s.sub_(attn.mul_(row_sums[0]) if one_stream else attn * row_sums)

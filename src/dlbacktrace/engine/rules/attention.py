@@ -210,7 +210,7 @@ def _signed_split(call, R, result, q, k, v, attn, full, bias, heads, scale) -> C
     eps = call.options.epsilon
     kv_heads = v.shape[-3] if v.dim() >= 3 else 1
     v_all = _repeat_heads(v, heads)
-    G, eps_part = signed_ratio(R / 2, out, eps)
+    G, eps_part = signed_ratio(R / 2, out, eps, own=True)
     absorbed = 2 * eps_part
     if call.is_data(2):
         rho_v = v * _unrepeat_heads(attn.transpose(-2, -1) @ G, kv_heads)
@@ -251,10 +251,8 @@ def _signed_split(call, R, result, q, k, v, attn, full, bias, heads, scale) -> C
     else:
         qk = products(full if same else None)  # the scores are the logits: not read again
     # the scale passes; shares over the unscaled products Q·Kᵀ (as the eager graph's matmul)
-    den = stabilised(qk, eps, out=spare if same else None)
-    G = R_s.div_(2).div_(den)
-    step = den.sub_(qk)  # ε as rounded into the denominator
-    absorbed = absorbed + 2 * total(step.mul_(G[0]) if one_stream and same else G * step)
+    G, eps_part = signed_ratio(R_s.div_(2), qk, eps, spare=spare if same else None, own=True)
+    absorbed = absorbed + 2 * eps_part
     rho_q = q * (G @ k_all)
     rho_k = k * _unrepeat_heads(G.transpose(-2, -1) @ q, k.shape[-3] if k.dim() >= 3 else 1)
     for i, part in ((0, rho_q), (1, rho_k)):

@@ -98,13 +98,21 @@ def magnitude_share(
     return outs, dead
 
 
-def signed_ratio(R: torch.Tensor, out: torch.Tensor, eps: float) -> tuple[torch.Tensor,
-                                                                          torch.Tensor]:
+def signed_ratio(
+    R: torch.Tensor, out: torch.Tensor, eps: float, spare: torch.Tensor | None = None,
+    own: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``G = R/(out + ε)``, the multiplier of a product's signed shares, and the stabiliser's
-    part of the ledger (``Σ G·ε`` as rounded into the denominator)."""
-    den = stabilised(out, eps)
-    G = R / den
-    return G, total(G * den.sub_(out))
+    part of the ledger (``Σ G·ε`` as rounded into the denominator).
+
+    ``spare``: a buffer of ``out``'s shape to build the denominator in; ``own``: ``R`` is the
+    caller's to overwrite with ``G`` (both spare a new buffer: L×S tensors are large).
+    """
+    den = stabilised(out, eps, out=spare)
+    G = R.div_(den) if own else R / den
+    step = den.sub_(out)
+    one_stream = G.shape[0] == 1 and G.shape[1:] == step.shape and G.dtype == step.dtype
+    return G, total(step.mul_(G[0]) if one_stream else G * step)
 
 
 def signed_share(call, R, fn, a, b, out=None) -> tuple[list, torch.Tensor]:

@@ -22,7 +22,13 @@ import torch.fx as fx
 from dlbacktrace.engine.capture import CapturedGraph
 from dlbacktrace.engine.errors import RuleError
 from dlbacktrace.engine.rules import registry
-from dlbacktrace.engine.rules.base import AbsCache, Call, RuleOptions, ledger_rows
+from dlbacktrace.engine.rules.base import (
+    AbsCache,
+    Call,
+    RuleOptions,
+    SaturatedSites,
+    ledger_rows,
+)
 
 
 @dataclass
@@ -105,9 +111,9 @@ def sweep(
     ledger = _Ledger(device=seed.device)
     # rules enable autograd only locally, for their transposed ops
     with torch.no_grad(), ledger_rows(rows, streams):
-        saturated = saturated_nodes(g, env, relevant)
+        saturated, sites = saturated_nodes(g, env, relevant)
         _run_sweep(g, env, relevant, store, result, plan, wanted_layers, options, dtype,
-                   abs_cache, saturated, ledger)
+                   abs_cache, (saturated, sites), ledger)
     if ledger.amounts:  # one read-back for the whole ledger
         names = list(ledger.amounts)
         values = torch.stack([ledger.amounts[n] for n in names]).tolist()
@@ -115,17 +121,25 @@ def sweep(
     return result
 
 
+# A node whose saturated outputs are at most this fraction of all of them gets them as sites
+# (``SaturatedSites``) when its rule can take them: a few GELU outputs below −6 then cost a
+# correction at those outputs instead of the saturated form's two extra full-size products.
+SITE_FRACTION = 1 / 64
+
+
 def saturated_nodes(
     g: CapturedGraph, env: dict[fx.Node, Any], relevant: list[fx.Node]
-) -> dict[fx.Node, tuple[float | None, float | None]]:
-    """The saturation bounds of the affine nodes that have a saturated output.
+) -> tuple[dict[fx.Node, tuple[float | None, float | None]], dict[fx.Node, SaturatedSites]]:
+    """The saturation bounds of the affine nodes that have a saturated output, and the sites
+    of those whose few saturated outputs their rule can correct one by one.
 
     Only the sides capture left live are checked, all nodes in one batch with a single
-    read-back. A node without saturated outputs gets the unsaturated form of its rule, which
-    gives the same values (its saturated shares would all equal the unsaturated ones).
+    read-back (plus one index read-back per node given sites). A node without saturated
+    outputs gets the unsaturated form of its rule, which gives the same values (its saturated
+    shares would all equal the unsaturated ones).
     """
-    checked: list[tuple[fx.Node, tuple[float | None, float | None]]] = []
-    flags: list[torch.Tensor] = []
+    checked: list[tuple[fx.Node, tuple[float | None, float | None], torch.Tensor]] = []
+    counts: list[torch.Tensor] = []
     wanted = set(relevant)
     for node, (low, high) in g.live_saturation.items():
         if node not in wanted:
@@ -140,12 +154,23 @@ def saturated_nodes(
         if high is not None:
             parts.append(y > high)
         flag = parts[0] if len(parts) == 1 else parts[0] | parts[1]
-        checked.append((node, (low, high)))
-        flags.append(flag.any())
-    if not flags:
-        return {}
-    hit = torch.stack([f.to(flags[0].device) for f in flags]).tolist()
-    return {node: bounds for (node, bounds), h in zip(checked, hit, strict=True) if h}
+        checked.append((node, (low, high), flag))
+        counts.append(flag.count_nonzero())
+    if not counts:
+        return {}, {}
+    found = torch.stack([c.to(counts[0].device) for c in counts]).tolist()
+    bounds: dict[fx.Node, tuple[float | None, float | None]] = {}
+    sites: dict[fx.Node, SaturatedSites] = {}
+    for (node, side, flag), count in zip(checked, found, strict=True):
+        if not count:
+            continue
+        bounds[node] = side
+        if (registry.spec_of(node.target).saturated_sites and flag.dim() > 0
+                and count <= SITE_FRACTION * flag.numel()):
+            flat = flag.reshape(-1).nonzero().squeeze(1)
+            rows, per_row = torch.unique_consecutive(flat // flag.shape[-1], return_counts=True)
+            sites[node] = SaturatedSites(flat=flat, rows=rows, counts=per_row)
+    return bounds, sites
 
 
 def _run_sweep(
@@ -203,10 +228,11 @@ def _apply_rule(
         bias_add=None if fused is None else _bias_value(g, env, fused, node),
         data=g.data,
         gates=g.gates,
-        saturation=saturated.get(node),
+        saturation=saturated[0].get(node),
         options=options,
         abs_cache=abs_cache,
         attention_probs=g.attention_probs,
+        saturated_sites=saturated[1].get(node),
     )
     contribution = rule(call, R)
     for inp, rho in contribution.inputs:

@@ -13,6 +13,7 @@ outputs keep their one-sided, non-negative shares (``α``/``β`` above, with ``R
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,11 +21,13 @@ from typing import Any
 
 import torch
 import torch.fx as fx
+import torch.nn.functional as F
 
 from dlbacktrace.engine.errors import RuleError
 from dlbacktrace.engine.rules.base import (
     Call,
     Contribution,
+    SaturatedSites,
     keep_rows,
     nonnegative_,
     positive_,
@@ -33,6 +36,7 @@ from dlbacktrace.engine.rules.base import (
     streamed_grad,
     sum_to,
     total,
+    total_at,
 )
 
 
@@ -451,3 +455,76 @@ def signed_elementwise_affine(
             rho = sh.alpha * s.clamp_min(0) + sh.beta * (-s).clamp_min(0)
         result.add(node, sum_to(rho.to(R.dtype), in_shape))
     return result
+
+
+# ---- a few saturated outputs, corrected at their sites -----------------------------------------
+
+
+def _unused() -> tuple[torch.Tensor, torch.Tensor]:
+    raise RuleError("internal: the unsaturated shares asked for the saturated form's P and N")
+
+
+def site_corrected_linear(
+    call: Call, R: torch.Tensor, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None,
+    sites: SaturatedSites,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``y = x·wᵀ + b`` whose few saturated outputs are corrected where they are (DESIGN.md 2.1).
+
+    Every output first gets the unsaturated rule (one transposed product, as a node without
+    saturation). At each saturated site ``(r, j)`` the contributions ``z = x_r ⊙ w_j`` are then
+    formed explicitly (``m × in`` values for ``m`` sites) and the difference between the
+    one-sided shares and the unsaturated ones is added to row ``r`` of the input relevance
+    (segment sums over the ascending sites, deterministic on every device), and to the ledger.
+    This replaces the saturated form's full-size ``|x|, |w|`` products where a handful of GELU
+    outputs lie below its bound. ``bias`` is None or has one value per output.
+    """
+    y = call.out
+    xd, wd = x.detach(), w.detach()
+    out_features, in_features = wd.shape
+    streams = R.shape[0]
+    flat = sites.flat
+    cols = flat % out_features
+    z = xd.reshape(-1, in_features).index_select(0, flat // out_features)
+    z = z.mul_(wd.index_select(0, cols))  # [m, in]: the sites' contributions
+    y_s = y.reshape(-1).index_select(0, flat)
+    R_s = R.reshape(streams, -1).index_select(1, flat)  # [S, m]
+    b_s = bias.index_select(0, cols) if bias is not None else torch.zeros_like(y_s)
+    bp, bn = b_s.clamp_min(0), (-b_s).clamp_min(0)
+    d_hi, d_lo = z.clamp_min(0).sum(-1).add_(bp), (-z).clamp_min(0).sum(-1).add_(bn)
+    zero = torch.zeros_like(y_s)
+    hi, lo = saturated_outputs(y_s, call.saturation)
+    hi = zero if hi is None else hi
+    lo = zero if lo is None else lo
+    # one-sided shares of each site: p for its positive contributions, n for its negative ones
+    p = safe_reciprocal(d_hi).mul_(hi)
+    n = safe_reciprocal(d_lo).mul_(lo)
+    dead = _nothing_to_share(d_hi).mul_(hi).add_(_nothing_to_share(d_lo).mul_(lo))
+    taken = R_s * (p * bp + n * bn + dead)  # bias shares, or all where nothing is shared
+    if call.options.signed:
+        plain = dataclasses.replace(call, saturation=None, saturated_sites=None)
+        sh = signed_shares(plain, R, y, bias, positive_negative=_unused)
+        rho = (sh.G @ wd).mul_(xd)
+        G_s = sh.G.reshape(streams, -1).index_select(1, flat)
+        step = stabilised(y_s, call.options.epsilon).sub_(y_s).add_(b_s)
+        taken = taken - G_s * step  # what the unsaturated shares had put in the ledger there
+        absorbed = sh.absorbed
+        c_abs = R_s * (p + n) / 2
+        c_sgn = R_s * (p - n) / 2 - G_s
+    else:
+        absx = xd.abs()
+        abs_w = call.abs_of(w)
+        A = F.linear(absx, abs_w)
+        D_s = A.reshape(-1).index_select(0, flat).add_(b_s.abs())
+        G, absorbed = unsaturated_shares(R, A, bias, own=True)
+        rho = (G @ abs_w).mul_(absx)
+        G_s = G.reshape(streams, -1).index_select(1, flat)
+        taken = taken - (R_s - R_s * D_s.sign() + G_s * b_s.abs())
+        c_abs = R_s * (p + n) / 2 - G_s
+        c_sgn = R_s * (p - n) / 2
+    # per site: c_abs·|z| + c_sgn·z, summed over the sites of each row
+    change = c_abs.unsqueeze(-1) * z.abs() + c_sgn.unsqueeze(-1) * z  # [S, m, in]
+    lengths = sites.counts.expand(streams, -1)
+    per_row = torch.segment_reduce(change, "sum", lengths=lengths, axis=1)
+    rho.reshape(streams, -1, in_features).index_add_(1, sites.rows, per_row)
+    absorbed = absorbed + total_at(taken, flat, y.shape)
+    return rho.to(R.dtype), absorbed

@@ -84,6 +84,17 @@ class AbsCache:
         return value
 
 
+@dataclass(frozen=True)
+class SaturatedSites:
+    """The few saturated outputs of an affine node, found before the sweep (the sweep itself
+    never reads device values back): their flat indices into the output, ascending, and the
+    output rows (last dimension = features) that hold them, with how many sites each holds."""
+
+    flat: torch.Tensor  # [m] int64, ascending
+    rows: torch.Tensor  # [U] int64, the distinct rows of the sites, ascending
+    counts: torch.Tensor  # [U] int64, sites per row (segment lengths of ``flat``)
+
+
 @dataclass
 class Call:
     """One recorded op call: its graph node, materialised arguments and output."""
@@ -103,6 +114,9 @@ class Call:
     # Attention probabilities: softmax outputs (and moves of them) that feed a product of two
     # data tensors; only these are split with the softmax rule (DESIGN.md 2.2).
     attention_probs: set[fx.Node] = field(default_factory=set)
+    # With ``saturation``: its saturated outputs as sites, where they are few and the op's rule
+    # declares ``saturated_sites`` (None: the rule uses its saturated form everywhere).
+    saturated_sites: SaturatedSites | None = None
 
     def abs_of(self, t: torch.Tensor) -> torch.Tensor:
         return self.abs_cache.abs(t) if self.abs_cache is not None else t.detach().abs()
@@ -198,6 +212,24 @@ def total(value: torch.Tensor) -> torch.Tensor:
     if value.dim() > 1 and value.shape[0] == streams and value.shape[1] == rows:
         return F.pad(_summed(value.reshape(slots, -1), dim=1), (0, 1))
     return F.pad(_summed(value).reshape(1), (slots, 0))
+
+
+def total_at(values: torch.Tensor, flat: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """:func:`total` of a streamed value of ``[S, *shape]`` that is zero but at the ascending
+    flat positions ``flat``, where it is ``values [S, m]``. Row sums are segment sums in float64
+    (deterministic on every device, unlike atomic scatters)."""
+    layout = _ROWS.get()
+    values = values.to(torch.float64)
+    if layout is None:
+        return values.sum()
+    streams, rows = layout
+    slots = streams * rows
+    if rows == 0 or not (len(shape) > 0 and shape[0] == rows and values.shape[0] == streams):
+        return F.pad(values.sum().reshape(1), (slots, 0))
+    per_row = int(np.prod(shape[1:], dtype=np.int64))
+    lengths = torch.bincount(flat // per_row, minlength=rows)
+    sums = torch.segment_reduce(values, "sum", lengths=lengths.expand(streams, rows), axis=1)
+    return F.pad(sums.reshape(slots), (0, 1))
 
 
 # From this size on a float32 value is summed in float32 (torch's cascade sum, accurate to

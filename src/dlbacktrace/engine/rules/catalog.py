@@ -107,7 +107,7 @@ _declare(
     "conv_transpose3d",
     linear_ops.convolution, AFFINE, bias_arg=2,
 )
-_declare("linear", linear_ops.linear, AFFINE, bias_arg=2)
+_declare("linear", linear_ops.linear, AFFINE, bias_arg=2, saturated_sites=True)
 _declare("mm matmul bmm", linear_ops.matmul_like, AFFINE, bias_free=True, data_product=True)
 _declare("addmm baddbmm", linear_ops.addmm, AFFINE)
 _declare(

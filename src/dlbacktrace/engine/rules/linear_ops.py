@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from dlbacktrace.engine.errors import RuleError
-from dlbacktrace.engine.rules.affine import AffineMap, matrix_affine
+from dlbacktrace.engine.rules.affine import AffineMap, matrix_affine, site_corrected_linear
 from dlbacktrace.engine.rules.base import (
     Call,
     Contribution,
@@ -53,7 +53,30 @@ def linear(call: Call, R) -> Contribution:
 
         return bilinear_linear(call, R)
     _only_data(call, 0)
+    sites = call.saturated_sites
+    if sites is not None and w.dim() == 2 and (b is None or call.bias_add is None):
+        bias = _per_output(b if b is not None else call.bias_add, w.shape[0])
+        # the sites' contributions (m × in per stream) stay within a few outputs' size
+        fits = sites.flat.numel() * w.shape[1] * R.shape[0] <= 4 * call.out.numel()
+        if bias is not False and fits:
+            rho, absorbed = site_corrected_linear(call, R, call.args[0], w, bias, sites)
+            result = Contribution(absorbed=absorbed)
+            result.add(call.arg_node(0), rho)
+            return result
     return _run(call, R, 0, AffineMap(F.linear, [w], b, _linear_t))
+
+
+def _per_output(bias, features: int):
+    """A bias as one value per output feature; None for no bias, False if it is not one."""
+    if bias is None:
+        return None
+    if not isinstance(bias, torch.Tensor):
+        return False
+    if bias.numel() == 1:
+        return bias.reshape(1).expand(features)
+    if bias.numel() == features and bias.shape[-1] == features:
+        return bias.reshape(features)
+    return False
 
 
 def matmul_like(call: Call, R) -> Contribution:

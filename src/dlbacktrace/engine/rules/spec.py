@@ -160,6 +160,10 @@ class OpSpec:
     normalises
         Affine-family normalisations (layer norm): their rule shares by the normalised value,
         so a zero-valued input element can still receive relevance.
+    saturated_sites
+        Affine ops whose rule can take a node's few saturated outputs as a list of sites
+        (``call.saturated_sites``) and correct just those, instead of running the saturated
+        form over every output.
     """
 
     op: Any
@@ -178,6 +182,7 @@ class OpSpec:
     fill_arg: int | None = None
     zero_below: bool = False
     normalises: bool = False
+    saturated_sites: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "family", _family(self.family))
@@ -206,6 +211,7 @@ class OpSpec:
             "attention_probs": (self.attention_probs, Family.GATE),
             "fill_arg": (self.fill_arg is not None, Family.SHAPE_ONLY),
             "normalises": (self.normalises, Family.AFFINE),
+            "saturated_sites": (self.saturated_sites, Family.AFFINE),
         }
         for trait, (given, allowed) in only.items():
             if given and family is not allowed:

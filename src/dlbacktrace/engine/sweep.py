@@ -111,9 +111,9 @@ def sweep(
     ledger = _Ledger(device=seed.device)
     # rules enable autograd only locally, for their transposed ops
     with torch.no_grad(), ledger_rows(rows, streams):
-        saturated, sites = saturated_nodes(g, env, relevant)
+        saturation = saturated_nodes(g, env, relevant)  # (bounds, sites) per node
         _run_sweep(g, env, relevant, store, result, plan, wanted_layers, options, dtype,
-                   abs_cache, (saturated, sites), ledger)
+                   abs_cache, saturation, ledger)
     if ledger.amounts:  # one read-back for the whole ledger
         names = list(ledger.amounts)
         values = torch.stack([ledger.amounts[n] for n in names]).tolist()
@@ -174,7 +174,7 @@ def saturated_nodes(
 
 
 def _run_sweep(
-    g, env, relevant, store, result, plan, wanted_layers, options, dtype, abs_cache, saturated,
+    g, env, relevant, store, result, plan, wanted_layers, options, dtype, abs_cache, saturation,
     ledger,
 ) -> None:
     for node in reversed(relevant):
@@ -188,7 +188,7 @@ def _run_sweep(
             parent, index = node.args
             _accumulate(store, parent, R, slot=index)
         elif R is not None:
-            _apply_rule(g, env, node, R, options, store, result, dtype, abs_cache, saturated,
+            _apply_rule(g, env, node, R, options, store, result, dtype, abs_cache, saturation,
                         ledger)
         for value in plan.get(node, ()):
             if value.op != "placeholder":
@@ -206,8 +206,9 @@ def _bias_value(g, env, add: fx.Node, affine: fx.Node) -> torch.Tensor:
 
 
 def _apply_rule(
-    g, env, node, R, options, store, result, dtype, abs_cache, saturated, ledger
+    g, env, node, R, options, store, result, dtype, abs_cache, saturation, ledger
 ) -> None:
+    bounds, sites = saturation
     source = g.bias_source.get(node)
     if source is not None:  # a fused bias add: its affine op's rule handles the bias
         _accumulate(store, source, R)
@@ -228,11 +229,11 @@ def _apply_rule(
         bias_add=None if fused is None else _bias_value(g, env, fused, node),
         data=g.data,
         gates=g.gates,
-        saturation=saturated[0].get(node),
+        saturation=bounds.get(node),
         options=options,
         abs_cache=abs_cache,
         attention_probs=g.attention_probs,
-        saturated_sites=saturated[1].get(node),
+        saturated_sites=sites.get(node),
     )
     contribution = rule(call, R)
     for inp, rho in contribution.inputs:

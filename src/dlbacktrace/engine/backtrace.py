@@ -28,7 +28,7 @@ from dlbacktrace.engine.explanation import Explanation
 from dlbacktrace.engine.record import needed_values, needs_upcast, record
 from dlbacktrace.engine.rules.base import AbsCache, RuleOptions, default_epsilon
 from dlbacktrace.engine.state import inference_state
-from dlbacktrace.engine.sweep import SweepResult, sweep
+from dlbacktrace.engine.sweep import sweep
 from dlbacktrace.engine.targets import Target, make_seed
 
 logger = logging.getLogger(__name__)
@@ -97,14 +97,6 @@ def _check_finite(flat: list[Any], names: list[str]) -> None:
 # DESIGN.md 2.4: an explanation whose ledger is off by more than this (relative to Σ|seed|)
 # is an error, never a result.
 LEDGER_TOLERANCE = 1e-4
-
-
-def _non_finite_input(result: SweepResult) -> str | None:
-    """The name of the first user input whose relevance is not finite, if any."""
-    for node, rel in result.inputs.items():
-        if not bool(torch.isfinite(rel).all()):
-            return node.name
-    return None
 
 
 def _check_ledger(exp: Explanation) -> None:
@@ -489,20 +481,12 @@ class Backtrace:
             result = sweep(
                 g, env, relevant, out_node, seed_streams, options, set(layer_map), self._abs_weights
             )
-            broken = _non_finite_input(result)
-            if broken is not None and result.live_nodes:
-                # An output the check found live had nothing to share after all (a convolution
-                # algorithm whose rounding is not bounded by Σ|z|): again, every output checked.
-                env, _ = record(g, self.model, flat,
-                                needed_values(relevant) | set(layer_map), upcast=upcast)
-                result = sweep(g, env, relevant, out_node, seed_streams, options,
-                               set(layer_map), self._abs_weights, live_outputs=False)
-                broken = _non_finite_input(result)
-        if broken is not None:
-            raise RuleError(
-                f"relevance for input '{broken}' is not finite; an intermediate value of "
-                "the model overflowed. Try float64 or a smaller scale="
-            )
+        for node, rel in result.inputs.items():
+            if not bool(torch.isfinite(rel).all()):
+                raise RuleError(
+                    f"relevance for input '{node.name}' is not finite; an intermediate value of "
+                    "the model overflowed. Try float64 or a smaller scale="
+                )
         if streamed:
             result, flat, out_value, context = _rows_per_stream(
                 result, g, flat, out_value, signed_seed.shape[0], context)

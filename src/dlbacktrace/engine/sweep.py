@@ -29,7 +29,6 @@ from dlbacktrace.engine.rules.base import (
     SaturatedSites,
     ledger_rows,
 )
-from dlbacktrace.engine.rules.spec import Family
 
 
 @dataclass
@@ -41,8 +40,6 @@ class SweepResult:
     # that could not be attributed to one row (``rules.base.total``); None when the output has
     # no batch dim.
     absorbed_rows: torch.Tensor | None = None
-    # affine nodes whose rules skipped the dead-output bookkeeping (``pre_sweep``)
-    live_nodes: int = 0
 
 
 @dataclass
@@ -97,14 +94,9 @@ def sweep(
     options: RuleOptions,
     layer_nodes: set[fx.Node] | None = None,
     abs_cache: AbsCache | None = None,
-    live_outputs: bool = True,
 ) -> SweepResult:
     """Propagate ``seed`` ([S, *output.shape]: one stream per seed) from ``output`` back to the
-    user inputs; every stream shares the record in ``env``.
-
-    ``live_outputs``: in default mode, let affine nodes without near-zero outputs skip the
-    bookkeeping of dead outputs (:func:`pre_sweep`); False checks every output in the rules.
-    """
+    user inputs; every stream shares the record in ``env``."""
     store: dict[fx.Node, Any] = {output: seed}
     dtype = seed.dtype
     absorbed: dict[str, float] = {}
@@ -119,10 +111,9 @@ def sweep(
     ledger = _Ledger(device=seed.device)
     # rules enable autograd only locally, for their transposed ops
     with torch.no_grad(), ledger_rows(rows, streams):
-        checks = pre_sweep(g, env, relevant, live_outputs and not options.signed)
-        result.live_nodes = len(checks.live)
+        saturation = saturated_nodes(g, env, relevant)  # (bounds, sites) per node
         _run_sweep(g, env, relevant, store, result, plan, wanted_layers, options, dtype,
-                   abs_cache, checks, ledger)
+                   abs_cache, saturation, ledger)
     if ledger.amounts:  # one read-back for the whole ledger
         names = list(ledger.amounts)
         values = torch.stack([ledger.amounts[n] for n in names]).tolist()
@@ -135,93 +126,55 @@ def sweep(
 # correction at those outputs instead of the saturated form's two extra full-size products.
 SITE_FRACTION = 1 / 64
 
-# An affine output with |y| at least this many times the dtype's smallest normal number cannot
-# have a zero denominator: D = Σ|z| + |b| ≥ |y| (up to rounding, which this margin covers).
-LIVE_MARGIN = 2.0**24
 
+def saturated_nodes(
+    g: CapturedGraph, env: dict[fx.Node, Any], relevant: list[fx.Node]
+) -> tuple[dict[fx.Node, tuple[float | None, float | None]], dict[fx.Node, SaturatedSites]]:
+    """The saturation bounds of the affine nodes that have a saturated output, and the sites
+    of those whose few saturated outputs their rule can correct one by one.
 
-@dataclass
-class PreSweep:
-    """What one batched check of the recorded outputs settles before the sweep starts."""
-
-    # saturation bounds of the affine nodes that have a saturated output
-    bounds: dict[fx.Node, tuple[float | None, float | None]] = field(default_factory=dict)
-    # the sites of those whose few saturated outputs their rule corrects one by one
-    sites: dict[fx.Node, SaturatedSites] = field(default_factory=dict)
-    # default mode: the recorded output of each affine node none of whose outputs is near zero
-    live: dict[fx.Node, torch.Tensor] = field(default_factory=dict)
-
-
-def _checked_output(g: CapturedGraph, env: dict[fx.Node, Any], node: fx.Node) -> Any:
-    """The value an affine node's rule sees as its output (its fused bias add's, if any)."""
-    fused = g.bias_add.get(node)
-    y = env.get(node if fused is None else fused)
-    if isinstance(y, (tuple, list)):
-        y = y[0]
-    return y if isinstance(y, torch.Tensor) else None
-
-
-def pre_sweep(
-    g: CapturedGraph, env: dict[fx.Node, Any], relevant: list[fx.Node], live_outputs: bool
-) -> PreSweep:
-    """Saturation bounds and sites, and (``live_outputs``) the affine nodes without dead outputs.
-
-    Only the sides capture left live are checked for saturation. All checks run in one batch
-    with a single read-back (plus one index read-back per node given sites). A node without
-    saturated outputs gets the unsaturated form of its rule, which gives the same values (its
-    saturated shares would all equal the unsaturated ones). A node whose smallest |y| clears
-    ``LIVE_MARGIN·tiny`` gets its shares without the bookkeeping of outputs that have nothing
-    to share (again the same values: there are none).
+    Only the sides capture left live are checked, all nodes in one batch with a single
+    read-back (plus one index read-back per node given sites). A node without saturated
+    outputs gets the unsaturated form of its rule, which gives the same values (its saturated
+    shares would all equal the unsaturated ones).
     """
     checked: list[tuple[fx.Node, tuple[float | None, float | None], torch.Tensor]] = []
-    found: list[torch.Tensor] = []
+    counts: list[torch.Tensor] = []
     wanted = set(relevant)
     for node, (low, high) in g.live_saturation.items():
-        y = _checked_output(g, env, node) if node in wanted else None
-        if y is None:
+        if node not in wanted:
+            continue
+        fused = g.bias_add.get(node)
+        y = env.get(node if fused is None else fused)
+        if isinstance(y, (tuple, list)):
+            y = y[0]
+        if not isinstance(y, torch.Tensor):
             continue
         parts = [y < low] if low is not None else []
         if high is not None:
             parts.append(y > high)
         flag = parts[0] if len(parts) == 1 else parts[0] | parts[1]
         checked.append((node, (low, high), flag))
-        found.append(flag.count_nonzero().to(torch.float64))
-    smallest: list[tuple[fx.Node, torch.Tensor, float]] = []
-    for node in relevant if live_outputs else ():
-        if node.op != "call_function" or registry.spec_of(node.target).family is not Family.AFFINE:
-            continue
-        y = _checked_output(g, env, node)
-        if y is not None and y.is_floating_point() and y.numel() > 0:
-            smallest.append((node, y, torch.finfo(y.dtype).tiny * LIVE_MARGIN))
-    scratch: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
-    for _, y, _ in smallest:  # one buffer per dtype for every |y| (new buffers cost page faults)
-        key = (y.dtype, y.device)
-        if key not in scratch or scratch[key].numel() < y.numel():
-            scratch[key] = torch.empty(y.numel(), dtype=y.dtype, device=y.device)
-    for _, y, _ in smallest:
-        magnitude = scratch[(y.dtype, y.device)][: y.numel()].view(y.shape)
-        found.append(torch.abs(y.detach(), out=magnitude).amin().to(torch.float64))
-    result = PreSweep()
-    if not found:
-        return result
-    values = torch.stack([v.to(found[0].device) for v in found]).tolist()
-    for (node, y, bound), least in zip(smallest, values[len(checked):], strict=True):
-        if least >= bound:
-            result.live[node] = y
-    for (node, side, flag), count in zip(checked, values[: len(checked)], strict=True):
+        counts.append(flag.count_nonzero())
+    if not counts:
+        return {}, {}
+    found = torch.stack([c.to(counts[0].device) for c in counts]).tolist()
+    bounds: dict[fx.Node, tuple[float | None, float | None]] = {}
+    sites: dict[fx.Node, SaturatedSites] = {}
+    for (node, side, flag), count in zip(checked, found, strict=True):
         if not count:
             continue
-        result.bounds[node] = side
+        bounds[node] = side
         if (registry.spec_of(node.target).saturated_sites and flag.dim() > 0
                 and count <= SITE_FRACTION * flag.numel()):
             flat = flag.reshape(-1).nonzero().squeeze(1)
             rows, per_row = torch.unique_consecutive(flat // flag.shape[-1], return_counts=True)
-            result.sites[node] = SaturatedSites(flat=flat, rows=rows, counts=per_row)
-    return result
+            sites[node] = SaturatedSites(flat=flat, rows=rows, counts=per_row)
+    return bounds, sites
 
 
 def _run_sweep(
-    g, env, relevant, store, result, plan, wanted_layers, options, dtype, abs_cache, checks,
+    g, env, relevant, store, result, plan, wanted_layers, options, dtype, abs_cache, saturation,
     ledger,
 ) -> None:
     for node in reversed(relevant):
@@ -235,7 +188,7 @@ def _run_sweep(
             parent, index = node.args
             _accumulate(store, parent, R, slot=index)
         elif R is not None:
-            _apply_rule(g, env, node, R, options, store, result, dtype, abs_cache, checks,
+            _apply_rule(g, env, node, R, options, store, result, dtype, abs_cache, saturation,
                         ledger)
         for value in plan.get(node, ()):
             if value.op != "placeholder":
@@ -253,8 +206,9 @@ def _bias_value(g, env, add: fx.Node, affine: fx.Node) -> torch.Tensor:
 
 
 def _apply_rule(
-    g, env, node, R, options, store, result, dtype, abs_cache, checks: PreSweep, ledger
+    g, env, node, R, options, store, result, dtype, abs_cache, saturation, ledger
 ) -> None:
+    bounds, sites = saturation
     source = g.bias_source.get(node)
     if source is not None:  # a fused bias add: its affine op's rule handles the bias
         _accumulate(store, source, R)
@@ -275,12 +229,11 @@ def _apply_rule(
         bias_add=None if fused is None else _bias_value(g, env, fused, node),
         data=g.data,
         gates=g.gates,
-        saturation=checks.bounds.get(node),
+        saturation=bounds.get(node),
         options=options,
         abs_cache=abs_cache,
         attention_probs=g.attention_probs,
-        saturated_sites=checks.sites.get(node),
-        live_output=checks.live.get(node),
+        saturated_sites=sites.get(node),
     )
     contribution = rule(call, R)
     for inp, rho in contribution.inputs:

@@ -56,9 +56,8 @@ class Coefficients:
 
 
 def unsaturated_shares(
-    R: torch.Tensor, A: torch.Tensor, bias: torch.Tensor | None, own: bool = False,
-    live: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | float]:
+    R: torch.Tensor, A: torch.Tensor, bias: torch.Tensor | None, own: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``G = R ⊘ (Σ|z| + |b|)`` per stream and the node's absorbed relevance.
 
     Branch-free, in float arithmetic only and with one new buffer where it can (a boolean mask
@@ -66,22 +65,11 @@ def unsaturated_shares(
     share (``D = 0``) gets ``G = 0`` through ``sign(D) = 0``, and its relevance is counted as
     absorbed, ``ΣR − Σ R·sign(D)`` (exactly 0 when no output is dead). ``own``: ``A`` is a
     fresh buffer of the output's shape that nothing else reads, so it may be overwritten.
-    ``live``: no ``D`` is below the smallest normal number (``Call.live_output``), so there is
-    no dead output and ``G = R ⊘ D`` directly; the values are the same.
     """
     if bias is not None:
         D = A.add_(bias.abs()) if own else A + bias.abs()
     else:
         D = A
-    if live:
-        fresh = own or bias is not None  # D is a new buffer that nothing else reads
-        if fresh and R.shape[0] == 1 and R.shape[1:] == D.shape and R.dtype == D.dtype:
-            G = torch.div(R[0], D, out=D).unsqueeze(0)  # one stream: in place
-        else:
-            G = R / D
-        if bias is None:
-            return G, 0.0
-        return G, total(keep_rows(G, bias.shape) * bias.abs())
     if R.shape[0] == 1 and R.shape[1:] == D.shape and R.dtype == D.dtype:
         kept = D.sign().mul_(R[0]).unsqueeze(0)  # one stream: one new buffer, which becomes G
     else:
@@ -236,7 +224,7 @@ def matrix_affine(
     if call.saturation is None:
         # closed-form maps build A in a new buffer (the autograd one may alias |x| or be saved)
         own = closed and A.data_ptr() != absx.data_ptr()
-        G, absorbed = unsaturated_shares(R, A, bias, own=own, live=call.live_output is y)
+        G, absorbed = unsaturated_shares(R, A, bias, own=own)
         pushed = t_abs(G)
         rho = pushed.mul_(absx) if closed else pushed * absx
         return rho.to(R.dtype), absorbed
@@ -274,8 +262,7 @@ def elementwise_affine(
         A = functools.reduce(torch.add, magnitudes)
         # several terms: their sum is a new buffer; one term: A is the magnitude, read below
         own = len(terms) > 1 and A.shape == shape
-        live = call.live_output is y
-        G, absorbed = unsaturated_shares(R, A.expand(shape), bias, own=own, live=live)
+        G, absorbed = unsaturated_shares(R, A.expand(shape), bias, own=own)  # bias broadcasts
         result = Contribution(absorbed=absorbed)
         for (node, _, in_shape), magnitude in zip(terms, magnitudes, strict=True):
             if G.shape[0] == 1 and magnitude.shape == G.shape[1:]:
@@ -528,7 +515,7 @@ def site_corrected_linear(
         abs_w = call.abs_of(w)
         A = F.linear(absx, abs_w)
         D_s = A.reshape(-1).index_select(0, flat).add_(b_s.abs())
-        G, absorbed = unsaturated_shares(R, A, bias, own=True, live=call.live_output is y)
+        G, absorbed = unsaturated_shares(R, A, bias, own=True)
         rho = (G @ abs_w).mul_(absx)
         G_s = G.reshape(streams, -1).index_select(1, flat)
         taken = taken - (R_s - R_s * D_s.sign() + G_s * b_s.abs())

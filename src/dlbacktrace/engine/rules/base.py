@@ -117,10 +117,6 @@ class Call:
     # With ``saturation``: its saturated outputs as sites, where they are few and the op's rule
     # declares ``saturated_sites`` (None: the rule uses its saturated form everywhere).
     saturated_sites: SaturatedSites | None = None
-    # Default mode: ``out`` itself where no |out| is near zero (the sweep's check before it
-    # starts). As Σ|z| + |b| ≥ |y|, the rule's outputs then all have something to share. A rule
-    # that shares over another output (a replaced ``out``) sees that it is not this tensor.
-    live_output: torch.Tensor | None = None
 
     def abs_of(self, t: torch.Tensor) -> torch.Tensor:
         return self.abs_cache.abs(t) if self.abs_cache is not None else t.detach().abs()

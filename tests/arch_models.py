@@ -171,6 +171,35 @@ def gru(dtype: torch.dtype) -> Case:
     return _finish(Case(model, args=(torch.randint(0, 40, (BATCH, 7)),), targets=[2, 1, 0]), dtype)
 
 
+class TextbookGRU(nn.Module):
+    """Embedding → a GRU cell written out as ``h = (1 − z) ⊙ n + z ⊙ h`` → Linear: ``1 − z``
+    exports as ``rsub(z, 1)``, a gate (``nn.GRU`` decomposes as ``n + z ⊙ (h − n)``)."""
+
+    def __init__(self, vocab: int = 40, hidden: int = 10) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, 12)
+        self.inp = nn.Linear(12, 3 * hidden)
+        self.rec = nn.Linear(hidden, 3 * hidden)
+        self.fc = nn.Linear(hidden, 3)
+        self.hidden = hidden
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.emb(ids)
+        h = x.new_zeros(x.shape[0], self.hidden)
+        for step in range(x.shape[1]):
+            xr, xz, xn = self.inp(x[:, step]).chunk(3, dim=-1)
+            hr, hz, hn = self.rec(h).chunk(3, dim=-1)
+            r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+            h = (1 - z) * torch.tanh(xn + r * hn) + z * h
+        return self.fc(h)
+
+
+@_seeded(5)
+def textbook_gru(dtype: torch.dtype) -> Case:
+    model = TextbookGRU()
+    return _finish(Case(model, args=(torch.randint(0, 40, (BATCH, 5)),), targets=[0, 2, 1]), dtype)
+
+
 def _block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU())
 
@@ -375,7 +404,8 @@ def llama_sdpa(dtype: torch.dtype) -> Case:
     return _llama("sdpa", dtype)
 
 
-FAST = {"mlp": mlp, "cnn": cnn, "lstm": lstm, "gru": gru, "unet": unet}
+FAST = {"mlp": mlp, "cnn": cnn, "lstm": lstm, "gru": gru, "textbook_gru": textbook_gru,
+        "unet": unet}
 TORCHVISION = {
     "resnet18": resnet18,
     "densenet121": densenet121,

@@ -557,6 +557,10 @@ class Product(nn.Module):
             return a * torch.softmax(g, dim=-1)
         if self.kind == "hardsigmoid_gate":
             return F.hardsigmoid(g) * a
+        if self.kind == "complement_gate":  # 1 − gate is a gate too (GRU's update gate)
+            return a * (1 - torch.sigmoid(g))
+        if self.kind == "complement_gate_left":
+            return (1.0 - torch.sigmoid(g)) * a
         if self.kind == "div_by_data":
             return a / (g * g + 1.0)
         if self.kind == "same_shape":
@@ -572,6 +576,8 @@ PRODUCT_CASES = {
     "sigmoid_gate_left": (1.0, 0.0),
     "softmax_gate": (1.0, 0.0),
     "hardsigmoid_gate": (1.0, 0.0),
+    "complement_gate": (1.0, 0.0),
+    "complement_gate_left": (1.0, 0.0),
     "div_by_data": (1.0, 0.0),
     "same_shape": (0.5, 0.5),
     "swiglu": (0.5, 0.5),
@@ -591,6 +597,18 @@ def test_products(kind):
     with torch.no_grad():
         Rc = seed * model(x)  # contrast explains seed ⊙ output, split by the same shares
     close(exp_c.relevance, torch.cat([share_a * Rc, share_g * Rc], 1), kind + " signed")
+
+
+@pytest.mark.parametrize("kind", ["complement_gate", "complement_gate_left"])
+def test_complement_of_a_gate_is_marked_a_gate_at_capture(kind):
+    """``1 - torch.sigmoid(g)`` exports as ``rsub(sigmoid, 1)``: capture marks it a gate (the
+    first operand is the gate, so the complement check has to come first)."""
+    x = t([[1.5, -2.0, 0.5, -1.0, 3.0, 0.25]])
+    g = Backtrace(Product(kind).eval()).capture(x)
+    complements = [n for n in g.nodes if n.op == "call_function"
+                   and n.target.overloadpacket in (torch.ops.aten.rsub, torch.ops.aten.sub)]
+    assert complements, "no 1 − gate node in the graph"
+    assert all(n in g.gates for n in complements)
 
 
 class BroadcastProduct(nn.Module):

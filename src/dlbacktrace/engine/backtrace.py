@@ -45,8 +45,9 @@ NORM_RULES = ("centre", "identity")
 DEFAULT_NORM = {"default": "identity", "contrast": "centre"}
 # The rule set this library computes; audit records carry it (a change of rules means a
 # recorded explanation cannot re-verify bit for bit). 3: a linear node's few saturated outputs
-# are corrected at their sites (same rule, float32 rounding differs where it applies).
-RULE_SET = "3"
+# are corrected at their sites (same rule, float32 rounding differs where it applies). 4:
+# ``rsub(gate, 1)`` (``1 - torch.sigmoid(x)``) is a gate, as ``sub(1, gate)`` was.
+RULE_SET = "4"
 
 
 @contextlib.contextmanager

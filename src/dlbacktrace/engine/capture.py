@@ -414,9 +414,11 @@ def _keeps_gate(node: fx.Node, gates: set[fx.Node], data: set[fx.Node]) -> bool:
     (``complement_arg``).
     """
     spec = _spec(node)
+    if spec.is_complement(node):  # before the first operand: ``rsub(gate, 1)`` is 1 − gate
+        return any(i in gates for i in node.all_input_nodes)
     first = node.args[0] if node.args else None
     if not isinstance(first, fx.Node) or first not in gates:
-        return spec.is_complement(node) and any(i in gates for i in node.all_input_nodes)
+        return False
     if node.target is operator.getitem:
         return True
     passage = spec.gate_passage

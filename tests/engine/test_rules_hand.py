@@ -561,6 +561,8 @@ class Product(nn.Module):
             return a * (1 - torch.sigmoid(g))
         if self.kind == "complement_gate_left":
             return (1.0 - torch.sigmoid(g)) * a
+        if self.kind == "scaled_complement":  # 1 − 2·gate: no gate, a product of data
+            return a * torch.rsub(torch.sigmoid(g), 1, alpha=2)
         if self.kind == "div_by_data":
             return a / (g * g + 1.0)
         if self.kind == "same_shape":
@@ -597,6 +599,19 @@ def test_products(kind):
     with torch.no_grad():
         Rc = seed * model(x)  # contrast explains seed ⊙ output, split by the same shares
     close(exp_c.relevance, torch.cat([share_a * Rc, share_g * Rc], 1), kind + " signed")
+
+
+def test_one_minus_twice_a_gate_is_no_gate():
+    """``rsub(gate, 1, alpha=2)`` is ``1 − 2·gate``, not a complement: a product of two data
+    tensors, so ``a`` takes half (a gate would send it all); the other half reaches ``g``
+    through the affine ``1 − 2s`` (default shares |2s| : |1|, the constant absorbing its part)."""
+    x = t([[1.5, -2.0, 0.5, -1.0, 3.0, 0.25]])
+    seed = t([[1.0, -2.0, 0.5]])
+    exp = explain(Product("scaled_complement").eval(), x, seed=seed)
+    s = torch.sigmoid(x[:, 3:])
+    close(exp.relevance[:, :3], 0.5 * seed.abs(), "a")
+    close(exp.relevance[:, 3:], 0.5 * seed.abs() * 2 * s / (2 * s + 1), "g")
+    conserved(exp, float(seed.abs().sum()))
 
 
 @pytest.mark.parametrize("kind", ["complement_gate", "complement_gate_left"])

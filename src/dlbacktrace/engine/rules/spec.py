@@ -358,8 +358,9 @@ class OpSpec:
         if one is None or len(node.args) < 2:
             return False
         other = node.args[1 - one]
+        alpha = node.args[2] if len(node.args) > 2 else node.kwargs.get("alpha", 1)
         return isinstance(node.args[one], (int, float)) and node.args[one] == 1 and (
-            isinstance(other, fx.Node)
+            isinstance(other, fx.Node) and alpha == 1  # 1 − 2·x is no complement
         )
 
 

@@ -120,11 +120,10 @@ def explain(model: nn.Module, ids: torch.Tensor, mode: str, old: bool) -> torch.
     capture._keeps_gate = _old_keeps_gate if old else current
     try:
         bt = Backtrace(model, mode=mode)
-        bt.forget_captures()  # the gates are marked at capture
+        bt.forget_captures()  # the gates are marked at capture: no capture of the other rule
         with torch.no_grad():
             target = model(ids).argmax(1)
         maps = bt.attribute(ids, target=target.tolist())
-        bt.forget_captures()
     finally:
         capture._keeps_gate = current
     return maps.to(torch.float64)

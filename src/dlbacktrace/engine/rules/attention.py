@@ -100,12 +100,12 @@ def sdpa(call: Call, R) -> Contribution:
         return _value_only(call, R, result, v, _probabilities(q, k, scale, bias, heads), heads)
     qk = q @ _repeat_heads(k, heads).transpose(-2, -1)
     if call.options.signed and call.options.attention == "split":
-        full = qk * scale  # the scores, then the logits, in one buffer; Q·Kᵀ is kept
+        full = qk.mul_(scale)  # Q·Kᵀ, the scores, then the logits, all in one buffer
         if bias is not None:
             fits = torch.broadcast_shapes(full.shape, bias.shape) == full.shape
             full = full.add_(bias) if fits else full + bias
         attn = torch.softmax(full, dim=-1).nan_to_num_(nan=0.0)  # fully masked rows: 0
-        return _signed_split(call, R, result, q, k, v, qk, attn, full, bias, heads, scale)
+        return _signed_split(call, R, result, q, k, v, attn, full, bias, heads, scale)
     scores = qk * scale
     full = scores if bias is None else scores + bias
     # fully masked rows: the op returns zeros or NaN
@@ -191,20 +191,20 @@ def _value_only(call, R, result, v, attn, heads) -> Contribution:
     return result
 
 
-def _signed_split(call, R, result, q, k, v, qk, attn, full, bias, heads, scale) -> Contribution:
+def _signed_split(call, R, result, q, k, v, attn, full, bias, heads, scale) -> Contribution:
     """Contrast mode, ``attention="split"``: the same rules as the eager graph, op by op.
 
     ``O = A·V`` splits each contribution's signed share 50/50 between V and A; A's part passes
     the softmax rule to the logits ``QKᵀ·scale + mask`` (``full``); the mask (an additive
-    constant) absorbs its signed share; the scale passes; ``Q·Kᵀ`` (``qk``) splits 50/50 by
-    signed shares. Both products are bilinear, so each operand's share is closed-form:
+    constant) absorbs its signed share; the scale passes; ``Q·Kᵀ`` splits 50/50 by signed
+    shares. Both products are bilinear, so each operand's share is closed-form:
     ``a ⊙ (G·bᵀ)`` and ``b ⊙ (aᵀ·G)`` with ``G = R/(out + ε)`` (no forward re-run, no autograd).
 
-    The L×S steps work in place in one relevance buffer, and the probabilities' and logits'
-    buffers are reused once they have been read for the last time: the rule holds four L×S
-    tensors at a time (at 512 tokens each is ~100 MB). ``Q·Kᵀ`` is kept rather than
-    recomputed where the mask's share and the last split need it: recomputing it twice cost
-    two batched products, more than a tenth of the rule's time at 512 tokens.
+    The L×S steps work in place in one relevance buffer, the probabilities' and logits'
+    buffers are reused once they have been read for the last time, and ``Q·Kᵀ`` and the scores
+    are recomputed where they are needed rather than kept: at 512 tokens each L×S tensor is
+    ~100 MB, so the rule holds three of them at a time instead of four (for one more
+    batched product, two with a mask).
     """
     out = call.out
     eps = call.options.epsilon
@@ -228,19 +228,30 @@ def _signed_split(call, R, result, q, k, v, qk, attn, full, bias, heads, scale) 
     row_sums = R_s.sum(dim=-1, keepdim=True)
     R_s.sub_(attn.mul_(row_sums[0]) if one_stream else attn * row_sums)
     R_s.mul_(full).nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
-    after = total(R_s)
-    absorbed = absorbed + before - after
+    absorbed = absorbed + before - total(R_s)
     k_all = _repeat_heads(k, heads)
-    # the probabilities are not read again (a mask broadcast beyond the scores' shape: no spare)
-    spare = attn if attn.shape == qk.shape else None
+
+    def products(into: torch.Tensor | None) -> torch.Tensor:  # Q·Kᵀ, as the forward computed it
+        if into is None:
+            return q @ k_all.transpose(-2, -1)
+        return torch.matmul(q, k_all.transpose(-2, -1), out=into)
+
+    spare = attn  # the probabilities are not read again
+    # False only for a mask broadcast beyond the scores' shape
+    same = full.shape == (*torch.broadcast_shapes(q.shape[:-2], k_all.shape[:-2]),
+                          q.shape[-2], k_all.shape[-2])
     if bias is not None:  # the mask's signed share, as ``add(scores, mask)`` in the eager graph
-        share = stabilised(full, eps, out=attn)  # the logits are not read again
-        scores = torch.mul(qk, scale, out=full) if full.shape == qk.shape else qk * scale
+        share = stabilised(full, eps, out=spare)  # the logits are not read again
+        scores = products(full if same else None).mul_(scale)
         torch.div(scores, share, out=share)
+        before = total(R_s)
         R_s.mul_(share)  # 0 stays 0: the share is finite (−0 at masked logits)
-        absorbed = absorbed + after - total(R_s)
+        absorbed = absorbed + before - total(R_s)
+        qk = products(scores if same else None)
+    else:
+        qk = products(full if same else None)  # the scores are the logits: not read again
     # the scale passes; shares over the unscaled products Q·Kᵀ (as the eager graph's matmul)
-    G, eps_part = signed_ratio(R_s.div_(2), qk, eps, spare=spare, own=True)
+    G, eps_part = signed_ratio(R_s.div_(2), qk, eps, spare=spare if same else None, own=True)
     absorbed = absorbed + 2 * eps_part
     rho_q = q * (G @ k_all)
     rho_k = k * _unrepeat_heads(G.transpose(-2, -1) @ q, k.shape[-3] if k.dim() >= 3 else 1)
